@@ -1,0 +1,198 @@
+//! KafkaProducerActor: owns the idempotent rdkafka producer. `Produce` answers only when the
+//! broker acknowledged every record (acks=all), or with the first error.
+//!
+//! Supervised: when librdkafka reports a fatal error (an idempotent producer can reach one),
+//! the actor stops and its supervisor restarts it with a fresh producer.
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures_util::future::join_all;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use crate::config::KafkaConfig;
+use crate::metrics as m;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProduceError {
+    #[error("kafka producer queue is full")]
+    QueueFull,
+    #[error("kafka did not acknowledge: {0}")]
+    Kafka(String),
+    #[error("kafka producer is restarting")]
+    Restarting,
+}
+
+/// One record: key and payload (the topic is the actor's).
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub key: String,
+    pub payload: Vec<u8>,
+}
+
+/// Produce all records; resolves after every ack.
+#[derive(Message)]
+#[rtype(result = "Result<(), ProduceError>")]
+pub struct Produce {
+    pub records: Vec<Record>,
+}
+
+/// Is the broker reachable? (metadata round-trip)
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct Ping {
+    pub timeout: Duration,
+}
+
+/// Flush everything queued (graceful shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Flush {
+    pub timeout: Duration,
+}
+
+pub struct KafkaProducerActor {
+    cfg: KafkaConfig,
+    topic: String,
+    mailbox_capacity: usize,
+    producer: Option<FutureProducer>,
+}
+
+impl KafkaProducerActor {
+    pub fn new(cfg: KafkaConfig, topic: String, mailbox_capacity: usize) -> Self {
+        KafkaProducerActor {
+            cfg,
+            topic,
+            mailbox_capacity,
+            producer: None,
+        }
+    }
+
+    fn connect(&mut self) {
+        match crate::kafka::producer(&self.cfg) {
+            Ok(p) => self.producer = Some(p),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create kafka producer");
+                self.producer = None;
+            }
+        }
+    }
+}
+
+impl Actor for KafkaProducerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.mailbox_capacity);
+        self.connect();
+        // Watch for librdkafka's fatal state; restart through the supervisor when it appears.
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| {
+            let fatal = act.producer.as_ref().and_then(|p| p.client().fatal_error());
+            if let Some((code, reason)) = fatal {
+                tracing::error!(?code, %reason, "kafka producer is in a fatal state; restarting");
+                ctx.stop();
+            } else if act.producer.is_none() {
+                act.connect();
+            }
+        });
+    }
+}
+
+impl Supervised for KafkaProducerActor {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        metrics::counter!(m::ACTOR_RESTARTS, "actor" => "kafka_producer").increment(1);
+        self.producer = None;
+    }
+}
+
+impl Handler<Produce> for KafkaProducerActor {
+    type Result = ResponseFuture<Result<(), ProduceError>>;
+
+    fn handle(&mut self, msg: Produce, _: &mut Self::Context) -> Self::Result {
+        let Some(producer) = self.producer.clone() else {
+            return Box::pin(async { Err(ProduceError::Restarting) });
+        };
+        let n = msg.records.len() as u64;
+        let started = Instant::now();
+        // Enqueue synchronously (keeps order per key), then await the acks concurrently.
+        let mut acks = Vec::with_capacity(msg.records.len());
+        for r in &msg.records {
+            let rec = FutureRecord::to(&self.topic)
+                .key(&r.key)
+                .payload(&r.payload);
+            match producer.send_result(rec) {
+                Ok(ack) => acks.push(ack),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    metrics::counter!(m::PRODUCE_FAILED).increment(n);
+                    return Box::pin(async { Err(ProduceError::QueueFull) });
+                }
+                Err((e, _)) => {
+                    metrics::counter!(m::PRODUCE_FAILED).increment(n);
+                    let e = e.to_string();
+                    return Box::pin(async move { Err(ProduceError::Kafka(e)) });
+                }
+            }
+        }
+        Box::pin(async move {
+            let mut first_err = None;
+            for ack in join_all(acks).await {
+                let err = match ack {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err((e, _))) => e.to_string(),
+                    Err(_) => "delivery report dropped".to_owned(),
+                };
+                first_err.get_or_insert(err);
+            }
+            metrics::histogram!(m::PRODUCE_SECONDS).record(started.elapsed().as_secs_f64());
+            match first_err {
+                None => {
+                    metrics::counter!(m::PRODUCED).increment(n);
+                    Ok(())
+                }
+                Some(e) => {
+                    metrics::counter!(m::PRODUCE_FAILED).increment(n);
+                    Err(ProduceError::Kafka(e))
+                }
+            }
+        })
+    }
+}
+
+impl Handler<Ping> for KafkaProducerActor {
+    type Result = ResponseFuture<Result<(), String>>;
+
+    fn handle(&mut self, msg: Ping, _: &mut Self::Context) -> Self::Result {
+        let producer = self.producer.clone();
+        let topic = self.topic.clone();
+        Box::pin(async move {
+            let producer = producer.ok_or("kafka producer is restarting")?;
+            let probe = tokio::task::spawn_blocking(move || {
+                producer
+                    .client()
+                    .fetch_metadata(Some(&topic), msg.timeout)
+                    .map(|md| md.topics().iter().any(|t| t.error().is_none()))
+            })
+            .await
+            .map_err(|e| format!("metadata probe failed: {e}"))?;
+            match probe {
+                Ok(true) => Ok(()),
+                Ok(false) => Err("topic metadata has an error".into()),
+                Err(e) => Err(format!("kafka unreachable: {e}")),
+            }
+        })
+    }
+}
+
+impl Handler<Flush> for KafkaProducerActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: Flush, _: &mut Self::Context) -> Self::Result {
+        let producer = self.producer.clone();
+        Box::pin(async move {
+            if let Some(p) = producer {
+                let _ = tokio::task::spawn_blocking(move || p.flush(msg.timeout)).await;
+            }
+        })
+    }
+}

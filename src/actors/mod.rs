@@ -1,0 +1,5 @@
+//! One actor per file, its messages beside it. See ARCHITECTURE.md for the flow.
+
+pub mod dedup;
+pub mod ingress;
+pub mod kafka_producer;

@@ -1,0 +1,443 @@
+//! Typed configuration: one TOML file, then environment overrides
+//! `ALERTPIPE__<SECTION>__<KEY>=value` (value read as a TOML literal when it parses as one,
+//! else as a string). Unknown keys are errors naming the key. Secrets never come from the file:
+//! they are read from an env var or a file named in the config, and print masked.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize, Serializer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Toml { path: PathBuf, message: String },
+    #[error("config key `{key}`: {message}")]
+    Key { key: String, message: String },
+    #[error("environment override {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+/// A value that never prints.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"********\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "********" })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub kafka: KafkaConfig,
+    pub ingest: IngestConfig,
+    pub dedup: DedupConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the HTTP server binds; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// HTTP worker threads.
+    pub workers: usize,
+    /// Largest accepted webhook body; larger gets 413.
+    pub body_limit_bytes: usize,
+    /// Seconds to drain in-flight requests after SIGTERM.
+    pub shutdown_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    None,
+    Bearer,
+    Basic,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    /// Basic auth user name (not a secret).
+    pub username: String,
+    /// File holding the bearer token or basic password (else env ALERTPIPE_AUTH_SECRET).
+    pub secret_file: Option<PathBuf>,
+    #[serde(skip_deserializing)]
+    pub secret: Secret,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// bootstrap.servers
+    pub brokers: String,
+    pub alerts_topic: String,
+    /// Create missing topics at start (the broker may not auto-create them).
+    pub create_topics: bool,
+    pub partitions: i32,
+    /// How long one produce may wait for the broker's ack before the webhook gets 503.
+    pub message_timeout_ms: u64,
+    /// Extra librdkafka producer properties (e.g. `"linger.ms" = "5"`).
+    pub producer: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Alerts accepted but not yet acknowledged by Kafka, across all requests; past it, 503.
+    pub max_inflight_alerts: usize,
+    /// Bounded mailbox of each ingest actor.
+    pub mailbox_capacity: usize,
+    /// Retry-After seconds on 503.
+    pub retry_after_s: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupConfig {
+    /// A repeat of the same alert state within this many seconds is dropped.
+    pub window_s: u64,
+    /// Upper bound on remembered states (oldest forgotten first).
+    pub max_entries: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    /// tracing EnvFilter directive; RUST_LOG wins when set.
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            auth: AuthConfig::default(),
+            kafka: KafkaConfig::default(),
+            ingest: IngestConfig::default(),
+            dedup: DedupConfig::default(),
+            telemetry: TelemetryConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            workers: 2,
+            body_limit_bytes: 4 * 1024 * 1024,
+            shutdown_timeout_s: 30,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: AuthMode::None,
+            username: String::new(),
+            secret_file: None,
+            secret: Secret::default(),
+        }
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            alerts_topic: "alerts".into(),
+            create_topics: true,
+            partitions: 3,
+            message_timeout_ms: 10_000,
+            producer: BTreeMap::from([("linger.ms".to_owned(), "2".to_owned())]),
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_inflight_alerts: 20_000,
+            mailbox_capacity: 1024,
+            retry_after_s: 5,
+        }
+    }
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        DedupConfig {
+            window_s: 3600,
+            max_entries: 200_000,
+        }
+    }
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+        }
+    }
+}
+
+pub const ENV_PREFIX: &str = "ALERTPIPE__";
+pub const SECRET_ENV: &str = "ALERTPIPE_AUTH_SECRET";
+
+impl Config {
+    /// File (optional: a missing default file means defaults), then env overrides, then secrets.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_owned(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        let mut cfg = Config::from_sources(&text, path.unwrap_or(Path::new("<none>")), &env)?;
+        cfg.load_secrets(&env)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses TOML text with the given environment applied on top (no secrets, no checks).
+    pub fn from_sources(
+        text: &str,
+        path: &Path,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut root: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Toml {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+        for (var, value) in env {
+            let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let keys: Vec<String> = rest.split("__").map(|k| k.to_lowercase()).collect();
+            if keys.iter().any(String::is_empty) {
+                return Err(ConfigError::Env {
+                    var: var.clone(),
+                    message: "empty key segment".into(),
+                });
+            }
+            set_path(&mut root, &keys, parse_env_value(value)).map_err(|message| {
+                ConfigError::Env {
+                    var: var.clone(),
+                    message,
+                }
+            })?;
+        }
+        serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Key {
+                key,
+                message: e.into_inner().message().to_owned(),
+            }
+        })
+    }
+
+    fn load_secrets(&mut self, env: &[(String, String)]) -> Result<(), ConfigError> {
+        let from_env = env
+            .iter()
+            .find(|(k, _)| k == SECRET_ENV)
+            .map(|(_, v)| v.clone());
+        let secret = match (&self.auth.secret_file, from_env) {
+            (Some(file), _) => std::fs::read_to_string(file)
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+                .map_err(|e| ConfigError::Key {
+                    key: "auth.secret_file".into(),
+                    message: format!("cannot read {}: {e}", file.display()),
+                })?,
+            (None, Some(v)) => v,
+            (None, None) => String::new(),
+        };
+        self.auth.secret = Secret::new(secret);
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: &str| {
+            Err(ConfigError::Key {
+                key: key.into(),
+                message: message.into(),
+            })
+        };
+        if self.auth.mode != AuthMode::None && self.auth.secret.expose().is_empty() {
+            return bad(
+                "auth.mode",
+                "auth is on but no secret: set ALERTPIPE_AUTH_SECRET or auth.secret_file",
+            );
+        }
+        if self.auth.mode == AuthMode::Basic && self.auth.username.is_empty() {
+            return bad("auth.username", "basic auth needs a username");
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            return bad("kafka.brokers", "must not be empty");
+        }
+        if self.kafka.alerts_topic.trim().is_empty() {
+            return bad("kafka.alerts_topic", "must not be empty");
+        }
+        if self.kafka.partitions < 1 {
+            return bad("kafka.partitions", "must be at least 1");
+        }
+        if self.kafka.message_timeout_ms == 0 {
+            return bad("kafka.message_timeout_ms", "must be above 0");
+        }
+        if self.server.workers == 0 {
+            return bad("server.workers", "must be at least 1");
+        }
+        if self.server.body_limit_bytes < 1024 {
+            return bad("server.body_limit_bytes", "must be at least 1024");
+        }
+        if self.ingest.max_inflight_alerts == 0 || self.ingest.mailbox_capacity == 0 {
+            return bad(
+                "ingest",
+                "max_inflight_alerts and mailbox_capacity must be above 0",
+            );
+        }
+        if self.dedup.max_entries == 0 {
+            return bad("dedup.max_entries", "must be above 0");
+        }
+        Ok(())
+    }
+
+    /// The effective config as TOML, secrets masked.
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    // `x = <raw>` parses for numbers, booleans, arrays and quoted strings; anything else is a
+    // bare string (so ALERTPIPE__KAFKA__BROKERS=127.0.0.1:9092 needs no quotes).
+    match toml::from_str::<toml::Table>(&format!("x = {raw}")) {
+        Ok(mut t) => t
+            .remove("x")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.into()),
+    }
+}
+
+fn set_path(root: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = keys.split_last().ok_or("no key")?;
+    let mut table = root;
+    for k in parents {
+        let entry = table
+            .entry(k.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{k}` is not a table"))?;
+    }
+    table.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_sources(text, Path::new("test.toml"), &env)
+    }
+
+    #[test]
+    fn project_config_file_parses_and_validates() {
+        let text = include_str!("../config/alertpipe.toml");
+        let cfg = parse(text, &[]).unwrap();
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let cfg = parse(
+            "[kafka]\nbrokers = \"a:1\"\n",
+            &[
+                ("ALERTPIPE__KAFKA__BROKERS", "127.0.0.1:9999"),
+                ("ALERTPIPE__KAFKA__PARTITIONS", "7"),
+                ("ALERTPIPE__SERVER__LISTEN", "127.0.0.1:0"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.kafka.brokers, "127.0.0.1:9999");
+        assert_eq!(cfg.kafka.partitions, 7);
+        assert_eq!(cfg.server.listen.port(), 0);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse("[kafka]\nbrokerz = \"x\"\n", &[]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("brokerz"), "{msg}");
+        let err = parse("", &[("ALERTPIPE__DEDUP__WINDOW", "5")]).unwrap_err();
+        assert!(err.to_string().contains("window"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = parse("[dedup]\nwindow_s = \"soon\"\n", &[]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("dedup.window_s"), "{msg}");
+    }
+
+    #[test]
+    fn auth_without_secret_is_refused() {
+        let cfg = parse("[auth]\nmode = \"bearer\"\n", &[]).unwrap();
+        let err = cfg.validate().unwrap_err();
+        assert!(err.to_string().contains("auth.mode"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let mut cfg = parse("[auth]\nmode = \"bearer\"\n", &[]).unwrap();
+        cfg.auth.secret = Secret::new("hunter2");
+        assert!(!cfg.to_masked_toml().contains("hunter2"));
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+        assert!(cfg.to_masked_toml().contains("********"));
+    }
+}

@@ -1,0 +1,105 @@
+//! `POST /api/v1/alerts`: the Alertmanager webhook (payload version 4).
+//!
+//! 200 only after Kafka acknowledged every new alert; 503 + Retry-After when it cannot (the
+//! broker is down or the pipeline is full: Alertmanager retries only 5xx); 400 naming the bad
+//! field; 401; 413.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use actix::MailboxError;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::error::ApiError;
+use super::{auth, body, AppState};
+use crate::actors::ingress::{IngestAlerts, IngestError};
+use crate::domain::parse_webhook;
+use crate::metrics as m;
+
+pub async fn post_alerts(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    auth::check(&req, &state.auth)?;
+    let retry_after = state.retry_after_s;
+    if state.is_draining() {
+        return Err(ApiError::unavailable("shutting down", retry_after));
+    }
+    let body = body::read_limited(&req, payload, state.body_limit).await?;
+    let alerts = parse_webhook(&body).map_err(|e| {
+        metrics::counter!(m::REJECTED, "reason" => "invalid").increment(1);
+        ApiError::bad_request(e.message, e.field)
+    })?;
+    let n = alerts.len();
+    let _slot = InflightSlot::take(&state, n).ok_or_else(|| {
+        metrics::counter!(m::REJECTED, "reason" => "full").increment(n as u64);
+        ApiError::unavailable("alert pipeline is full; retry later", retry_after)
+    })?;
+    // Await `send`: a full mailbox makes this wait (backpressure), bounded by the timeout.
+    let sent = state
+        .ingress
+        .send(IngestAlerts { alerts })
+        .timeout(state.ingest_timeout)
+        .await;
+    let report = match sent {
+        Ok(Ok(report)) => report,
+        Ok(Err(IngestError::Unavailable(reason))) => {
+            tracing::warn!(%reason, alerts = n, "webhook refused with 503");
+            return Err(ApiError::unavailable(reason, retry_after));
+        }
+        Err(MailboxError::Timeout) => {
+            return Err(ApiError::unavailable(
+                "alert pipeline timed out",
+                retry_after,
+            ))
+        }
+        Err(MailboxError::Closed) => {
+            return Err(ApiError::unavailable(
+                "alert pipeline restarting",
+                retry_after,
+            ))
+        }
+    };
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "status": "ok",
+        "received": report.received,
+        "duplicates": report.duplicates,
+        "produced": report.produced,
+    })))
+}
+
+/// Holds `n` of the in-flight alert budget until dropped.
+struct InflightSlot {
+    state: web::Data<AppState>,
+    n: usize,
+}
+
+impl InflightSlot {
+    fn take(state: &web::Data<AppState>, n: usize) -> Option<Self> {
+        let max = state.max_inflight;
+        let prev = state.inflight.fetch_add(n, Ordering::AcqRel);
+        // One request larger than the whole budget is still let through when alone.
+        if prev > 0 && prev + n > max {
+            state.inflight.fetch_sub(n, Ordering::AcqRel);
+            return None;
+        }
+        metrics::gauge!(m::INGEST_INFLIGHT).set((prev + n) as f64);
+        Some(InflightSlot {
+            state: state.clone(),
+            n,
+        })
+    }
+}
+
+impl Drop for InflightSlot {
+    fn drop(&mut self) {
+        let now = self.state.inflight.fetch_sub(self.n, Ordering::AcqRel) - self.n;
+        metrics::gauge!(m::INGEST_INFLIGHT).set(now as f64);
+    }
+}
+
+/// Upper bound a webhook waits: the producer's own timeout plus queueing slack.
+pub fn ingest_timeout(message_timeout_ms: u64) -> Duration {
+    Duration::from_millis(message_timeout_ms) + Duration::from_secs(2)
+}

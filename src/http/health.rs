@@ -1,0 +1,41 @@
+//! Liveness, readiness and the Prometheus scrape endpoint.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use super::AppState;
+use crate::actors::kafka_producer::Ping;
+
+/// The process is up and serving HTTP.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// Ready to take traffic: not draining, and the broker answers a metadata request.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.is_draining() {
+        return not_ready("draining");
+    }
+    let ping = state.producer.send(Ping {
+        timeout: Duration::from_secs(2),
+    });
+    match ping.timeout(Duration::from_secs(3)).await {
+        Ok(Ok(())) => HttpResponse::Ok().json(json!({"status": "ready", "kafka": "ok"})),
+        Ok(Err(e)) => not_ready(&e),
+        Err(e) => not_ready(&format!("kafka probe: {e}")),
+    }
+}
+
+fn not_ready(reason: &str) -> HttpResponse {
+    HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE)
+        .json(json!({"status": "not ready", "reason": reason}))
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render())
+}

@@ -1,0 +1,69 @@
+//! HTTP surface (actix-web): routes, shared state, request metrics.
+
+pub mod alerts;
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod health;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpResponse};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::actors::ingress::IngressActor;
+use crate::actors::kafka_producer::KafkaProducerActor;
+use crate::config::AuthConfig;
+use crate::metrics as m;
+
+/// What every handler can reach. Cheap to clone (addresses and Arcs).
+pub struct AppState {
+    pub ingress: Addr<IngressActor>,
+    pub producer: Addr<KafkaProducerActor>,
+    pub auth: AuthConfig,
+    pub body_limit: usize,
+    pub max_inflight: usize,
+    pub retry_after_s: u64,
+    pub ingest_timeout: Duration,
+    pub inflight: Arc<AtomicUsize>,
+    pub draining: Arc<AtomicBool>,
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/v1/alerts", web::post().to(alerts::post_alerts))
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(health::metrics))
+        .default_service(web::to(|| async {
+            HttpResponse::NotFound().json(serde_json::json!({"error": "no such endpoint"}))
+        }));
+}
+
+/// Counts requests and times them, labelled by route pattern (not raw path) and status.
+pub async fn track(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let res = next.call(req).await?;
+    let status = res.status().as_u16().to_string();
+    metrics::counter!(m::HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!(m::HTTP_SECONDS, "route" => route).record(started.elapsed().as_secs_f64());
+    Ok(res)
+}

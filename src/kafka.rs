@@ -1,0 +1,149 @@
+//! Kafka client settings shared by every producer and consumer, and topic creation.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::FutureProducer;
+
+use crate::config::KafkaConfig;
+
+/// The producer every alert and log goes through: acks=all and idempotent, so an ack means
+/// the broker has it and a retry inside librdkafka cannot duplicate or reorder it.
+pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", cfg.message_timeout_ms.to_string())
+        .set("socket.connection.setup.timeout.ms", "3000")
+        .set("reconnect.backoff.max.ms", "1000");
+    for (k, v) in &cfg.producer {
+        c.set(k, v);
+    }
+    c
+}
+
+pub fn producer(cfg: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
+    producer_config(cfg).create()
+}
+
+/// Creates the topics that are missing; existing ones are left as they are.
+pub async fn ensure_topics(
+    cfg: &KafkaConfig,
+    topics: &[&str],
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.brokers)
+        .set("socket.connection.setup.timeout.ms", "3000")
+        .create()?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, cfg.partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(timeout));
+    let results = admin.create_topics(&new, &opts).await?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaError::AdminOp(code)).inspect_err(|_| {
+                    tracing::error!(%topic, ?code, "cannot create topic");
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One message read back from a topic.
+#[derive(Debug, Clone)]
+pub struct ReadMessage {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+}
+
+/// Reads a topic from the beginning with a throwaway consumer group until `max` messages or
+/// until nothing arrived for `idle`. For tools and tests, not the service's consumers.
+pub fn read_topic(
+    brokers: &str,
+    topic: &str,
+    max: usize,
+    idle: Duration,
+) -> Result<Vec<ReadMessage>, KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+
+    let group = format!(
+        "alertpipe-reader-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    );
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let mut out = Vec::new();
+    let mut last = std::time::Instant::now();
+    while out.len() < max && last.elapsed() < idle {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                out.push(ReadMessage {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                });
+                last = std::time::Instant::now();
+            }
+            Some(Err(e)) => tracing::debug!(error = %e, "reader poll error"),
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TailArgs {
+    /// Topic to read (default: the alerts topic from the config).
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Stop after this many messages.
+    #[arg(long, default_value_t = usize::MAX)]
+    pub max: usize,
+    /// Stop when nothing arrived for this many milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub idle_ms: u64,
+}
+
+/// `alertpipe tail`: prints `{"partition","offset","key","value"}` JSON lines.
+pub fn tail(cfg: &KafkaConfig, args: &TailArgs) -> anyhow::Result<()> {
+    let topic = args.topic.as_deref().unwrap_or(&cfg.alerts_topic);
+    let msgs = read_topic(
+        &cfg.brokers,
+        topic,
+        args.max,
+        Duration::from_millis(args.idle_ms),
+    )?;
+    for m in msgs {
+        let value: serde_json::Value = serde_json::from_slice(&m.payload).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&m.payload).into_owned())
+        });
+        println!(
+            "{}",
+            serde_json::json!({"partition": m.partition, "offset": m.offset, "key": m.key, "value": value})
+        );
+    }
+    Ok(())
+}

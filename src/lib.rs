@@ -1,0 +1,12 @@
+//! alertpipe: every custom link of the alerting and cold-log pipeline, as one actix service.
+//! Start at `startup::Application`; ARCHITECTURE.md maps the rest.
+
+pub mod actors;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod kafka;
+pub mod loadgen;
+pub mod metrics;
+pub mod startup;
+pub mod telemetry;

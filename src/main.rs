@@ -1,0 +1,88 @@
+//! The `alertpipe` command: thin; the work lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use alertpipe::config::Config;
+use alertpipe::startup::Application;
+
+#[derive(Parser)]
+#[command(
+    name = "alertpipe",
+    version,
+    about = "Alert and cold-log pipeline service"
+)]
+struct Cli {
+    /// Config file (TOML); environment overrides ALERTPIPE__SECTION__KEY apply on top.
+    #[arg(long, short, global = true, env = "ALERTPIPE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve {
+        /// Roles to run (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "all")]
+        roles: Vec<Role>,
+    },
+    /// Validate the config and print the effective config, secrets masked.
+    CheckConfig,
+    /// Print the messages of a Kafka topic (from the beginning) as JSON lines.
+    Tail(alertpipe::kafka::TailArgs),
+    /// Load generator: webhook batches against a running alertpipe, and a bare-producer baseline.
+    Loadgen(alertpipe::loadgen::LoadgenArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Role {
+    All,
+    Ingest,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("alertpipe: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::CheckConfig => {
+            let cfg = Config::load(cli.config.as_deref())?;
+            print!("{}", cfg.to_masked_toml());
+            eprintln!("config ok");
+            Ok(())
+        }
+        Command::Serve { roles } => {
+            let cfg = Config::load(cli.config.as_deref())?;
+            alertpipe::telemetry::init(&cfg.telemetry);
+            let _ingest = roles.iter().any(|r| matches!(r, Role::All | Role::Ingest));
+            actix_web::rt::System::new().block_on(async move {
+                let app = Application::build(cfg)
+                    .await
+                    .context("starting alertpipe")?;
+                app.install_signal_handlers();
+                app.run_until_stopped().await
+            })
+        }
+        Command::Tail(args) => {
+            let cfg = Config::load(cli.config.as_deref())?;
+            alertpipe::kafka::tail(&cfg.kafka, &args)
+        }
+        Command::Loadgen(args) => {
+            let cfg = Config::load(cli.config.as_deref())?;
+            actix_web::rt::System::new().block_on(alertpipe::loadgen::run(cfg, args))
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! Metric names (one family per stage, Prometheus conventions) and the recorder.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const RECEIVED: &str = "alertpipe_alerts_received_total";
+pub const DEDUPLICATED: &str = "alertpipe_alerts_deduplicated_total";
+pub const PRODUCED: &str = "alertpipe_alerts_produced_total";
+pub const PRODUCE_FAILED: &str = "alertpipe_alerts_produce_failed_total";
+pub const PRODUCE_SECONDS: &str = "alertpipe_kafka_produce_seconds";
+pub const REJECTED: &str = "alertpipe_alerts_rejected_total";
+pub const INGEST_INFLIGHT: &str = "alertpipe_ingest_inflight_alerts";
+pub const DEDUP_ENTRIES: &str = "alertpipe_dedup_entries";
+pub const HTTP_REQUESTS: &str = "alertpipe_http_requests_total";
+pub const HTTP_SECONDS: &str = "alertpipe_http_request_duration_seconds";
+pub const ACTOR_RESTARTS: &str = "alertpipe_actor_restarts_total";
+
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the global recorder once per process (tests boot many apps in one process) and
+/// returns the handle `/metrics` renders.
+pub fn handle() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            match builder.install_recorder() {
+                Ok(handle) => {
+                    let upkeep = handle.clone();
+                    std::thread::Builder::new()
+                        .name("metrics-upkeep".into())
+                        .spawn(move || loop {
+                            std::thread::sleep(Duration::from_secs(5));
+                            upkeep.run_upkeep();
+                        })
+                        .ok();
+                    handle
+                }
+                // Another recorder is installed (embedding): render what this builder sees.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
