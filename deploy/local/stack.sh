@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# The local stack without Docker: real peers as plain processes on 127.0.0.1.
+#
+#   deploy/local/stack.sh up      install what is missing (as root), start, write the env file
+#   deploy/local/stack.sh down    stop everything this script started
+#   deploy/local/stack.sh status  what runs where
+#
+# Peers: PostgreSQL (Debian postgresql: initdb + pg_ctl on a free port), a Kafka-protocol broker
+# (tansu from crates.io, built once into a git-ignored tools directory), Prometheus Alertmanager
+# (Debian prometheus-alertmanager, with config/alertmanager/alertmanager.yml pointed at
+# alertpipe), and an SMTP server (Debian python3-aiosmtpd) storing mail in a Maildir.
+# Every address lands in $ALERTPIPE_STATE/stack.env (default .state/stack.env).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+STATE=${ALERTPIPE_STATE:-$REPO/.state}
+TOOLS=${ALERTPIPE_TOOLS:-$REPO/.tools}
+# Built tools are also kept per machine, so a fresh clone (CI) reuses them instead of rebuilding.
+TOOL_CACHE=${ALERTPIPE_TOOL_CACHE:-$HOME/.cache/alertpipe/tools}
+TANSU_VERSION=0.6.0
+ENV_FILE=$STATE/stack.env
+PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
+SYS_PY=/usr/bin/python3   # Debian's python: the only one that sees python3-aiosmtpd
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
+
+free_port() {
+  "$SYS_PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_tcp() { # host port seconds name
+  local i
+  for ((i = 0; i < $3 * 10; i++)); do
+    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  die "$4 did not listen on $1:$2 within $3 s (log: $STATE/$4.log)"
+}
+
+alive() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
+
+install_packages() {
+  local missing=()
+  [ -n "$PG_BIN" ] && [ -x "$PG_BIN/pg_ctl" ] || missing+=(postgresql)
+  command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+  "$SYS_PY" -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
+  command -v curl >/dev/null || missing+=(curl)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  [ "$(id -u)" -eq 0 ] || die "missing ${missing[*]}: run as root, or: sudo apt-get install ${missing[*]}"
+  log "installing ${missing[*]} (apt)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+}
+
+install_tansu() {
+  local bin=$TOOLS/bin/tansu cached=$TOOL_CACHE/bin/tansu
+  [ -x "$bin" ] && return 0
+  if [ ! -x "$cached" ]; then
+    command -v cargo >/dev/null || die "cargo is needed to build tansu (the Kafka-protocol broker)"
+    log "building tansu $TANSU_VERSION once (about 9 minutes on 2 cores) into $TOOL_CACHE"
+    CARGO_TARGET_DIR=$TOOL_CACHE/../tansu-target \
+      cargo install tansu --version "$TANSU_VERSION" --locked --features libsql \
+      --root "$TOOL_CACHE" >"$STATE/tansu-install.log" 2>&1 \
+      || die "tansu build failed; see $STATE/tansu-install.log"
+  fi
+  mkdir -p "$TOOLS/bin"
+  ln -sf "$cached" "$bin"
+}
+
+# Directory PostgreSQL's own user can reach (initdb refuses to run as root).
+pg_dir() {
+  if [ "$(id -u)" -ne 0 ]; then echo "$STATE/pg"; return; fi
+  if runuser -u postgres -- test -x "$STATE" 2>/dev/null; then echo "$STATE/pg"; return; fi
+  echo "/var/tmp/alertpipe-pg-$(printf '%s' "$STATE" | md5sum | cut -c1-10)"
+}
+
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+start_postgres() {
+  local dir port
+  dir=$(pg_dir)
+  port=$(free_port)
+  if [ ! -s "$dir/data/PG_VERSION" ]; then
+    rm -rf "$dir" && mkdir -p "$dir"
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$dir"
+    as_pg "$PG_BIN/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
+      >"$STATE/postgres-initdb.log" 2>&1 || die "initdb failed: $STATE/postgres-initdb.log"
+  fi
+  as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 30 \
+    -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories='$dir' -c fsync=off -c max_connections=200" \
+    start >/dev/null || die "postgres did not start: $dir/postgres.log"
+  ln -sf "$dir/postgres.log" "$STATE/postgres.log"
+  echo "$dir" >"$STATE/postgres.dir"
+  PG_PORT=$port
+}
+
+start_tansu() {
+  local port=$1
+  mkdir -p "$STATE/tansu"
+  (cd "$STATE/tansu" && setsid "$TOOLS/bin/tansu" broker \
+    --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+    --storage-engine sqlite://tansu.db >"$STATE/tansu.log" 2>&1 &
+    echo $! >"$STATE/tansu.pid")
+  wait_tcp 127.0.0.1 "$port" 20 tansu
+}
+
+start_alertmanager() {
+  local port=$1 target=$2
+  mkdir -p "$STATE/alertmanager"
+  printf '%s' "$AUTH_SECRET" >"$STATE/alertpipe-token"
+  # The project's file, pointed at the local alertpipe; demo timings so a storm shows in seconds.
+  sed -e "s#http://alertpipe:8080#http://127.0.0.1:$target#" \
+    -e "s#/etc/alertmanager/secrets/alertpipe-token#$STATE/alertpipe-token#" \
+    -e 's#group_wait: 10s#group_wait: 2s#' -e 's#group_interval: 1m#group_interval: 5s#' \
+    "$REPO/config/alertmanager/alertmanager.yml" >"$STATE/alertmanager.yml"
+  setsid prometheus-alertmanager --config.file="$STATE/alertmanager.yml" \
+    --storage.path="$STATE/alertmanager" --web.listen-address="127.0.0.1:$port" \
+    --cluster.listen-address= >"$STATE/alertmanager.log" 2>&1 &
+  echo $! >"$STATE/alertmanager.pid"
+  local i
+  for ((i = 0; i < 200; i++)); do
+    curl -fs "http://127.0.0.1:$port/-/ready" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  die "alertmanager not ready (log: $STATE/alertmanager.log)"
+}
+
+start_smtp() {
+  local port=$1
+  mkdir -p "$STATE/maildir"
+  PYTHONPATH="$REPO/deploy/local" setsid "$SYS_PY" -m aiosmtpd -n -l "127.0.0.1:$port" \
+    -c smtp_sink.MaildirSink "$STATE/maildir" >"$STATE/smtp.log" 2>&1 &
+  echo $! >"$STATE/smtp.pid"
+  wait_tcp 127.0.0.1 "$port" 20 smtp
+}
+
+cmd_up() {
+  mkdir -p "$STATE"
+  if [ -f "$ENV_FILE" ] && alive tansu && alive alertmanager && alive smtp \
+    && "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$(sed -n 's/^STACK_PG_PORT=//p' "$ENV_FILE")" 2>/dev/null; then
+    log "already up ($ENV_FILE)"
+    return 0
+  fi
+  cmd_down >/dev/null 2>&1 || true
+  install_packages
+  install_tansu
+  AUTH_SECRET=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+  local kafka am smtp ap
+  kafka=$(free_port); am=$(free_port); smtp=$(free_port); ap=$(free_port)
+  start_postgres
+  start_tansu "$kafka"
+  start_alertmanager "$am" "$ap"
+  start_smtp "$smtp"
+  cat >"$ENV_FILE" <<EOF
+# written by deploy/local/stack.sh up; sourced by the demo, the tests and the benchmarks
+STACK_STATE=$STATE
+STACK_PG_PORT=$PG_PORT
+STACK_PG_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres
+STACK_PG_BIN=$PG_BIN
+STACK_PG_DIR=$(cat "$STATE/postgres.dir")
+STACK_KAFKA_BROKERS=127.0.0.1:$kafka
+STACK_TANSU_BIN=$TOOLS/bin/tansu
+STACK_ALERTMANAGER_URL=http://127.0.0.1:$am
+STACK_ALERTMANAGER_BIN=$(command -v prometheus-alertmanager)
+STACK_ALERTPIPE_LISTEN=127.0.0.1:$ap
+STACK_AUTH_SECRET_FILE=$STATE/alertpipe-token
+STACK_SMTP_HOST=127.0.0.1
+STACK_SMTP_PORT=$smtp
+STACK_MAILDIR=$STATE/maildir
+STACK_SYS_PYTHON=$SYS_PY
+EOF
+  log "up: postgres :$PG_PORT, kafka (tansu) :$kafka, alertmanager :$am, smtp :$smtp; env in $ENV_FILE"
+}
+
+cmd_down() {
+  local name
+  for name in alertmanager smtp tansu; do
+    if alive "$name"; then kill "$(cat "$STATE/$name.pid")" 2>/dev/null || true; fi
+    rm -f "$STATE/$name.pid"
+  done
+  if [ -f "$STATE/postgres.dir" ] && [ -d "$(cat "$STATE/postgres.dir")/data" ]; then
+    as_pg "$PG_BIN/pg_ctl" -D "$(cat "$STATE/postgres.dir")/data" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+  rm -f "$ENV_FILE"
+  log "down"
+}
+
+cmd_status() {
+  [ -f "$ENV_FILE" ] || { echo "stack is down (no $ENV_FILE)"; return 1; }
+  cat "$ENV_FILE"
+  local name
+  for name in tansu alertmanager smtp; do
+    if alive "$name"; then echo "$name: running"; else echo "$name: DOWN"; fi
+  done
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

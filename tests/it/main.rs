@@ -1,0 +1,7 @@
+//! Integration tests against the local stack's real peers (`deploy/local/stack.sh up`).
+//! One binary, one module per concern; every test has its own topic and app instance.
+
+mod alertmanager;
+mod outage;
+mod support;
+mod webhook;

@@ -1,0 +1,108 @@
+//! The broker goes away and comes back: 503 + Retry-After while it is gone (Alertmanager
+//! retries only 5xx), and the retried delivery lands afterwards. Nothing lost.
+
+use std::time::Duration;
+
+use crate::support::{eventually, fixture, free_port, read_json, spawn_app_with, start_broker};
+
+#[actix_web::test]
+async fn broker_down_gives_503_and_the_retry_lands_after_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut broker = start_broker(dir.path(), port);
+    let brokers = format!("127.0.0.1:{port}");
+    let app = spawn_app_with(Some(&brokers), |c| {
+        c.kafka.message_timeout_ms = 2_000;
+        c.ingest.retry_after_s = 3;
+    })
+    .await;
+
+    let (status, _, body) = app
+        .post_alerts(fixture("alertmanager/firing-critical.json"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    broker.kill9();
+    let custom = fixture("alertmanager/firing-custom.json");
+    let (status, retry_after, body) = app.post_alerts(custom.clone(), None).await;
+    assert_eq!(
+        status, 503,
+        "broker down must be a 5xx so the sender retries: {body}"
+    );
+    assert_eq!(retry_after.as_deref(), Some("3"));
+    assert!(body["error"].is_string());
+    let mut ready = app
+        .client
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status().as_u16(),
+        503,
+        "not ready while the broker is down"
+    );
+    let _ = ready.body().await;
+
+    let _broker = start_broker(dir.path(), port);
+    // What Alertmanager does: retry until it gets a 2xx.
+    let report = eventually(Duration::from_secs(60), "retried delivery accepted", || {
+        let (app, custom) = (&app, custom.clone());
+        async move {
+            let (status, _, body) = app.post_alerts(custom, None).await;
+            (status == 200).then_some(body)
+        }
+    })
+    .await;
+    assert_eq!(
+        report["produced"], 1,
+        "the failed state was not remembered as seen: {report}"
+    );
+
+    let msgs = read_json(&brokers, &app.topic, 10, Duration::from_secs(3)).await;
+    let names: Vec<&str> = msgs
+        .iter()
+        .filter_map(|m| m["alertname"].as_str())
+        .collect();
+    assert_eq!(
+        names.iter().filter(|n| **n == "PaymentDBDown").count(),
+        1,
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"PaymentQueueBacklog"),
+        "retried alert landed: {names:?}"
+    );
+}
+
+#[actix_web::test]
+async fn a_full_pipeline_answers_503_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut broker = start_broker(dir.path(), port);
+    let brokers = format!("127.0.0.1:{port}");
+    let app = spawn_app_with(Some(&brokers), |c| {
+        c.kafka.message_timeout_ms = 3_000;
+        c.ingest.max_inflight_alerts = 1;
+    })
+    .await;
+    broker.kill9();
+    // The first request holds the only slot while it waits for the (dead) broker.
+    let first = app.post_alerts(fixture("alertmanager/firing-critical.json"), None);
+    let second = async {
+        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+        let started = std::time::Instant::now();
+        let r = app
+            .post_alerts(fixture("alertmanager/firing-custom.json"), None)
+            .await;
+        (r, started.elapsed())
+    };
+    let ((s1, _, _), ((s2, retry, body), waited)) = futures_util::future::join(first, second).await;
+    assert_eq!(s1, 503);
+    assert_eq!(s2, 503, "{body}");
+    assert!(retry.is_some());
+    assert!(
+        waited < Duration::from_secs(1),
+        "refused at once, waited {waited:?}"
+    );
+}

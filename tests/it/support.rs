@@ -1,0 +1,328 @@
+//! Test utilities: the local stack's addresses, the real app booted on port 0 with its own
+//! topic, private peers (a broker, an Alertmanager) that a test may stop and start.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use alertpipe::config::Config;
+use alertpipe::kafka::{read_topic, ReadMessage};
+use alertpipe::startup::Application;
+
+pub struct Stack {
+    vars: HashMap<String, String>,
+}
+
+impl Stack {
+    /// The running local stack, from its env file. A missing stack fails the test, saying how
+    /// to start it.
+    pub fn get() -> &'static Stack {
+        static STACK: OnceLock<Stack> = OnceLock::new();
+        STACK.get_or_init(|| {
+            let path = std::env::var("ALERTPIPE_STACK_ENV")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| {
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".state/stack.env")
+                });
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                panic!(
+                    "the local stack is not running ({}: {e}).\n\
+                     Start it with `bash deploy/local/stack.sh up` (or run the whole suite with \
+                     `bash deploy/local/test.sh`, which does).",
+                    path.display()
+                )
+            });
+            let vars = text
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            let stack = Stack { vars };
+            let brokers = stack.var("STACK_KAFKA_BROKERS");
+            assert!(
+                std::net::TcpStream::connect(brokers).is_ok(),
+                "the stack's Kafka broker at {brokers} does not answer: restart the stack with \
+                 `bash deploy/local/stack.sh down && bash deploy/local/stack.sh up`"
+            );
+            stack
+        })
+    }
+
+    pub fn var(&self, key: &str) -> &str {
+        self.vars
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} missing from the stack env file; rerun stack.sh up"))
+    }
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        % 1_000_000_000_000;
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn fixture(path: &str) -> Vec<u8> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+pub struct TestApp {
+    pub url: String,
+    pub topic: String,
+    pub brokers: String,
+    pub client: awc::Client,
+}
+
+/// Boots the real application on port 0 against `brokers` (the stack's when None), with its
+/// own topic, and waits until it is ready.
+pub async fn spawn_app_with(brokers: Option<&str>, modify: impl FnOnce(&mut Config)) -> TestApp {
+    let brokers = brokers
+        .map(str::to_owned)
+        .unwrap_or_else(|| Stack::get().var("STACK_KAFKA_BROKERS").to_owned());
+    let mut cfg = Config::default();
+    cfg.server.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.server.workers = 1;
+    cfg.server.shutdown_timeout_s = 2;
+    cfg.kafka.brokers = brokers.clone();
+    cfg.kafka.alerts_topic = unique("alerts");
+    cfg.kafka.partitions = 2;
+    cfg.kafka.message_timeout_ms = 5_000;
+    modify(&mut cfg);
+    cfg.validate().expect("test config is valid");
+    if std::env::var_os("TEST_LOG").is_some() {
+        alertpipe::telemetry::init(&cfg.telemetry);
+    }
+    let topic = cfg.kafka.alerts_topic.clone();
+    let app = Application::build(cfg).await.expect("app builds");
+    let url = format!("http://127.0.0.1:{}", app.port());
+    actix_web::rt::spawn(app.run_until_stopped());
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    let t = TestApp {
+        url,
+        topic,
+        brokers,
+        client,
+    };
+    t.wait_ready(Duration::from_secs(30)).await;
+    t
+}
+
+pub async fn spawn_app(modify: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_with(None, modify).await
+}
+
+impl TestApp {
+    pub async fn wait_ready(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let status = self
+                .client
+                .get(format!("{}/readyz", self.url))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .map_err(|e| e.to_string());
+            if status == Ok(200) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "app not ready: {status:?}");
+            actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// POSTs a webhook body; returns status, headers of interest and the JSON body.
+    pub async fn post_alerts(
+        &self,
+        body: impl Into<Vec<u8>>,
+        auth: Option<&str>,
+    ) -> (u16, Option<String>, serde_json::Value) {
+        let mut req = self
+            .client
+            .post(format!("{}/api/v1/alerts", self.url))
+            .insert_header(("content-type", "application/json"));
+        if let Some(a) = auth {
+            req = req.insert_header(("authorization", a));
+        }
+        let mut resp = req
+            .send_body(body.into())
+            .await
+            .expect("request reaches the app");
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = resp.body().limit(1 << 20).await.expect("response body");
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (resp.status().as_u16(), retry_after, json)
+    }
+
+    /// Everything on this app's topic, waiting until `expect` messages or `idle` of silence.
+    pub async fn topic_messages(&self, expect: usize, idle: Duration) -> Vec<serde_json::Value> {
+        read_json(&self.brokers, &self.topic, expect, idle).await
+    }
+}
+
+pub async fn read_json(
+    brokers: &str,
+    topic: &str,
+    expect: usize,
+    idle: Duration,
+) -> Vec<serde_json::Value> {
+    let (b, t) = (brokers.to_owned(), topic.to_owned());
+    let msgs: Vec<ReadMessage> =
+        actix_web::rt::task::spawn_blocking(move || read_topic(&b, &t, expect, idle))
+            .await
+            .unwrap()
+            .expect("topic readable");
+    msgs.into_iter()
+        .map(|m| {
+            let mut v: serde_json::Value =
+                serde_json::from_slice(&m.payload).expect("message is JSON");
+            v["_key"] = m.key.into();
+            v
+        })
+        .collect()
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Proc {
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn wait_port(port: u16, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A private tansu broker with its data in `dir` (so a restart keeps the data).
+pub fn start_broker(dir: &std::path::Path, port: u16) -> Proc {
+    let bin = Stack::get().var("STACK_TANSU_BIN");
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new(bin)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "sqlite://tansu.db"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tansu starts");
+    wait_port(port, Duration::from_secs(10), "tansu");
+    Proc { child }
+}
+
+/// A private Alertmanager running the project's config, pointed at `target_url`, with test
+/// timings (group_wait 1s, group_interval 2s). `peer`: cluster with another replica.
+pub fn start_alertmanager(
+    dir: &std::path::Path,
+    port: u16,
+    target_url: &str,
+    token: &str,
+    cluster: Option<(u16, Option<u16>)>,
+) -> Proc {
+    let project = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/alertmanager/alertmanager.yml"),
+    )
+    .unwrap();
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, token).unwrap();
+    let cfg = project
+        .replace("http://alertpipe:8080", target_url)
+        .replace(
+            "/etc/alertmanager/secrets/alertpipe-token",
+            token_file.to_str().unwrap(),
+        )
+        .replace("group_wait: 10s", "group_wait: 1s")
+        .replace("group_interval: 1m", "group_interval: 2s");
+    let cfg_file = dir.join("alertmanager.yml");
+    std::fs::write(&cfg_file, cfg).unwrap();
+    let mut cmd = Command::new(Stack::get().var("STACK_ALERTMANAGER_BIN"));
+    cmd.arg(format!("--config.file={}", cfg_file.display()))
+        .arg(format!("--storage.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+    match cluster {
+        None => {
+            cmd.arg("--cluster.listen-address=");
+        }
+        Some((listen, peer)) => {
+            cmd.arg(format!("--cluster.listen-address=127.0.0.1:{listen}"))
+                .arg("--cluster.advertise-address=127.0.0.1:".to_owned() + &listen.to_string())
+                .arg("--cluster.peer-timeout=2s");
+            if let Some(p) = peer {
+                cmd.arg(format!("--cluster.peer=127.0.0.1:{p}"));
+            }
+        }
+    }
+    let log = std::fs::File::create(dir.join("alertmanager.log")).unwrap();
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("alertmanager starts");
+    wait_port(port, Duration::from_secs(20), "alertmanager");
+    Proc { child }
+}
+
+/// Waits until `f` returns Some, polling; panics with `what` after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    }
+}

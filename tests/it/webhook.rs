@@ -1,0 +1,228 @@
+//! The webhook edge: contract fields in Kafka, dedup, every bad input, auth, probes, metrics.
+
+use std::time::Duration;
+
+use alertpipe::config::{AuthMode, Secret};
+use base64::Engine;
+use serde_json::Value;
+
+use crate::support::{fixture, spawn_app};
+
+const IDLE: Duration = Duration::from_secs(3);
+
+#[actix_web::test]
+async fn a_real_webhook_becomes_one_kafka_message_per_alert_with_the_contract_fields() {
+    let app = spawn_app(|_| {}).await;
+    let (status, _, body) = app
+        .post_alerts(fixture("alertmanager/firing-critical-group.json"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["received"], 2);
+    assert_eq!(body["produced"], 2);
+
+    let mut msgs = app.topic_messages(2, IDLE).await;
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    msgs.sort_by_key(|m| {
+        m["labels"]["instance"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    });
+    let m = &msgs[0];
+    assert_eq!(m["_key"], m["fingerprint"], "keyed by fingerprint");
+    assert_eq!(m["service"], "payment");
+    assert_eq!(m["severity"], "critical");
+    assert_eq!(m["status"], "firing");
+    assert_eq!(m["alertname"], "PaymentDBDown");
+    assert_eq!(m["cluster"], "prod");
+    assert_eq!(m["labels"]["instance"], "db-1");
+    assert_eq!(m["ends_at"], Value::Null, "0001-01-01 endsAt means none");
+    assert_eq!(m["timestamp"], m["starts_at"]);
+    assert!(m["message"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(
+        m["timestamp"].as_str().unwrap().ends_with('Z'),
+        "RFC 3339 UTC"
+    );
+    for k in ["annotations", "generator_url"] {
+        assert!(m.get(k).is_some(), "missing {k}");
+    }
+}
+
+#[actix_web::test]
+async fn the_same_delivery_twice_produces_each_alert_state_once() {
+    let app = spawn_app(|_| {}).await;
+    let body = fixture("alertmanager/firing-critical-group.json");
+    let (s1, _, r1) = app.post_alerts(body.clone(), None).await;
+    let (s2, _, r2) = app.post_alerts(body, None).await;
+    assert_eq!((s1, s2), (200, 200));
+    assert_eq!(r1["produced"], 2);
+    assert_eq!(r2["duplicates"], 2);
+    assert_eq!(r2["produced"], 0);
+    // A new state (resolved) of the same alerts is not a duplicate.
+    let (s3, _, r3) = app
+        .post_alerts(fixture("alertmanager/resolved-critical.json"), None)
+        .await;
+    assert_eq!(s3, 200);
+    assert_eq!(r3["produced"], 2, "{r3}");
+
+    let msgs = app.topic_messages(5, IDLE).await;
+    assert_eq!(msgs.len(), 4, "2 firing + 2 resolved: {msgs:?}");
+    let resolved: Vec<_> = msgs.iter().filter(|m| m["status"] == "resolved").collect();
+    assert_eq!(resolved.len(), 2);
+    assert!(resolved
+        .iter()
+        .all(|m| m["ends_at"].is_string() && m["timestamp"] == m["ends_at"]));
+}
+
+#[actix_web::test]
+async fn bad_inputs_get_clear_errors_and_the_service_keeps_serving() {
+    let app = spawn_app(|c| c.server.body_limit_bytes = 64 * 1024).await;
+    let good = String::from_utf8(fixture("alertmanager/firing-critical.json")).unwrap();
+    let mut non_utf8 = good.clone().into_bytes();
+    let i = good.find("DB").unwrap_or(40);
+    non_utf8[i] = 0xff;
+    // Valid JSON (trailing whitespace) but over the limit: size alone decides.
+    let oversize = format!("{good}{}", " ".repeat(70 * 1024));
+    let cases: Vec<(&str, Vec<u8>, u16, Option<&str>)> = vec![
+        (
+            "malformed json",
+            b"{\"version\":\"4\",\"alerts\":[".to_vec(),
+            400,
+            None,
+        ),
+        ("empty body", Vec::new(), 400, None),
+        ("not an object", b"[1,2,3]".to_vec(), 400, None),
+        (
+            "wrong version",
+            good.replace("\"version\": \"4\"", "\"version\": \"3\"")
+                .into(),
+            400,
+            Some("version"),
+        ),
+        (
+            "missing alerts",
+            good.replace("\"alerts\"", "\"alertz\"").into(),
+            400,
+            None,
+        ),
+        (
+            "wrong type",
+            good.replace("\"labels\": {", "\"labels\": 7, \"l\": {")
+                .into(),
+            400,
+            Some("alerts[0].labels"),
+        ),
+        (
+            "empty fingerprint",
+            regex_free_replace_fingerprint(&good).into(),
+            400,
+            Some("alerts[0].fingerprint"),
+        ),
+        ("non-utf8", non_utf8, 400, None),
+        ("oversize", oversize.into(), 413, None),
+    ];
+    for (name, body, want, field) in cases {
+        let (status, _, json) = app.post_alerts(body, None).await;
+        assert_eq!(status, want, "{name}: {json}");
+        let err = json["error"].as_str().unwrap_or_default();
+        assert!(
+            !err.is_empty(),
+            "{name}: error body names the problem: {json}"
+        );
+        if let Some(f) = field {
+            assert_eq!(json["field"], f, "{name}: {json}");
+        }
+    }
+    let (status, _, json) = app.post_alerts(good, None).await;
+    assert_eq!(status, 200, "still serving: {json}");
+    assert_eq!(
+        app.topic_messages(2, IDLE).await.len(),
+        1,
+        "only the valid alert landed"
+    );
+}
+
+fn regex_free_replace_fingerprint(body: &str) -> String {
+    let start = body.find("\"fingerprint\": \"").unwrap() + "\"fingerprint\": \"".len();
+    let end = start + body[start..].find('"').unwrap();
+    format!("{}{}", &body[..start], &body[end..])
+}
+
+#[actix_web::test]
+async fn bearer_auth_refuses_missing_and_wrong_tokens() {
+    let app = spawn_app(|c| {
+        c.auth.mode = AuthMode::Bearer;
+        c.auth.secret = Secret::new("s3cret-token");
+    })
+    .await;
+    let body = fixture("alertmanager/firing-custom.json");
+    for auth in [None, Some("Bearer wrong"), Some("Basic czNjcmV0LXRva2Vu")] {
+        let (status, _, json) = app.post_alerts(body.clone(), auth).await;
+        assert_eq!(status, 401, "{auth:?}: {json}");
+    }
+    assert!(app
+        .topic_messages(1, Duration::from_secs(2))
+        .await
+        .is_empty());
+    let (status, _, _) = app.post_alerts(body, Some("Bearer s3cret-token")).await;
+    assert_eq!(status, 200);
+}
+
+#[actix_web::test]
+async fn basic_auth_accepts_only_the_configured_user() {
+    let app = spawn_app(|c| {
+        c.auth.mode = AuthMode::Basic;
+        c.auth.username = "alertmanager".into();
+        c.auth.secret = Secret::new("pw");
+    })
+    .await;
+    let enc = |s: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(s)
+        )
+    };
+    let body = fixture("alertmanager/firing-custom.json");
+    let (status, _, _) = app
+        .post_alerts(body.clone(), Some(&enc("alertmanager:nope")))
+        .await;
+    assert_eq!(status, 401);
+    let (status, _, _) = app.post_alerts(body, Some(&enc("alertmanager:pw"))).await;
+    assert_eq!(status, 200);
+}
+
+#[actix_web::test]
+async fn probes_and_metrics_answer() {
+    let app = spawn_app(|_| {}).await;
+    let (status, _, _) = app
+        .post_alerts(fixture("alertmanager/firing-custom.json"), None)
+        .await;
+    assert_eq!(status, 200);
+    let mut health = app
+        .client
+        .get(format!("{}/healthz", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    let _ = health.body().await;
+    let mut metrics = app
+        .client
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status().as_u16(), 200);
+    let text = String::from_utf8(metrics.body().await.unwrap().to_vec()).unwrap();
+    for family in [
+        "alertpipe_alerts_received_total",
+        "alertpipe_alerts_produced_total",
+        "alertpipe_http_requests_total",
+        "alertpipe_kafka_produce_seconds_bucket",
+    ] {
+        assert!(
+            text.contains(family),
+            "{family} missing from /metrics:\n{text}"
+        );
+    }
+}
