@@ -50,7 +50,7 @@ impl Serialize for Secret {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -142,19 +142,6 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// tracing EnvFilter directive; RUST_LOG wins when set.
     pub log_level: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            auth: AuthConfig::default(),
-            kafka: KafkaConfig::default(),
-            ingest: IngestConfig::default(),
-            dedup: DedupConfig::default(),
-            telemetry: TelemetryConfig::default(),
-        }
-    }
 }
 
 impl Default for ServerConfig {

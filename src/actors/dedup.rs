@@ -200,6 +200,6 @@ mod tests {
         }
         t.expire(t0, Duration::from_secs(60), 100);
         assert_eq!(t.len(), 100);
-        assert!(t.admit("999".into(), t0) == false, "newest kept");
+        assert!(!t.admit("999".into(), t0), "newest kept");
     }
 }

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The main job: local stack up, alertpipe started, a demo alert storm sent through the real
+# Alertmanager's API, then a report of where everything landed.
+#   bash deploy/local/demo.sh          run it (alertpipe stays up; log in .state/alertpipe.log)
+#   bash deploy/local/demo.sh stop     stop alertpipe (SIGTERM: it drains, then exits)
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$REPO"
+STATE=${ALERTPIPE_STATE:-$REPO/.state}
+PIDFILE=$STATE/alertpipe.pid
+
+stop_alertpipe() {
+  if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+    kill -TERM "$(cat "$PIDFILE")"
+    for _ in $(seq 1 100); do kill -0 "$(cat "$PIDFILE")" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$PIDFILE"
+}
+if [ "${1:-}" = stop ]; then stop_alertpipe; echo "alertpipe stopped"; exit 0; fi
+
+command -v cargo >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup)" >&2; exit 1; }
+bash deploy/local/stack.sh up
+# shellcheck disable=SC1091
+set -a; . "$STATE/stack.env"; set +a
+
+echo "[demo] building alertpipe"
+cargo build --quiet --locked
+BIN=$REPO/target/debug/alertpipe
+
+stop_alertpipe
+export ALERTPIPE__SERVER__LISTEN=$STACK_ALERTPIPE_LISTEN
+export ALERTPIPE__KAFKA__BROKERS=$STACK_KAFKA_BROKERS
+export ALERTPIPE__AUTH__MODE=bearer
+export ALERTPIPE__AUTH__SECRET_FILE=$STACK_AUTH_SECRET_FILE
+setsid "$BIN" serve --config config/alertpipe.toml >"$STATE/alertpipe.log" 2>&1 &
+echo $! >"$PIDFILE"
+for i in $(seq 1 150); do
+  curl -fs "http://$STACK_ALERTPIPE_LISTEN/readyz" >/dev/null 2>&1 && break
+  [ "$i" -eq 150 ] && { echo "alertpipe not ready; see $STATE/alertpipe.log" >&2; exit 1; }
+  sleep 0.2
+done
+echo "[demo] alertpipe ready on http://$STACK_ALERTPIPE_LISTEN"
+
+RUN=$(date +%s)
+NOW=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+alert() { # name service instance severity summary [endsAt]
+  local ends=""
+  [ -n "${6:-}" ] && ends=",\"endsAt\":\"$6\""
+  printf '{"labels":{"alertname":"%s","cluster":"prod","service":"%s","instance":"%s","severity":"%s","demo_run":"%s"},"annotations":{"summary":"%s"},"startsAt":"%s"%s}' \
+    "$1" "$2" "$3" "$4" "$RUN" "$5" "$NOW" "$ends"
+}
+storm() { # [endsAt]
+  local out="" sep="" svc i
+  for svc in payment checkout auth; do
+    for i in 1 2 3 4; do
+      out+="$sep$(alert DBConnectionFailed "$svc" "db-$i" critical "DB connection failed" "${1:-}")"; sep=,
+    done
+    out+=",$(alert QueueBacklog "$svc" "queue-1" custom "Queue backlog growing" "${1:-}")"
+    out+=",$(alert HighLatency "$svc" "api-1" warning "p99 latency above 1s" "${1:-}")"
+  done
+  printf '[%s]' "$out"
+}
+post_am() { curl -fsS -XPOST -H 'Content-Type: application/json' "$STACK_ALERTMANAGER_URL/api/v2/alerts" -d "$1" >/dev/null; }
+
+echo "[demo] alert storm: 18 alerts x 3 deliveries through Alertmanager ($STACK_ALERTMANAGER_URL)"
+for _ in 1 2 3; do post_am "$(storm)"; sleep 0.3; done
+sleep 8
+echo "[demo] resolving all of them"
+post_am "$(storm "$(date -u +%Y-%m-%dT%H:%M:%SZ)")"
+sleep 10
+
+echo
+echo "== where everything landed"
+"$BIN" --config config/alertpipe.toml tail --idle-ms 3000 >"$STATE/demo-messages.jsonl"
+"$STACK_SYS_PYTHON" - "$STATE/demo-messages.jsonl" "$RUN" <<'PY'
+import collections, json, sys
+path, run = sys.argv[1], sys.argv[2]
+msgs = [json.loads(l) for l in open(path)]
+mine = [m for m in msgs if m["value"].get("labels", {}).get("demo_run") == run]
+print(f"Kafka topic 'alerts': {len(mine)} messages from this run ({len(msgs)} in the topic)")
+by = collections.Counter((m["value"]["status"], m["value"]["severity"]) for m in mine)
+for (status, sev), n in sorted(by.items()):
+    print(f"  {status:9} {sev:9} {n}")
+if mine:
+    v = mine[0]["value"]
+    print("  sample:", json.dumps({k: v[k] for k in ("timestamp", "service", "message", "severity", "status", "fingerprint")}))
+PY
+echo
+curl -fs "http://$STACK_ALERTPIPE_LISTEN/metrics" | grep -E '^alertpipe_alerts_(received|deduplicated|produced)_total' || true
+echo
+echo "alertpipe:    http://$STACK_ALERTPIPE_LISTEN  (log $STATE/alertpipe.log; stop: bash deploy/local/demo.sh stop)"
+echo "alertmanager: $STACK_ALERTMANAGER_URL"
+echo "kafka:        $STACK_KAFKA_BROKERS  (read: target/debug/alertpipe tail --topic alerts)"
+echo "postgres:     $STACK_PG_URL"
+echo "smtp:         $STACK_SMTP_HOST:$STACK_SMTP_PORT  maildir $STACK_MAILDIR"
+echo "stack down:   bash deploy/local/stack.sh down"
