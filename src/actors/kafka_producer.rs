@@ -57,6 +57,8 @@ pub struct KafkaProducerActor {
     topic: String,
     mailbox_capacity: usize,
     producer: Option<FutureProducer>,
+    /// Bumped on every new producer, so a burst of failures replaces it once.
+    generation: u64,
 }
 
 impl KafkaProducerActor {
@@ -66,10 +68,12 @@ impl KafkaProducerActor {
             topic,
             mailbox_capacity,
             producer: None,
+            generation: 0,
         }
     }
 
     fn connect(&mut self) {
+        self.generation += 1;
         match crate::kafka::producer(&self.cfg) {
             Ok(p) => self.producer = Some(p),
             Err(e) => {
@@ -99,24 +103,48 @@ impl Actor for KafkaProducerActor {
     }
 }
 
+impl KafkaProducerActor {
+    /// Replaces the producer after a failed delivery. An idempotent producer whose messages
+    /// timed out keeps its sequence numbers, and a broker that lost or restarted its state may
+    /// refuse them forever (tansu does); a new producer gets a new producer id.
+    fn reset(&mut self, generation: u64) {
+        if generation != self.generation {
+            return; // already replaced since this batch started
+        }
+        metrics::counter!(m::ACTOR_RESTARTS, "actor" => "kafka_producer").increment(1);
+        tracing::warn!("replacing kafka producer after a failed delivery");
+        drop_off_thread(self.producer.take());
+        self.connect();
+    }
+}
+
+/// Dropping a producer purges and flushes (up to 0.5 s): never on the actor's thread.
+fn drop_off_thread(producer: Option<FutureProducer>) {
+    if let Some(p) = producer {
+        tokio::task::spawn_blocking(move || drop(p));
+    }
+}
+
 impl Supervised for KafkaProducerActor {
     fn restarting(&mut self, _: &mut Self::Context) {
         metrics::counter!(m::ACTOR_RESTARTS, "actor" => "kafka_producer").increment(1);
-        self.producer = None;
+        drop_off_thread(self.producer.take());
     }
 }
 
 impl Handler<Produce> for KafkaProducerActor {
-    type Result = ResponseFuture<Result<(), ProduceError>>;
+    type Result = ResponseActFuture<Self, Result<(), ProduceError>>;
 
     fn handle(&mut self, msg: Produce, _: &mut Self::Context) -> Self::Result {
         let Some(producer) = self.producer.clone() else {
-            return Box::pin(async { Err(ProduceError::Restarting) });
+            return Box::pin(fut::ready(Err(ProduceError::Restarting)));
         };
+        let generation = self.generation;
         let n = msg.records.len() as u64;
         let started = Instant::now();
         // Enqueue synchronously (keeps order per key), then await the acks concurrently.
         let mut acks = Vec::with_capacity(msg.records.len());
+        let mut enqueue_err = None;
         for r in &msg.records {
             let rec = FutureRecord::to(&self.topic)
                 .key(&r.key)
@@ -124,26 +152,29 @@ impl Handler<Produce> for KafkaProducerActor {
             match producer.send_result(rec) {
                 Ok(ack) => acks.push(ack),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    metrics::counter!(m::PRODUCE_FAILED).increment(n);
-                    return Box::pin(async { Err(ProduceError::QueueFull) });
+                    enqueue_err = Some(ProduceError::QueueFull);
+                    break;
                 }
                 Err((e, _)) => {
-                    metrics::counter!(m::PRODUCE_FAILED).increment(n);
-                    let e = e.to_string();
-                    return Box::pin(async move { Err(ProduceError::Kafka(e)) });
+                    enqueue_err = Some(ProduceError::Kafka(e.to_string()));
+                    break;
                 }
             }
         }
-        Box::pin(async move {
-            let mut first_err = None;
+        drop(producer);
+        let wait = async move {
+            let mut first_err = enqueue_err;
             for ack in join_all(acks).await {
                 let err = match ack {
                     Ok(Ok(_)) => continue,
-                    Ok(Err((e, _))) => e.to_string(),
-                    Err(_) => "delivery report dropped".to_owned(),
+                    Ok(Err((e, _))) => ProduceError::Kafka(e.to_string()),
+                    Err(_) => ProduceError::Kafka("delivery report dropped".into()),
                 };
                 first_err.get_or_insert(err);
             }
+            first_err
+        };
+        Box::pin(wait.into_actor(self).map(move |first_err, act, _| {
             metrics::histogram!(m::PRODUCE_SECONDS).record(started.elapsed().as_secs_f64());
             match first_err {
                 None => {
@@ -152,10 +183,13 @@ impl Handler<Produce> for KafkaProducerActor {
                 }
                 Some(e) => {
                     metrics::counter!(m::PRODUCE_FAILED).increment(n);
-                    Err(ProduceError::Kafka(e))
+                    if matches!(e, ProduceError::Kafka(_)) {
+                        act.reset(generation);
+                    }
+                    Err(e)
                 }
             }
-        })
+        }))
     }
 }
 
