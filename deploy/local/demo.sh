@@ -49,26 +49,30 @@ alert() { # name service instance severity summary [endsAt]
   printf '{"labels":{"alertname":"%s","cluster":"prod","service":"%s","instance":"%s","severity":"%s","demo_run":"%s"},"annotations":{"summary":"%s"},"startsAt":"%s"%s}' \
     "$1" "$2" "$3" "$4" "$RUN" "$5" "$NOW" "$ends"
 }
-storm() { # [endsAt]
+storm() { # instances [endsAt]
   local out="" sep="" svc i
   for svc in payment checkout auth; do
-    for i in 1 2 3 4; do
-      out+="$sep$(alert DBConnectionFailed "$svc" "db-$i" critical "DB connection failed" "${1:-}")"; sep=,
+    for i in $(seq 1 "$1"); do
+      out+="$sep$(alert DBConnectionFailed "$svc" "db-$i" critical "DB connection failed" "${2:-}")"; sep=,
     done
-    out+=",$(alert QueueBacklog "$svc" "queue-1" custom "Queue backlog growing" "${1:-}")"
-    out+=",$(alert HighLatency "$svc" "api-1" warning "p99 latency above 1s" "${1:-}")"
+    out+=",$(alert QueueBacklog "$svc" "queue-1" custom "Queue backlog growing" "${2:-}")"
+    out+=",$(alert HighLatency "$svc" "api-1" warning "p99 latency above 1s" "${2:-}")"
   done
   printf '[%s]' "$out"
 }
 post_am() { curl -fsS -XPOST -H 'Content-Type: application/json' "$STACK_ALERTMANAGER_URL/api/v2/alerts" -d "$1" >/dev/null; }
 
-echo "[demo] alert storm: 18 alerts x 3 deliveries through Alertmanager ($STACK_ALERTMANAGER_URL)"
-for _ in 1 2 3; do post_am "$(storm)"; sleep 0.3; done
+echo "[demo] alert storm, wave 1: 12 alerts through Alertmanager ($STACK_ALERTMANAGER_URL)"
+post_am "$(storm 2)"
+sleep 4
+# Wave 2 joins the same groups: Alertmanager's next group flush resends wave 1 with it,
+# and alertpipe drops those repeats.
+echo "[demo] wave 2: 6 more alerts joining the same groups"
+post_am "$(storm 4)"
 sleep 8
-echo "[demo] resolving all of them"
-post_am "$(storm "$(date -u +%Y-%m-%dT%H:%M:%SZ)")"
+echo "[demo] resolving all 18"
+post_am "$(storm 4 "$(date -u +%Y-%m-%dT%H:%M:%SZ)")"
 sleep 10
-
 echo
 echo "== where everything landed"
 "$BIN" --config config/alertpipe.toml tail --idle-ms 3000 >"$STATE/demo-messages.jsonl"
