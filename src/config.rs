@@ -54,6 +54,8 @@ impl Serialize for Secret {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub persist: PersistConfig,
     pub auth: AuthConfig,
     pub kafka: KafkaConfig,
     pub ingest: IngestConfig,
@@ -61,9 +63,23 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
 }
 
+/// What a process runs; several processes can share the work by role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything below.
+    All,
+    /// Alertmanager webhook -> dedup -> Kafka `alerts`.
+    Ingest,
+    /// `alerts` -> PostgreSQL history; serves /api/v1/incidents and /api/v1/sla.
+    Persist,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
+    /// Roles this process runs (`alertpipe serve --roles` overrides).
+    pub roles: Vec<Role>,
     /// Address the HTTP server binds; port 0 picks a free port.
     pub listen: SocketAddr,
     /// HTTP worker threads.
@@ -144,9 +160,96 @@ pub struct TelemetryConfig {
     pub log_level: String,
 }
 
+impl ServerConfig {
+    pub fn runs(&self, role: Role) -> bool {
+        self.roles.iter().any(|r| *r == role || *r == Role::All)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// postgres://user@host:port/db, without the password (ALERTPIPE_DATABASE_PASSWORD or
+    /// `password_file`).
+    pub url: String,
+    pub password_file: Option<PathBuf>,
+    #[serde(skip_deserializing)]
+    pub password: Secret,
+    pub pool_size: u32,
+    /// Apply pending migrations at start (else `alertpipe migrate`).
+    pub migrate_on_start: bool,
+}
+
+impl DatabaseConfig {
+    /// The URL to connect with, password inserted (never logged).
+    pub fn connect_url(&self) -> Secret {
+        let pw = self.password.expose();
+        if pw.is_empty() {
+            return Secret::new(self.url.clone());
+        }
+        match self.url.split_once("://") {
+            Some((scheme, rest)) => match rest.split_once('@') {
+                Some((user, host)) => {
+                    Secret::new(format!("{scheme}://{user}:{}@{host}", percent_encode(pw)))
+                }
+                None => Secret::new(self.url.clone()),
+            },
+            None => Secret::new(self.url.clone()),
+        }
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PersistConfig {
+    /// Kafka consumer group.
+    pub group: String,
+    /// Messages per transaction at most.
+    pub batch_size: usize,
+    /// How long a batch waits to fill.
+    pub linger_ms: u64,
+    /// PersistActor threads (SyncArbiter).
+    pub workers: usize,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "postgres://alertpipe@127.0.0.1:5432/alertpipe".into(),
+            password_file: None,
+            password: Secret::default(),
+            pool_size: 8,
+            migrate_on_start: true,
+        }
+    }
+}
+
+impl Default for PersistConfig {
+    fn default() -> Self {
+        PersistConfig {
+            group: "alertpipe-persist".into(),
+            batch_size: 500,
+            linger_ms: 50,
+            workers: 2,
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
+            roles: vec![Role::All],
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             workers: 2,
             body_limit_bytes: 4 * 1024 * 1024,
@@ -209,6 +312,7 @@ impl Default for TelemetryConfig {
 
 pub const ENV_PREFIX: &str = "ALERTPIPE__";
 pub const SECRET_ENV: &str = "ALERTPIPE_AUTH_SECRET";
+pub const DB_PASSWORD_ENV: &str = "ALERTPIPE_DATABASE_PASSWORD";
 
 impl Config {
     /// File (optional: a missing default file means defaults), then env overrides, then secrets.
@@ -265,21 +369,19 @@ impl Config {
     }
 
     fn load_secrets(&mut self, env: &[(String, String)]) -> Result<(), ConfigError> {
-        let from_env = env
-            .iter()
-            .find(|(k, _)| k == SECRET_ENV)
-            .map(|(_, v)| v.clone());
-        let secret = match (&self.auth.secret_file, from_env) {
-            (Some(file), _) => std::fs::read_to_string(file)
-                .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
-                .map_err(|e| ConfigError::Key {
-                    key: "auth.secret_file".into(),
-                    message: format!("cannot read {}: {e}", file.display()),
-                })?,
-            (None, Some(v)) => v,
-            (None, None) => String::new(),
-        };
+        let secret = read_secret(
+            env,
+            SECRET_ENV,
+            self.auth.secret_file.as_deref(),
+            "auth.secret_file",
+        )?;
         self.auth.secret = Secret::new(secret);
+        self.database.password = Secret::new(read_secret(
+            env,
+            DB_PASSWORD_ENV,
+            self.database.password_file.as_deref(),
+            "database.password_file",
+        )?);
         Ok(())
     }
 
@@ -323,6 +425,26 @@ impl Config {
                 "max_inflight_alerts and mailbox_capacity must be above 0",
             );
         }
+        if self.server.roles.is_empty() {
+            return bad("server.roles", "name at least one role");
+        }
+        let db_url = &self.database.url;
+        if !(db_url.starts_with("postgres://") || db_url.starts_with("postgresql://")) {
+            return bad("database.url", "must start with postgres://");
+        }
+        if db_url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('@'))
+            .is_some_and(|(user, _)| user.contains(':'))
+        {
+            return bad(
+                "database.url",
+                "must not hold a password: use ALERTPIPE_DATABASE_PASSWORD or database.password_file",
+            );
+        }
+        if self.persist.batch_size == 0 || self.persist.workers == 0 {
+            return bad("persist", "batch_size and workers must be above 0");
+        }
         if self.dedup.max_entries == 0 {
             return bad("dedup.max_entries", "must be above 0");
         }
@@ -333,6 +455,28 @@ impl Config {
     pub fn to_masked_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
+}
+
+/// A secret from its file (when configured) or its env var; empty when neither.
+fn read_secret(
+    env: &[(String, String)],
+    var: &str,
+    file: Option<&Path>,
+    key: &str,
+) -> Result<String, ConfigError> {
+    if let Some(file) = file {
+        return std::fs::read_to_string(file)
+            .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+            .map_err(|e| ConfigError::Key {
+                key: key.into(),
+                message: format!("cannot read {}: {e}", file.display()),
+            });
+    }
+    Ok(env
+        .iter()
+        .find(|(k, _)| k == var)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default())
 }
 
 fn parse_env_value(raw: &str) -> toml::Value {
@@ -417,6 +561,30 @@ mod tests {
         let cfg = parse("[auth]\nmode = \"bearer\"\n", &[]).unwrap();
         let err = cfg.validate().unwrap_err();
         assert!(err.to_string().contains("auth.mode"), "{err}");
+    }
+
+    #[test]
+    fn database_password_goes_into_the_url_but_not_the_file() {
+        let mut cfg = parse("[database]\nurl = \"postgres://ap@db:5432/x\"\n", &[]).unwrap();
+        cfg.database.password = Secret::new("p@ss:w/rd");
+        assert_eq!(
+            cfg.database.connect_url().expose(),
+            "postgres://ap:p%40ss%3Aw%2Frd@db:5432/x"
+        );
+        let cfg = parse("[database]\nurl = \"postgres://ap:pw@db/x\"\n", &[]).unwrap();
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("database.url"));
+    }
+
+    #[test]
+    fn roles_parse() {
+        let cfg = parse("[server]\nroles = [\"ingest\"]\n", &[]).unwrap();
+        assert!(cfg.server.runs(Role::Ingest));
+        assert!(!cfg.server.runs(Role::Persist));
+        assert!(Config::default().server.runs(Role::Persist));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod actors;
 pub mod config;
+pub mod db;
 pub mod domain;
 pub mod http;
 pub mod kafka;

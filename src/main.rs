@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use alertpipe::config::Config;
+use alertpipe::config::{Config, Role};
 use alertpipe::startup::Application;
 
 #[derive(Parser)]
@@ -27,22 +27,18 @@ struct Cli {
 enum Command {
     /// Run the service.
     Serve {
-        /// Roles to run (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "all")]
+        /// Roles to run (comma-separated); default: `server.roles` from the config.
+        #[arg(long, value_delimiter = ',')]
         roles: Vec<Role>,
     },
+    /// Apply pending database migrations (embedded in the binary) and exit.
+    Migrate,
     /// Validate the config and print the effective config, secrets masked.
     CheckConfig,
     /// Print the messages of a Kafka topic (from the beginning) as JSON lines.
     Tail(alertpipe::kafka::TailArgs),
     /// Load generator: webhook batches against a running alertpipe, and a bare-producer baseline.
     Loadgen(alertpipe::loadgen::LoadgenArgs),
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Role {
-    All,
-    Ingest,
 }
 
 fn main() -> ExitCode {
@@ -64,10 +60,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("config ok");
             Ok(())
         }
-        Command::Serve { roles } => {
+        Command::Migrate => {
             let cfg = Config::load(cli.config.as_deref())?;
+            let applied = alertpipe::db::migrate(cfg.database.connect_url().expose())?;
+            println!("applied {} migration(s): {applied:?}", applied.len());
+            Ok(())
+        }
+        Command::Serve { roles } => {
+            let mut cfg = Config::load(cli.config.as_deref())?;
+            if !roles.is_empty() {
+                cfg.server.roles = roles;
+            }
             alertpipe::telemetry::init(&cfg.telemetry);
-            let _ingest = roles.iter().any(|r| matches!(r, Role::All | Role::Ingest));
             actix_web::rt::System::new().block_on(async move {
                 let app = Application::build(cfg)
                     .await

@@ -15,6 +15,11 @@ pub const INGEST_INFLIGHT: &str = "alertpipe_ingest_inflight_alerts";
 pub const DEDUP_ENTRIES: &str = "alertpipe_dedup_entries";
 pub const HTTP_REQUESTS: &str = "alertpipe_http_requests_total";
 pub const HTTP_SECONDS: &str = "alertpipe_http_request_duration_seconds";
+pub const PERSISTED: &str = "alertpipe_alerts_persisted_total";
+pub const PERSIST_FAILED: &str = "alertpipe_persist_batch_failures_total";
+pub const PERSIST_SECONDS: &str = "alertpipe_persist_batch_seconds";
+pub const PERSIST_TRUNCATED: &str = "alertpipe_persist_truncated_total";
+pub const DEAD_LETTERED: &str = "alertpipe_dead_lettered_total";
 pub const ACTOR_RESTARTS: &str = "alertpipe_actor_restarts_total";
 
 const BUCKETS: &[f64] = &[

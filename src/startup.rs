@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Addr, Supervisor};
+use actix::{Addr, Supervisor, SyncArbiter};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
@@ -15,52 +15,47 @@ use anyhow::Context as _;
 use crate::actors::dedup::DedupActor;
 use crate::actors::ingress::IngressActor;
 use crate::actors::kafka_producer::{Flush, KafkaProducerActor};
-use crate::config::Config;
+use crate::actors::persist::{PersistActor, PersistBatch};
+use crate::config::{Config, Role};
+use crate::db::PgPool;
 use crate::http::{self, AppState};
+use crate::kafka::consumer::{run_batches, ConsumerSettings, StageHealth};
 
 pub struct Application {
     port: u16,
     server: Server,
-    producer: Addr<KafkaProducerActor>,
+    producer: Option<Addr<KafkaProducerActor>>,
     draining: Arc<AtomicBool>,
     shutdown_timeout: Duration,
 }
 
 impl Application {
-    /// Starts the actors on the current actix System and binds the HTTP listener.
+    /// Starts the actors of the configured roles on the current actix System and binds the
+    /// HTTP listener.
     pub async fn build(cfg: Config) -> anyhow::Result<Application> {
-        let ingest = &cfg.ingest;
-        let topic = cfg.kafka.alerts_topic.clone();
-
-        if cfg.kafka.create_topics {
-            spawn_topic_creation(cfg.kafka.clone(), vec![topic.clone()]);
-        }
-
-        let (window, max, cap) = (
-            Duration::from_secs(cfg.dedup.window_s),
-            cfg.dedup.max_entries,
-            ingest.mailbox_capacity,
-        );
-        let dedup = Supervisor::start(move |_| DedupActor::new(window, max, cap));
-        let kafka_cfg = cfg.kafka.clone();
-        let producer = Supervisor::start(move |_| KafkaProducerActor::new(kafka_cfg, topic, cap));
-        let ingest_timeout = http::alerts::ingest_timeout(cfg.kafka.message_timeout_ms);
-        let (d, p) = (dedup.clone(), producer.clone());
-        let ingress = Supervisor::start(move |_| IngressActor::new(d, p, cap, ingest_timeout));
-
+        let ingest = cfg.server.runs(Role::Ingest).then(|| start_ingest(&cfg));
+        let (db, stages) = if cfg.server.runs(Role::Persist) {
+            let (pool, health) = start_persist(&cfg).await?;
+            (Some(pool), vec![health])
+        } else {
+            (None, Vec::new())
+        };
         let draining = Arc::new(AtomicBool::new(false));
         let state = web::Data::new(AppState {
-            ingress,
-            producer: producer.clone(),
+            ingress: ingest.as_ref().map(|(i, _)| i.clone()),
+            producer: ingest.as_ref().map(|(_, p)| p.clone()),
+            db,
+            stages,
             auth: cfg.auth.clone(),
             body_limit: cfg.server.body_limit_bytes,
-            max_inflight: ingest.max_inflight_alerts,
-            retry_after_s: ingest.retry_after_s,
-            ingest_timeout,
+            max_inflight: cfg.ingest.max_inflight_alerts,
+            retry_after_s: cfg.ingest.retry_after_s,
+            ingest_timeout: http::alerts::ingest_timeout(cfg.kafka.message_timeout_ms),
             inflight: Arc::new(AtomicUsize::new(0)),
             draining: draining.clone(),
             metrics: crate::metrics::handle(),
         });
+        let producer = ingest.map(|(_, p)| p);
 
         let listener = TcpListener::bind(cfg.server.listen)
             .with_context(|| format!("cannot bind server.listen {}", cfg.server.listen))?;
@@ -110,12 +105,13 @@ impl Application {
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.server.await?;
-        let _ = self
-            .producer
-            .send(Flush {
-                timeout: self.shutdown_timeout,
-            })
-            .await;
+        if let Some(producer) = &self.producer {
+            let _ = producer
+                .send(Flush {
+                    timeout: self.shutdown_timeout,
+                })
+                .await;
+        }
         tracing::info!("alertpipe stopped");
         Ok(())
     }
@@ -138,6 +134,73 @@ async fn wait_for_signal() {
             std::future::pending::<()>().await;
         }
     }
+}
+
+/// IngressActor -> DedupActor -> KafkaProducerActor, each under a supervisor.
+fn start_ingest(cfg: &Config) -> (Addr<IngressActor>, Addr<KafkaProducerActor>) {
+    let topic = cfg.kafka.alerts_topic.clone();
+    if cfg.kafka.create_topics {
+        spawn_topic_creation(cfg.kafka.clone(), vec![topic.clone()]);
+    }
+    let (window, max, cap) = (
+        Duration::from_secs(cfg.dedup.window_s),
+        cfg.dedup.max_entries,
+        cfg.ingest.mailbox_capacity,
+    );
+    let dedup = Supervisor::start(move |_| DedupActor::new(window, max, cap));
+    let kafka_cfg = cfg.kafka.clone();
+    let producer = Supervisor::start(move |_| KafkaProducerActor::new(kafka_cfg, topic, cap));
+    let timeout = http::alerts::ingest_timeout(cfg.kafka.message_timeout_ms);
+    let p = producer.clone();
+    let ingress = Supervisor::start(move |_| IngressActor::new(dedup, p, cap, timeout));
+    (ingress, producer)
+}
+
+/// Migrations (when configured), PersistActor on a SyncArbiter, and the `alertpipe-persist`
+/// consumer feeding it one awaited batch at a time.
+async fn start_persist(cfg: &Config) -> anyhow::Result<(PgPool, StageHealth)> {
+    let url = cfg.database.connect_url();
+    if cfg.database.migrate_on_start {
+        let u = url.clone();
+        let applied = web::block(move || crate::db::migrate(u.expose()))
+            .await?
+            .context("running database migrations (database.migrate_on_start)")?;
+        if !applied.is_empty() {
+            tracing::info!(?applied, "database migrations applied");
+        }
+    }
+    if cfg.kafka.create_topics {
+        spawn_topic_creation(cfg.kafka.clone(), vec![cfg.kafka.alerts_topic.clone()]);
+    }
+    let pool = crate::db::pool(url.expose(), cfg.database.pool_size);
+    let p = pool.clone();
+    let persist = SyncArbiter::start(cfg.persist.workers, move || PersistActor::new(p.clone()));
+    let health = StageHealth::new("persist");
+    let settings = ConsumerSettings {
+        brokers: cfg.kafka.brokers.clone(),
+        group: cfg.persist.group.clone(),
+        topic: cfg.kafka.alerts_topic.clone(),
+        batch_size: cfg.persist.batch_size,
+        linger: Duration::from_millis(cfg.persist.linger_ms),
+    };
+    let h = health.clone();
+    actix_web::rt::spawn(async move {
+        let result = run_batches(settings, h, move |batch| {
+            let persist = persist.clone();
+            async move {
+                match persist.send(PersistBatch::decode(&batch)).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(format!("persist actor: {e}")),
+                }
+            }
+        })
+        .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "persist consumer stopped");
+        }
+    });
+    Ok((pool, health))
 }
 
 /// The broker may start after us or lack the topic: keep trying until the topic exists.

@@ -32,7 +32,8 @@ export ALERTPIPE__SERVER__LISTEN=$STACK_ALERTPIPE_LISTEN
 export ALERTPIPE__KAFKA__BROKERS=$STACK_KAFKA_BROKERS
 export ALERTPIPE__AUTH__MODE=bearer
 export ALERTPIPE__AUTH__SECRET_FILE=$STACK_AUTH_SECRET_FILE
-setsid "$BIN" serve --config config/alertpipe.toml >"$STATE/alertpipe.log" 2>&1 &
+export ALERTPIPE__DATABASE__URL=$STACK_ALERTPIPE_DB_URL
+setsid "$BIN" serve --config config/alertpipe.toml >"$STATE/alertpipe.log" 2>&1 </dev/null &
 echo $! >"$PIDFILE"
 for i in $(seq 1 150); do
   curl -fs "http://$STACK_ALERTPIPE_LISTEN/readyz" >/dev/null 2>&1 && break
@@ -90,7 +91,24 @@ if mine:
     print("  sample:", json.dumps({k: v[k] for k in ("timestamp", "service", "message", "severity", "status", "fingerprint")}))
 PY
 echo
-curl -fs "http://$STACK_ALERTPIPE_LISTEN/metrics" | grep -E '^alertpipe_alerts_(received|deduplicated|produced)_total' || true
+API=http://$STACK_ALERTPIPE_LISTEN
+curl -fs "$API/api/v1/incidents?limit=1000" >"$STATE/demo-incidents.json"
+curl -fs "$API/api/v1/sla?from=$NOW" >"$STATE/demo-sla.json"
+"$STACK_SYS_PYTHON" - "$STATE/demo-incidents.json" "$STATE/demo-sla.json" "$RUN" <<'PY'
+import json, sys
+inc = json.load(open(sys.argv[1]))["items"]
+mine = [i for i in inc if i["labels"].get("demo_run") == sys.argv[3]]
+print(f"PostgreSQL table 'alerts': {len(mine)} rows from this run, "
+      f"{sum(1 for i in mine if i['resolved'])} resolved (GET /api/v1/incidents)")
+print("SLA since the storm began (GET /api/v1/sla):")
+print(f"  {'service':10} {'severity':9} {'incidents':>9} {'open':>5} {'p50 s':>6} {'max s':>6} {'crit min':>8}")
+for s in json.load(open(sys.argv[2]))["services"]:
+    f = lambda v: "-" if v is None else f"{v:.0f}"
+    print(f"  {s['service']:10} {s['severity']:9} {s['incidents']:>9} {s['open_now']:>5} "
+          f"{f(s['resolve_p50_s']):>6} {f(s['resolve_max_s']):>6} {s['critical_open_minutes']:>8.2f}")
+PY
+echo
+curl -fs "$API/metrics" | grep -E '^alertpipe_alerts_(received|deduplicated|produced|persisted)_total' || true
 echo
 echo "alertpipe:    http://$STACK_ALERTPIPE_LISTEN  (log $STATE/alertpipe.log; stop: bash deploy/local/demo.sh stop)"
 echo "alertmanager: $STACK_ALERTMANAGER_URL"

@@ -46,6 +46,8 @@ install_packages() {
   command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
   "$SYS_PY" -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
   command -v curl >/dev/null || missing+=(curl)
+  # Build dependency of alertpipe itself: diesel links libpq.
+  [ -e /usr/include/postgresql/libpq-fe.h ] || missing+=(libpq-dev)
   [ ${#missing[@]} -eq 0 ] && return 0
   [ "$(id -u)" -eq 0 ] || die "missing ${missing[*]}: run as root, or: sudo apt-get install ${missing[*]}"
   log "installing ${missing[*]} (apt)"
@@ -93,6 +95,9 @@ start_postgres() {
     -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories='$dir' -c fsync=off -c max_connections=200" \
     start >/dev/null || die "postgres did not start: $dir/postgres.log"
   ln -sf "$dir/postgres.log" "$STATE/postgres.log"
+  "$PG_BIN/psql" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc \
+    "SELECT 1 FROM pg_database WHERE datname = 'alertpipe'" | grep -q 1 \
+    || "$PG_BIN/createdb" -h 127.0.0.1 -p "$port" -U postgres alertpipe
   echo "$dir" >"$STATE/postgres.dir"
   PG_PORT=$port
 }
@@ -100,10 +105,11 @@ start_postgres() {
 start_tansu() {
   local port=$1
   mkdir -p "$STATE/tansu"
-  (cd "$STATE/tansu" && setsid "$TOOLS/bin/tansu" broker \
+  # tansu resolves the sqlite path against its working directory; `exec` keeps $! its pid.
+  (cd "$STATE/tansu" && exec setsid "$TOOLS/bin/tansu" broker \
     --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
-    --storage-engine sqlite://tansu.db >"$STATE/tansu.log" 2>&1 &
-    echo $! >"$STATE/tansu.pid")
+    --storage-engine sqlite://tansu.db) >"$STATE/tansu.log" 2>&1 </dev/null &
+  echo $! >"$STATE/tansu.pid"
   wait_tcp 127.0.0.1 "$port" 20 tansu
 }
 
@@ -118,7 +124,7 @@ start_alertmanager() {
     "$REPO/config/alertmanager/alertmanager.yml" >"$STATE/alertmanager.yml"
   setsid prometheus-alertmanager --config.file="$STATE/alertmanager.yml" \
     --storage.path="$STATE/alertmanager" --web.listen-address="127.0.0.1:$port" \
-    --cluster.listen-address= >"$STATE/alertmanager.log" 2>&1 &
+    --cluster.listen-address= >"$STATE/alertmanager.log" 2>&1 </dev/null &
   echo $! >"$STATE/alertmanager.pid"
   local i
   for ((i = 0; i < 200; i++)); do
@@ -132,7 +138,7 @@ start_smtp() {
   local port=$1
   mkdir -p "$STATE/maildir"
   PYTHONPATH="$REPO/deploy/local" setsid "$SYS_PY" -m aiosmtpd -n -l "127.0.0.1:$port" \
-    -c smtp_sink.MaildirSink "$STATE/maildir" >"$STATE/smtp.log" 2>&1 &
+    -c smtp_sink.MaildirSink "$STATE/maildir" >"$STATE/smtp.log" 2>&1 </dev/null &
   echo $! >"$STATE/smtp.pid"
   wait_tcp 127.0.0.1 "$port" 20 smtp
 }
@@ -159,6 +165,7 @@ cmd_up() {
 STACK_STATE=$STATE
 STACK_PG_PORT=$PG_PORT
 STACK_PG_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres
+STACK_ALERTPIPE_DB_URL=postgres://postgres@127.0.0.1:$PG_PORT/alertpipe
 STACK_PG_BIN=$PG_BIN
 STACK_PG_DIR=$(cat "$STATE/postgres.dir")
 STACK_KAFKA_BROKERS=127.0.0.1:$kafka

@@ -3,3 +3,4 @@
 pub mod dedup;
 pub mod ingress;
 pub mod kafka_producer;
+pub mod persist;

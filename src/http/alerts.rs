@@ -37,8 +37,13 @@ pub async fn post_alerts(
         ApiError::unavailable("alert pipeline is full; retry later", retry_after)
     })?;
     // Await `send`: a full mailbox makes this wait (backpressure), bounded by the timeout.
-    let sent = state
-        .ingress
+    let ingress = state.ingress.as_ref().ok_or_else(|| {
+        ApiError::new(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "this process does not run the ingest role",
+        )
+    })?;
+    let sent = ingress
         .send(IngestAlerts { alerts })
         .timeout(state.ingest_timeout)
         .await;

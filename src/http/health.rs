@@ -14,19 +14,35 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Ready to take traffic: not draining, and the broker answers a metadata request.
+/// Ready to take traffic: not draining, the broker answers a metadata request (ingest), the
+/// database answers (persist), and no consumer stage is stuck on a failing sink.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if state.is_draining() {
         return not_ready("draining");
     }
-    let ping = state.producer.send(Ping {
-        timeout: Duration::from_secs(2),
-    });
-    match ping.timeout(Duration::from_secs(3)).await {
-        Ok(Ok(())) => HttpResponse::Ok().json(json!({"status": "ready", "kafka": "ok"})),
-        Ok(Err(e)) => not_ready(&e),
-        Err(e) => not_ready(&format!("kafka probe: {e}")),
+    if let Some(producer) = &state.producer {
+        let ping = producer.send(Ping {
+            timeout: Duration::from_secs(2),
+        });
+        match ping.timeout(Duration::from_secs(3)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return not_ready(&e),
+            Err(e) => return not_ready(&format!("kafka probe: {e}")),
+        }
     }
+    if let Some(pool) = state.db.clone() {
+        match web::block(move || crate::db::ping(&pool)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return not_ready(&e.to_string()),
+            Err(e) => return not_ready(&format!("database probe: {e}")),
+        }
+    }
+    for stage in &state.stages {
+        if let Some(e) = stage.error() {
+            return not_ready(&format!("{}: {e}", stage.name()));
+        }
+    }
+    HttpResponse::Ok().json(json!({"status": "ready"}))
 }
 
 fn not_ready(reason: &str) -> HttpResponse {

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod health;
+pub mod history;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -20,12 +21,19 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::actors::ingress::IngressActor;
 use crate::actors::kafka_producer::KafkaProducerActor;
 use crate::config::AuthConfig;
+use crate::db::PgPool;
+use crate::kafka::consumer::StageHealth;
 use crate::metrics as m;
 
 /// What every handler can reach. Cheap to clone (addresses and Arcs).
 pub struct AppState {
-    pub ingress: Addr<IngressActor>,
-    pub producer: Addr<KafkaProducerActor>,
+    /// Present when the process runs the ingest role.
+    pub ingress: Option<Addr<IngressActor>>,
+    pub producer: Option<Addr<KafkaProducerActor>>,
+    /// Present when the process runs the persist role.
+    pub db: Option<PgPool>,
+    /// Consumer stages whose failures make the process not ready.
+    pub stages: Vec<StageHealth>,
     pub auth: AuthConfig,
     pub body_limit: usize,
     pub max_inflight: usize,
@@ -47,6 +55,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
+        .route("/api/v1/incidents", web::get().to(history::incidents))
+        .route("/api/v1/sla", web::get().to(history::sla))
         .default_service(web::to(|| async {
             HttpResponse::NotFound().json(serde_json::json!({"error": "no such endpoint"}))
         }));

@@ -3,5 +3,6 @@
 
 mod alertmanager;
 mod outage;
+mod persist;
 mod support;
 mod webhook;

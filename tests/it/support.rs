@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use alertpipe::config::Config;
+use alertpipe::config::{Config, Role};
 use alertpipe::kafka::{read_topic, ReadMessage};
 use alertpipe::startup::Application;
 
@@ -104,6 +104,7 @@ pub async fn spawn_app_with(brokers: Option<&str>, modify: impl FnOnce(&mut Conf
         .map(str::to_owned)
         .unwrap_or_else(|| Stack::get().var("STACK_KAFKA_BROKERS").to_owned());
     let mut cfg = Config::default();
+    cfg.server.roles = vec![Role::Ingest];
     cfg.server.listen = "127.0.0.1:0".parse().unwrap();
     cfg.server.workers = 1;
     cfg.server.shutdown_timeout_s = 2;
@@ -324,5 +325,213 @@ where
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A database of its own for one test, created from a migrated template; dropped on Drop.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    admin_url: String,
+}
+
+fn admin_exec(admin_url: &str, sql: &str) {
+    use diesel::{Connection, RunQueryDsl};
+    let mut c = diesel::PgConnection::establish(admin_url)
+        .unwrap_or_else(|e| panic!("cannot reach the stack's PostgreSQL ({admin_url}): {e}"));
+    diesel::sql_query(sql)
+        .execute(&mut c)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+fn db_url(admin_url: &str, name: &str) -> String {
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .unwrap_or(admin_url);
+    format!("{base}/{name}")
+}
+
+impl TestDb {
+    pub fn new() -> TestDb {
+        Self::on(Stack::get().var("STACK_PG_URL"))
+    }
+
+    /// On the server at `admin_url` (its `postgres` database).
+    pub fn on(admin_url: &str) -> TestDb {
+        static TEMPLATES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        let template = format!("alertpipe_tpl_{}", std::process::id());
+        {
+            let mut made = TEMPLATES.lock().unwrap();
+            if !made.contains(&admin_url.to_owned()) {
+                admin_exec(admin_url, &format!("DROP DATABASE IF EXISTS {template}"));
+                admin_exec(admin_url, &format!("CREATE DATABASE {template}"));
+                alertpipe::db::migrate(&db_url(admin_url, &template)).expect("migrations apply");
+                made.push(admin_url.to_owned());
+            }
+        }
+        let name = unique("t").replace('-', "_");
+        admin_exec(
+            admin_url,
+            &format!("CREATE DATABASE {name} TEMPLATE {template}"),
+        );
+        TestDb {
+            url: db_url(admin_url, &name),
+            name,
+            admin_url: admin_url.to_owned(),
+        }
+    }
+
+    pub fn conn(&self) -> diesel::PgConnection {
+        use diesel::Connection;
+        diesel::PgConnection::establish(&self.url).expect("test database reachable")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        use diesel::{Connection, RunQueryDsl};
+        if let Ok(mut c) = diesel::PgConnection::establish(&self.admin_url) {
+            let _ = diesel::sql_query(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut c);
+        }
+    }
+}
+
+/// A private PostgreSQL cluster a test may stop and start (the stack's is shared).
+pub struct PrivatePg {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub admin_url: String,
+}
+
+fn as_postgres(cmd: &str, args: &[&str]) -> std::process::Output {
+    let bin = format!("{}/{cmd}", Stack::get().var("STACK_PG_BIN"));
+    let root = is_root();
+    let mut c = if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", &bin]);
+        c
+    } else {
+        Command::new(&bin)
+    };
+    c.args(args).output().expect("postgres tool runs")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl PrivatePg {
+    pub fn start() -> PrivatePg {
+        let dir = tempfile::tempdir().unwrap();
+        if is_root() {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:", dir.path().to_str().unwrap()])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "chown for postgres");
+        }
+        let data = dir.path().join("data");
+        let out = as_postgres(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let pg = PrivatePg {
+            port,
+            admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            dir,
+        };
+        pg.up();
+        pg
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    pub fn up(&self) {
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("pg.log").display().to_string();
+        let out = as_postgres(
+            "pg_ctl",
+            &["-D", &self.data(), "-l", &log, "-w", "-o", &opts, "start"],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn down(&self) {
+        let out = as_postgres(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let _ = as_postgres(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+}
+
+/// Produces raw messages straight to a topic (what a redelivery or a foreign producer does).
+pub async fn produce_raw(brokers: &str, topic: &str, messages: &[(&str, Vec<u8>)]) {
+    use rdkafka::producer::FutureRecord;
+    let mut cfg = alertpipe::config::KafkaConfig {
+        brokers: brokers.to_owned(),
+        ..Default::default()
+    };
+    cfg.producer.clear();
+    alertpipe::kafka::ensure_topics(&cfg, &[topic], Duration::from_secs(10))
+        .await
+        .expect("topic created");
+    let producer = alertpipe::kafka::producer(&cfg).expect("producer");
+    for (key, payload) in messages {
+        producer
+            .send(
+                FutureRecord::to(topic).key(*key).payload(payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produced");
     }
 }

@@ -1,4 +1,7 @@
-//! Kafka client settings shared by every producer and consumer, and topic creation.
+//! Kafka client settings shared by every producer and consumer, topic creation, a topic reader
+//! for tools and tests; `consumer` runs the service's consumer groups.
+
+pub mod consumer;
 
 use std::time::Duration;
 

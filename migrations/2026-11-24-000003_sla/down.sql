@@ -1,0 +1,1 @@
+DROP VIEW alert_sla_all; DROP FUNCTION alert_sla(TIMESTAMPTZ, TIMESTAMPTZ); DROP VIEW incidents;

@@ -1,0 +1,313 @@
+//! Writing alert history: one row per occurrence (fingerprint + starts_at), idempotent under
+//! redelivery, replays and duplicates; poison messages kept whole in `dead_letters`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use diesel::dsl::sql;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{Nullable, Timestamptz};
+use diesel::upsert::excluded;
+
+use super::schema::{alerts, dead_letters};
+use super::{DbError, PgPool};
+use crate::domain::{AlertEvent, AlertStatus};
+
+pub const SERVICE_MAX: usize = 50;
+pub const SEVERITY_MAX: usize = 20;
+
+/// A consumed message for the history: where it came from and what it decoded to.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub payload: Vec<u8>,
+    pub event: Result<AlertEvent, String>,
+}
+
+impl Inbound {
+    pub fn decode(topic: &str, partition: i32, offset: i64, payload: Vec<u8>) -> Self {
+        let event = serde_json::from_slice::<AlertEvent>(&payload)
+            .map_err(|e| format!("not an alert event: {e}"));
+        Inbound {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            payload,
+            event,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct StoreReport {
+    /// Occurrence rows the batch touched (inserted or resolved; replays count too).
+    pub rows: usize,
+    pub dead_lettered: usize,
+    pub truncated: usize,
+}
+
+#[derive(Insertable, Debug, Clone)]
+#[diesel(table_name = alerts)]
+struct NewAlert {
+    service: String,
+    severity: String,
+    message: Option<String>,
+    resolved: Option<bool>,
+    fingerprint: Option<String>,
+    alertname: Option<String>,
+    cluster: Option<String>,
+    status: String,
+    starts_at: Option<DateTime<Utc>>,
+    ends_at: Option<DateTime<Utc>>,
+    resolved_at: Option<DateTime<Utc>>,
+    labels: serde_json::Value,
+    annotations: serde_json::Value,
+    generator_url: Option<String>,
+    kafka_partition: Option<i32>,
+    kafka_offset: Option<i64>,
+    truncated: bool,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = dead_letters)]
+pub struct NewDeadLetter<'a> {
+    pub stage: &'a str,
+    pub topic: Option<&'a str>,
+    pub kafka_partition: Option<i32>,
+    pub kafka_offset: Option<i64>,
+    pub receiver: Option<&'a str>,
+    pub attempts: i32,
+    pub reason: &'a str,
+    pub payload: &'a [u8],
+}
+
+/// Cuts to at most `max` characters (never inside a character). Whether it cut.
+fn fit(s: &str, max: usize) -> (String, bool) {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => (s[..i].to_owned(), true),
+        None => (s.to_owned(), false),
+    }
+}
+
+fn to_json(map: &BTreeMap<String, String>) -> serde_json::Value {
+    serde_json::Value::Object(
+        map.iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+impl NewAlert {
+    /// The row for one event. A service or severity longer than its column keeps its first
+    /// characters there; the full value stays in `labels` (the service also under
+    /// `labels.service` when it came from `service_name` or `job`), and `truncated` is set.
+    fn from_event(e: &AlertEvent, partition: i32, offset: i64) -> NewAlert {
+        let (service, cut_service) = fit(&e.service, SERVICE_MAX);
+        let (severity, cut_severity) = fit(e.severity.as_str(), SEVERITY_MAX);
+        let mut labels = e.labels.clone();
+        if cut_service {
+            labels
+                .entry("service".to_owned())
+                .or_insert_with(|| e.service.clone());
+        }
+        let resolved = e.status == AlertStatus::Resolved;
+        NewAlert {
+            service,
+            severity,
+            message: Some(e.message.clone()),
+            resolved: Some(resolved),
+            fingerprint: Some(e.fingerprint.as_str().to_owned()),
+            alertname: Some(e.alertname.clone()),
+            cluster: e.cluster.clone(),
+            status: e.status.as_str().to_owned(),
+            starts_at: Some(e.starts_at),
+            ends_at: e.ends_at,
+            resolved_at: resolved.then(Utc::now),
+            labels: to_json(&labels),
+            annotations: to_json(&e.annotations),
+            generator_url: Some(e.generator_url.clone()),
+            kafka_partition: Some(partition),
+            kafka_offset: Some(offset),
+            truncated: cut_service || cut_severity,
+        }
+    }
+}
+
+/// Firing rows first, then resolved; one entry per occurrence, resolved winning.
+fn plan(rows: Vec<NewAlert>) -> (Vec<NewAlert>, Vec<NewAlert>) {
+    let mut by_key: BTreeMap<(String, Option<DateTime<Utc>>), NewAlert> = BTreeMap::new();
+    for r in rows {
+        let key = (r.fingerprint.clone().unwrap_or_default(), r.starts_at);
+        match by_key.get(&key) {
+            Some(prev) if prev.status == "resolved" && r.status != "resolved" => {}
+            _ => {
+                by_key.insert(key, r);
+            }
+        }
+    }
+    by_key.into_values().partition(|r| r.status != "resolved")
+}
+
+fn write_rows(c: &mut PgConnection, rows: Vec<NewAlert>) -> QueryResult<usize> {
+    let (firing, resolved) = plan(rows);
+    let mut n = 0;
+    for chunk in firing.chunks(2000) {
+        // A replayed or duplicate firing changes nothing (and never un-resolves).
+        diesel::insert_into(alerts::table)
+            .values(chunk)
+            .on_conflict((alerts::fingerprint, alerts::starts_at))
+            .do_nothing()
+            .execute(c)?;
+        n += chunk.len();
+    }
+    for chunk in resolved.chunks(2000) {
+        // Resolved without a seen firing inserts the occurrence; else marks it resolved.
+        diesel::insert_into(alerts::table)
+            .values(chunk)
+            .on_conflict((alerts::fingerprint, alerts::starts_at))
+            .do_update()
+            .set((
+                alerts::resolved.eq(Some(true)),
+                alerts::status.eq("resolved"),
+                alerts::ends_at.eq(excluded(alerts::ends_at)),
+                alerts::resolved_at.eq(sql::<Nullable<Timestamptz>>(
+                    "COALESCE(alerts.resolved_at, excluded.resolved_at)",
+                )),
+            ))
+            .execute(c)?;
+        n += chunk.len();
+    }
+    Ok(n)
+}
+
+fn dead_letter(c: &mut PgConnection, item: &Inbound, reason: &str) -> QueryResult<()> {
+    diesel::insert_into(dead_letters::table)
+        .values(NewDeadLetter {
+            stage: "persist",
+            topic: Some(&item.topic),
+            kafka_partition: Some(item.partition),
+            kafka_offset: Some(item.offset),
+            receiver: None,
+            attempts: 1,
+            reason,
+            payload: &item.payload,
+        })
+        .on_conflict_do_nothing()
+        .execute(c)
+        .map(|_| ())
+}
+
+/// Stores one consumer batch in one transaction. When the batch fails on its data (not on the
+/// connection), each message is retried alone so only the poison ones are dead-lettered.
+pub fn store_batch(pool: &PgPool, items: &[Inbound]) -> Result<StoreReport, DbError> {
+    let mut c = super::conn(pool)?;
+    let mut report = StoreReport::default();
+    let rows: Vec<NewAlert> = items
+        .iter()
+        .filter_map(|i| i.event.as_ref().ok().map(|e| (i, e)))
+        .map(|(i, e)| NewAlert::from_event(e, i.partition, i.offset))
+        .collect();
+    report.truncated = rows.iter().filter(|r| r.truncated).count();
+    let whole = c.transaction(|c| -> QueryResult<(usize, usize)> {
+        let mut dead = 0;
+        for item in items {
+            if let Err(reason) = &item.event {
+                dead_letter(c, item, reason)?;
+                dead += 1;
+            }
+        }
+        Ok((write_rows(c, rows)?, dead))
+    });
+    match whole {
+        Ok((n, dead)) => {
+            report.rows = n;
+            report.dead_lettered = dead;
+            Ok(report)
+        }
+        Err(e) => {
+            drop(c);
+            // Is it the database that is gone, or this data?
+            super::ping(pool)?;
+            tracing::warn!(error = %e, "batch refused by the database; isolating messages");
+            store_one_by_one(pool, items)
+        }
+    }
+}
+
+fn store_one_by_one(pool: &PgPool, items: &[Inbound]) -> Result<StoreReport, DbError> {
+    let mut c = super::conn(pool)?;
+    let mut report = StoreReport::default();
+    for item in items {
+        let result = match &item.event {
+            Err(reason) => Err(reason.clone()),
+            Ok(e) => {
+                let row = NewAlert::from_event(e, item.partition, item.offset);
+                report.truncated += usize::from(row.truncated);
+                c.transaction(|c| write_rows(c, vec![row]))
+                    .map_err(|e| format!("database refused the row: {e}"))
+            }
+        };
+        match result {
+            Ok(n) => report.rows += n,
+            Err(reason) => {
+                if let Err(e) = dead_letter(&mut c, item, &reason) {
+                    super::ping(pool)?;
+                    return Err(DbError::Query(e));
+                }
+                report.dead_lettered += 1;
+            }
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_cuts_on_character_boundaries() {
+        assert_eq!(fit("abc", 5), ("abc".into(), false));
+        assert_eq!(fit("äöüäöü", 3), ("äöü".into(), true));
+        assert!(!fit(&"x".repeat(50), 50).1);
+    }
+
+    fn row(fp: &str, status: &str) -> NewAlert {
+        NewAlert {
+            service: "s".into(),
+            severity: "critical".into(),
+            message: None,
+            resolved: Some(status == "resolved"),
+            fingerprint: Some(fp.into()),
+            alertname: None,
+            cluster: None,
+            status: status.into(),
+            starts_at: Some("2025-06-23T12:00:00Z".parse().unwrap()),
+            ends_at: None,
+            resolved_at: None,
+            labels: serde_json::json!({}),
+            annotations: serde_json::json!({}),
+            generator_url: None,
+            kafka_partition: None,
+            kafka_offset: None,
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn plan_merges_duplicates_and_resolved_wins() {
+        let (firing, resolved) = plan(vec![
+            row("a", "firing"),
+            row("a", "resolved"),
+            row("a", "firing"),
+            row("b", "firing"),
+            row("b", "firing"),
+        ]);
+        assert_eq!(firing.len(), 1);
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(resolved[0].fingerprint.as_deref(), Some("a"));
+    }
+}

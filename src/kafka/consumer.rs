@@ -1,0 +1,188 @@
+//! The consumer loop every sink shares: read a batch (up to `batch_size`, or what arrived
+//! within `linger`), hand it to the sink until the sink says its effect is durable, then
+//! commit the batch's offsets. While the sink fails, the partitions are paused (the consumer
+//! stays in its group) and the same batch is retried with backoff: nothing is skipped.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+/// One consumed message, owned (never hold librdkafka's borrowed messages across awaits).
+#[derive(Debug, Clone)]
+pub struct RawMessage {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    pub brokers: String,
+    pub group: String,
+    pub topic: String,
+    pub batch_size: usize,
+    pub linger: Duration,
+}
+
+/// A stage's health as readiness reports it: the last failure, cleared by the next success.
+#[derive(Debug, Clone, Default)]
+pub struct StageHealth {
+    name: &'static str,
+    last_error: Arc<Mutex<Option<String>>>,
+}
+
+impl StageHealth {
+    pub fn new(name: &'static str) -> Self {
+        StageHealth {
+            name,
+            last_error: Arc::default(),
+        }
+    }
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+    pub fn error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+    fn set(&self, e: Option<String>) {
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = e;
+        }
+    }
+}
+
+fn own(m: &rdkafka::message::BorrowedMessage<'_>) -> RawMessage {
+    RawMessage {
+        topic: m.topic().to_owned(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().unwrap_or_default().to_vec(),
+    }
+}
+
+pub fn create(s: &ConsumerSettings) -> Result<StreamConsumer, KafkaError> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &s.brokers)
+        .set("group.id", &s.group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("socket.connection.setup.timeout.ms", "3000")
+        .create()?;
+    consumer.subscribe(&[s.topic.as_str()])?;
+    Ok(consumer)
+}
+
+/// Runs until the task is dropped. `sink` gets each batch (shared, so retries are cheap) and
+/// answers Ok once the effect is durable, or Err(reason) to have the same batch retried.
+pub async fn run_batches<F, Fut>(
+    s: ConsumerSettings,
+    health: StageHealth,
+    mut sink: F,
+) -> Result<(), KafkaError>
+where
+    F: FnMut(Arc<Vec<RawMessage>>) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let consumer = create(&s)?;
+    let mut carried: Vec<RawMessage> = Vec::new();
+    loop {
+        let mut batch = std::mem::take(&mut carried);
+        if batch.is_empty() {
+            match consumer.recv().await {
+                Ok(m) => batch.push(own(&m)),
+                Err(e) => {
+                    tracing::warn!(group = %s.group, error = %e, "consumer error");
+                    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            }
+        }
+        let deadline = Instant::now() + s.linger;
+        while batch.len() < s.batch_size {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match actix_web::rt::time::timeout(left, consumer.recv()).await {
+                Ok(Ok(m)) => batch.push(own(&m)),
+                Ok(Err(e)) => {
+                    tracing::warn!(group = %s.group, error = %e, "consumer error");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let batch = Arc::new(batch);
+        let mut backoff = Duration::from_millis(100);
+        let mut paused = false;
+        loop {
+            match sink(batch.clone()).await {
+                Ok(()) => break,
+                Err(reason) => {
+                    if !paused {
+                        tracing::warn!(group = %s.group, %reason, "sink failed; pausing and retrying the batch");
+                        paused = pause(&consumer, true);
+                    }
+                    health.set(Some(reason));
+                    // Keep polling while paused so the group keeps us; a message can still
+                    // arrive from a partition assigned meanwhile: keep it for the next batch.
+                    let until = Instant::now() + backoff;
+                    while let Some(left) = until.checked_duration_since(Instant::now()) {
+                        if let Ok(Ok(m)) = actix_web::rt::time::timeout(left, consumer.recv()).await
+                        {
+                            carried.push(own(&m));
+                        }
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        if paused {
+            pause(&consumer, false);
+            tracing::info!(group = %s.group, "sink recovered; resuming");
+        }
+        health.set(None);
+        commit(&consumer, &batch);
+    }
+}
+
+fn pause(consumer: &StreamConsumer, on: bool) -> bool {
+    let Ok(assignment) = consumer.assignment() else {
+        return false;
+    };
+    let r = if on {
+        consumer.pause(&assignment)
+    } else {
+        consumer.resume(&assignment)
+    };
+    drop(assignment);
+    r.is_ok()
+}
+
+/// Commits max(offset)+1 per partition. Asynchronous: a lost commit only means redelivery,
+/// which every sink absorbs.
+fn commit(consumer: &StreamConsumer, batch: &[RawMessage]) {
+    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for m in batch {
+        let e = next.entry((&m.topic, m.partition)).or_insert(m.offset + 1);
+        *e = (*e).max(m.offset + 1);
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in next {
+        if let Err(e) = tpl.add_partition_offset(topic, partition, Offset::Offset(offset)) {
+            tracing::warn!(error = %e, "cannot build commit list");
+        }
+    }
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+        tracing::warn!(error = %e, "offset commit failed; the batch may be redelivered");
+    }
+}

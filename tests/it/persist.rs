@@ -1,0 +1,396 @@
+//! Alert history in the stack's real PostgreSQL, each test in its own database.
+
+use std::time::Duration;
+
+use alertpipe::config::{Config, Role};
+use alertpipe::domain::parse_webhook;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool, Double, Nullable, Text};
+use serde_json::Value;
+
+use crate::support::{
+    eventually, fixture, produce_raw, spawn_app, spawn_app_with, unique, PrivatePg, TestApp, TestDb,
+};
+
+fn persist_roles(db: &TestDb) -> impl FnOnce(&mut Config) {
+    let url = db.url.clone();
+    move |c: &mut Config| {
+        c.server.roles = vec![Role::Ingest, Role::Persist];
+        c.database.url = url;
+        c.database.pool_size = 4;
+        c.persist.group = unique("persist");
+        c.persist.linger_ms = 20;
+    }
+}
+
+#[derive(QueryableByName, Debug, Clone, PartialEq)]
+struct Row {
+    #[diesel(sql_type = Nullable<Text>)]
+    fingerprint: Option<String>,
+    #[diesel(sql_type = Text)]
+    service: String,
+    #[diesel(sql_type = Text)]
+    severity: String,
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = Nullable<Bool>)]
+    resolved: Option<bool>,
+    #[diesel(sql_type = Bool)]
+    has_resolved_at: bool,
+    #[diesel(sql_type = Bool)]
+    has_ends_at: bool,
+    #[diesel(sql_type = Nullable<Text>)]
+    instance: Option<String>,
+    #[diesel(sql_type = Bool)]
+    truncated: bool,
+    #[diesel(sql_type = Nullable<Text>)]
+    label_service: Option<String>,
+}
+
+fn rows(db: &TestDb) -> Vec<Row> {
+    diesel::sql_query(
+        "SELECT fingerprint, service::text AS service, severity::text AS severity, status, resolved,
+                resolved_at IS NOT NULL AS has_resolved_at, ends_at IS NOT NULL AS has_ends_at,
+                labels->>'instance' AS instance, truncated, labels->>'service' AS label_service
+         FROM alerts ORDER BY fingerprint, starts_at",
+    )
+    .load(&mut db.conn())
+    .expect("alerts readable")
+}
+
+#[derive(QueryableByName, Debug)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+fn count(db: &TestDb, sql: &str) -> i64 {
+    diesel::sql_query(sql)
+        .load::<Count>(&mut db.conn())
+        .map(|r| r[0].n)
+        .unwrap_or(-1)
+}
+
+async fn wait_rows(db: &TestDb, what: &str, pred: impl Fn(&[Row]) -> bool) -> Vec<Row> {
+    eventually(Duration::from_secs(30), what, || {
+        let r = rows(db);
+        let ok = pred(&r);
+        async move { ok.then_some(r) }
+    })
+    .await
+}
+
+/// Alert events as the ingest path writes them, from a fixture.
+fn events(fixture_name: &str) -> Vec<(String, Vec<u8>)> {
+    parse_webhook(&fixture(fixture_name))
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            (
+                e.fingerprint.as_str().to_owned(),
+                serde_json::to_vec(&e).unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn produce(app: &TestApp, msgs: &[(String, Vec<u8>)]) {
+    let borrowed: Vec<(&str, Vec<u8>)> =
+        msgs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    produce_raw(&app.brokers, &app.topic, &borrowed).await;
+}
+
+#[actix_web::test]
+async fn real_alertmanager_sequences_become_one_row_per_occurrence() {
+    let db = TestDb::new();
+    let app = spawn_app(persist_roles(&db)).await;
+    for f in [
+        "firing-critical",
+        "firing-critical-group",
+        "firing-critical-apierrors-group",
+        "firing-critical-partial-resolved",
+        "firing-custom",
+        "resolved-critical",
+        "resolved-critical-after-partial",
+        "resolved-custom",
+    ] {
+        let (status, _, body) = app
+            .post_alerts(fixture(&format!("alertmanager/{f}.json")), None)
+            .await;
+        assert_eq!(status, 200, "{f}: {body}");
+    }
+    let r = wait_rows(&db, "5 occurrences, all resolved", |r| {
+        r.len() == 5 && r.iter().all(|x| x.resolved == Some(true))
+    })
+    .await;
+    for row in &r {
+        assert_eq!(row.service, "payment");
+        assert_eq!(row.status, "resolved");
+        assert!(row.has_resolved_at && row.has_ends_at, "{row:?}");
+    }
+    let mut instances: Vec<_> = r.iter().filter_map(|x| x.instance.clone()).collect();
+    instances.sort();
+    assert_eq!(instances, ["api-1", "api-2", "db-1", "db-2"]);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) AS n FROM alerts WHERE kafka_offset IS NULL"
+        ),
+        0,
+        "every row says where in Kafka it came from"
+    );
+    // The seed's own insert still works beside the history columns.
+    diesel::sql_query("INSERT INTO alerts (service, severity, message) VALUES ('payment', 'critical', 'DB connection failed')")
+        .execute(&mut db.conn())
+        .expect("seed insert");
+}
+
+#[actix_web::test]
+async fn duplicates_out_of_order_and_full_redelivery_change_nothing() {
+    let db = TestDb::new();
+    let app = spawn_app(persist_roles(&db)).await;
+    // Resolved before its firing, then the firing; the other alert three times over.
+    let mut msgs = events("alertmanager/resolved-custom.json");
+    msgs.extend(events("alertmanager/firing-custom.json"));
+    let group = events("alertmanager/firing-critical-group.json");
+    for _ in 0..3 {
+        msgs.extend(group.clone());
+    }
+    produce(&app, &msgs).await;
+    let first = wait_rows(&db, "3 occurrences", |r| r.len() == 3).await;
+    let custom = first.iter().find(|r| r.severity == "custom").unwrap();
+    assert_eq!(
+        custom.resolved,
+        Some(true),
+        "a late firing never un-resolves"
+    );
+
+    // A consumer with a new group reads the whole topic again: nothing changes.
+    let again = spawn_app_with(Some(&app.brokers), {
+        let url = db.url.clone();
+        let topic = app.topic.clone();
+        move |c| {
+            c.server.roles = vec![Role::Persist];
+            c.database.url = url;
+            c.kafka.alerts_topic = topic;
+            c.persist.group = unique("replay");
+        }
+    })
+    .await;
+    let _ = again;
+    actix_web::rt::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(rows(&db), first);
+}
+
+#[actix_web::test]
+async fn poison_messages_are_dead_lettered_whole_and_consumption_goes_on() {
+    let db = TestDb::new();
+    let app = spawn_app(persist_roles(&db)).await;
+    let mut ok = parse_webhook(&fixture("alertmanager/firing-critical.json")).unwrap();
+    let mut nul = ok[0].clone();
+    nul.message = "DB connection failed\u{0}".into();
+    nul.fingerprint = serde_json::from_value(Value::String("00000000000000ff".into())).unwrap();
+    let mut long = ok[0].clone();
+    let long_name = "payment-".repeat(10);
+    long.service = long_name.clone();
+    long.labels.insert("service".into(), long_name.clone());
+    long.fingerprint = serde_json::from_value(Value::String("00000000000000ee".into())).unwrap();
+    let good = ok.remove(0);
+    produce(
+        &app,
+        &[
+            ("x".into(), b"this is not json".to_vec()),
+            ("y".into(), b"\xff\xfe{".to_vec()),
+            ("n".into(), serde_json::to_vec(&nul).unwrap()),
+            ("l".into(), serde_json::to_vec(&long).unwrap()),
+            ("g".into(), serde_json::to_vec(&good).unwrap()),
+        ],
+    )
+    .await;
+    let r = wait_rows(&db, "the two storable alerts", |r| r.len() == 2).await;
+    let long_row = r.iter().find(|x| x.truncated).expect("long service row");
+    assert_eq!(long_row.service.chars().count(), 50);
+    assert_eq!(
+        long_row.label_service.as_deref(),
+        Some(long_name.as_str()),
+        "full value kept"
+    );
+    let dead = eventually(Duration::from_secs(10), "3 dead letters", || {
+        let n = count(
+            &db,
+            "SELECT COUNT(*) AS n FROM dead_letters WHERE stage = 'persist'",
+        );
+        async move { (n == 3).then_some(n) }
+    })
+    .await;
+    assert_eq!(dead, 3);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) AS n FROM dead_letters WHERE payload = convert_to('this is not json', 'UTF8') AND reason LIKE 'not an alert event%'"
+        ),
+        1,
+        "kept whole, with the reason"
+    );
+}
+
+#[actix_web::test]
+async fn postgres_restarted_mid_stream_loses_and_doubles_nothing() {
+    let pg = PrivatePg::start();
+    let db = TestDb::on(&pg.admin_url);
+    let app = spawn_app(persist_roles(&db)).await;
+    let batch = |from: u64, n: u64| -> Vec<(String, Vec<u8>)> {
+        let base = parse_webhook(&fixture("alertmanager/firing-critical.json")).unwrap()[0].clone();
+        (from..from + n)
+            .map(|i| {
+                let mut e = base.clone();
+                e.fingerprint = serde_json::from_value(Value::String(format!("{i:016x}"))).unwrap();
+                (format!("{i}"), serde_json::to_vec(&e).unwrap())
+            })
+            .collect()
+    };
+    produce(&app, &batch(0, 50)).await;
+    wait_rows(&db, "first 50 rows", |r| r.len() == 50).await;
+
+    pg.down();
+    produce(&app, &batch(50, 50)).await;
+    eventually(
+        Duration::from_secs(20),
+        "readiness reports the database",
+        || async {
+            let r = app
+                .client
+                .get(format!("{}/readyz", app.url))
+                .send()
+                .await
+                .ok()?;
+            (r.status().as_u16() == 503).then_some(())
+        },
+    )
+    .await;
+    pg.up();
+    let r = wait_rows(&db, "all 100 rows after the restart", |r| r.len() >= 100).await;
+    assert_eq!(r.len(), 100, "nothing doubled");
+    app.wait_ready(Duration::from_secs(30)).await;
+}
+
+#[derive(QueryableByName, Debug)]
+struct Sla {
+    #[diesel(sql_type = Text)]
+    service: String,
+    #[diesel(sql_type = Nullable<Double>)]
+    critical_open_minutes: Option<f64>,
+}
+
+#[actix_web::test]
+async fn sla_and_incidents_on_a_known_data_set() {
+    let db = TestDb::new();
+    let app = spawn_app(persist_roles(&db)).await;
+    // payment/critical: three resolved incidents of 60 s, 120 s, 600 s; payment/custom: one of
+    // 30 s; checkout/critical: one open for the last 10 minutes.
+    diesel::sql_query(
+        "INSERT INTO alerts (service, severity, message, resolved, fingerprint, status, starts_at, ends_at, resolved_at) VALUES
+         ('payment','critical','a',true,'f1','resolved','2025-06-23T10:00:00Z','2025-06-23T10:01:00Z','2025-06-23T10:01:00Z'),
+         ('payment','critical','b',true,'f2','resolved','2025-06-23T11:00:00Z','2025-06-23T11:02:00Z','2025-06-23T11:02:00Z'),
+         ('payment','critical','c',true,'f3','resolved','2025-06-23T12:00:00Z','2025-06-23T12:10:00Z','2025-06-23T12:10:00Z'),
+         ('payment','custom','d',true,'f4','resolved','2025-06-23T13:00:00Z','2025-06-23T13:00:30Z','2025-06-23T13:00:30Z')",
+    )
+    .execute(&mut db.conn())
+    .unwrap();
+    diesel::sql_query(
+        "INSERT INTO alerts (service, severity, message, fingerprint, status, starts_at)
+         VALUES ('checkout','critical','e','f5','firing', now() - interval '10 minutes')",
+    )
+    .execute(&mut db.conn())
+    .unwrap();
+
+    let get = |path: String| {
+        let client = app.client.clone();
+        let url = format!("{}{path}", app.url);
+        async move {
+            let mut r = client.get(url).send().await.unwrap();
+            let body: Value = serde_json::from_slice(&r.body().await.unwrap()).unwrap();
+            (r.status().as_u16(), body)
+        }
+    };
+    let (status, sla) =
+        get("/api/v1/sla?from=2025-06-23T00:00:00Z&to=2025-06-24T00:00:00Z".into()).await;
+    assert_eq!(status, 200, "{sla}");
+    let services = sla["services"].as_array().unwrap();
+    let pc = services
+        .iter()
+        .find(|s| s["service"] == "payment" && s["severity"] == "critical")
+        .unwrap();
+    assert_eq!(pc["incidents"], 3);
+    assert_eq!(pc["open_now"], 0);
+    assert_eq!(pc["resolve_p50_s"], 120.0);
+    assert!(
+        (pc["resolve_p95_s"].as_f64().unwrap() - 552.0).abs() < 1e-6,
+        "{pc}"
+    );
+    assert_eq!(pc["resolve_max_s"], 600.0);
+    assert!(
+        (pc["critical_open_minutes"].as_f64().unwrap() - 13.0).abs() < 1e-6,
+        "{pc}"
+    );
+    let custom = services.iter().find(|s| s["severity"] == "custom").unwrap();
+    assert_eq!(custom["critical_open_minutes"], 0.0);
+
+    let (_, now) = get("/api/v1/sla".into()).await;
+    let open = now["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "checkout")
+        .unwrap();
+    assert_eq!(open["open_now"], 1);
+    let minutes = open["critical_open_minutes"].as_f64().unwrap();
+    assert!((9.9..10.5).contains(&minutes), "{open}");
+    // The view Grafana charts gives the same numbers.
+    let view: Vec<Sla> = diesel::sql_query(
+        "SELECT service, critical_open_minutes FROM alert_sla_all WHERE severity = 'critical' AND service = 'payment'",
+    )
+    .load(&mut db.conn())
+    .unwrap();
+    assert_eq!(view[0].service, "payment");
+    assert!((view[0].critical_open_minutes.unwrap() - 13.0).abs() < 1e-6);
+
+    let (_, page) = get("/api/v1/incidents?service=payment&limit=2".into()).await;
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["message"], "d", "newest first");
+    assert_eq!(page["next_offset"], 2);
+    let (_, page2) = get("/api/v1/incidents?service=payment&limit=2&offset=2".into()).await;
+    assert_eq!(page2["items"].as_array().unwrap().len(), 2);
+    assert_eq!(page2["next_offset"], Value::Null);
+    let (_, open) = get("/api/v1/incidents?resolved=false".into()).await;
+    assert_eq!(open["items"].as_array().unwrap().len(), 1);
+    let (_, ranged) = get(
+        "/api/v1/incidents?from=2025-06-23T10:30:00Z&to=2025-06-23T12:30:00Z&severity=critical"
+            .into(),
+    )
+    .await;
+    assert_eq!(ranged["items"].as_array().unwrap().len(), 2);
+
+    for (q, field) in [
+        ("limit=0", Some("limit")),
+        ("limit=abc", Some("limit")),
+        ("from=yesterday", Some("from")),
+        ("resolved=maybe", Some("resolved")),
+        (
+            "from=2025-06-24T00:00:00Z&to=2025-06-23T00:00:00Z",
+            Some("from"),
+        ),
+        ("colour=red", None),
+    ] {
+        let (status, body) = get(format!("/api/v1/incidents?{q}")).await;
+        assert_eq!(status, 400, "{q}: {body}");
+        assert!(body["error"].is_string(), "{q}: {body}");
+        if let Some(f) = field {
+            assert_eq!(body["field"], f, "{q}: {body}");
+        }
+    }
+    let (status, _) =
+        get("/api/v1/sla?to=2025-01-01T00:00:00Z&from=2025-02-01T00:00:00Z".into()).await;
+    assert_eq!(status, 400);
+}
