@@ -35,6 +35,8 @@ enum Command {
     Migrate,
     /// Validate the config and print the effective config, secrets masked.
     CheckConfig,
+    /// Exit 0 when the local server answers GET /healthz (for container health checks).
+    Healthcheck,
     /// Print the messages of a Kafka topic (from the beginning) as JSON lines.
     Tail(alertpipe::kafka::TailArgs),
     /// Load generator: webhook batches against a running alertpipe, and a bare-producer baseline.
@@ -78,6 +80,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .context("starting alertpipe")?;
                 app.install_signal_handlers();
                 app.run_until_stopped().await
+            })
+        }
+        Command::Healthcheck => {
+            let cfg = Config::load(cli.config.as_deref())?;
+            let mut addr = cfg.server.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            let url = format!("http://{addr}/healthz");
+            actix_web::rt::System::new().block_on(async move {
+                let client = awc::Client::builder()
+                    .timeout(std::time::Duration::from_secs(3))
+                    .finish();
+                let resp = client
+                    .get(&url)
+                    .send()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+                anyhow::ensure!(resp.status().is_success(), "{url}: {}", resp.status());
+                Ok(())
             })
         }
         Command::Tail(args) => {
