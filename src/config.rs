@@ -56,6 +56,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub database: DatabaseConfig,
     pub persist: PersistConfig,
+    pub archive: ArchiveConfig,
     pub auth: AuthConfig,
     pub kafka: KafkaConfig,
     pub ingest: IngestConfig,
@@ -73,6 +74,8 @@ pub enum Role {
     Ingest,
     /// `alerts` -> PostgreSQL history; serves /api/v1/incidents and /api/v1/sla.
     Persist,
+    /// `logs` -> snappy Parquet files on the archive storage.
+    Archive,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,6 +119,8 @@ pub struct KafkaConfig {
     /// bootstrap.servers
     pub brokers: String,
     pub alerts_topic: String,
+    /// Where Loki pushes go (key = the stream's labels).
+    pub logs_topic: String,
     /// Create missing topics at start (the broker may not auto-create them).
     pub create_topics: bool,
     pub partitions: i32,
@@ -134,6 +139,8 @@ pub struct IngestConfig {
     pub mailbox_capacity: usize,
     /// Retry-After seconds on 503.
     pub retry_after_s: u64,
+    /// Raw log bytes pushed but not yet acknowledged by Kafka; past it, 429.
+    pub push_max_inflight_bytes: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -223,6 +230,40 @@ pub struct PersistConfig {
     pub workers: usize,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveConfig {
+    /// Storage URL: a path / file:///..., hdfs://namenode:8020/logs or
+    /// webhdfs://namenode:9870/logs (WebHDFS), s3://bucket/prefix.
+    pub root: String,
+    /// WebHDFS HTTP port for hdfs:// roots.
+    pub webhdfs_port: u16,
+    /// env when a stream has neither `env` nor `cluster`.
+    pub default_env: String,
+    /// Kafka consumer group on the logs topic.
+    pub group: String,
+    /// Close a file when its raw lines reach this many bytes (large files: HDFS likes them).
+    pub max_file_bytes: usize,
+    /// Close files at this age at the latest.
+    pub max_age_s: u64,
+    /// Messages per consumer batch at most.
+    pub batch_size: usize,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        ArchiveConfig {
+            root: "./data/archive".into(),
+            webhdfs_port: 9870,
+            default_env: "prod".into(),
+            group: "alertpipe-archive".into(),
+            max_file_bytes: 128 * 1024 * 1024,
+            max_age_s: 300,
+            batch_size: 1000,
+        }
+    }
+}
+
 impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
@@ -274,6 +315,7 @@ impl Default for KafkaConfig {
         KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             alerts_topic: "alerts".into(),
+            logs_topic: "logs".into(),
             create_topics: true,
             partitions: 3,
             message_timeout_ms: 10_000,
@@ -288,6 +330,7 @@ impl Default for IngestConfig {
             max_inflight_alerts: 20_000,
             mailbox_capacity: 1024,
             retry_after_s: 5,
+            push_max_inflight_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -444,6 +487,20 @@ impl Config {
         }
         if self.persist.batch_size == 0 || self.persist.workers == 0 {
             return bad("persist", "batch_size and workers must be above 0");
+        }
+        if self.archive.max_file_bytes < 1024 || self.archive.max_age_s == 0 {
+            return bad(
+                "archive",
+                "max_file_bytes must be at least 1024 and max_age_s above 0",
+            );
+        }
+        if self.archive.batch_size == 0 {
+            return bad("archive.batch_size", "must be above 0");
+        }
+        if let Err(e) =
+            crate::archive::storage::operator(&self.archive.root, self.archive.webhdfs_port)
+        {
+            return bad("archive.root", &e.to_string());
         }
         if self.dedup.max_entries == 0 {
             return bad("dedup.max_entries", "must be above 0");

@@ -39,14 +39,43 @@ enum Command {
     Healthcheck,
     /// Print the messages of a Kafka topic (from the beginning) as JSON lines.
     Tail(alertpipe::kafka::TailArgs),
+    /// Look at the cold log archive without Spark.
+    #[command(subcommand)]
+    Archive(ArchiveCmd),
     /// Load generator: webhook batches against a running alertpipe, and a bare-producer baseline.
     Loadgen(alertpipe::loadgen::LoadgenArgs),
+}
+
+#[derive(Subcommand)]
+enum ArchiveCmd {
+    /// Files per service and day, with rows and bytes.
+    Ls,
+    /// Lines of a service in a time range, in time order.
+    Cat {
+        #[arg(long)]
+        service: String,
+        /// RFC 3339, e.g. 2025-06-23T00:00:00Z
+        #[arg(long)]
+        from: chrono::DateTime<chrono::Utc>,
+        #[arg(long)]
+        to: chrono::DateTime<chrono::Utc>,
+        /// Only lines containing this text.
+        #[arg(long)]
+        grep: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // `alertpipe archive cat ... | head` closing the pipe is not an error.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("alertpipe: {e:#}");
             ExitCode::FAILURE
@@ -105,6 +134,54 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tail(args) => {
             let cfg = Config::load(cli.config.as_deref())?;
             alertpipe::kafka::tail(&cfg.kafka, &args)
+        }
+        Command::Archive(cmd) => {
+            let cfg = Config::load(cli.config.as_deref())?;
+            let op =
+                alertpipe::archive::storage::operator(&cfg.archive.root, cfg.archive.webhdfs_port)?;
+            actix_web::rt::System::new().block_on(async move {
+                use alertpipe::archive::read;
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                match cmd {
+                    ArchiveCmd::Ls => {
+                        let files = read::list(&op).await?;
+                        writeln!(
+                            out,
+                            "{:<8} {:<24} {:<10} {:>5} {:>12} {:>12}",
+                            "env", "service", "day", "files", "rows", "bytes"
+                        )?;
+                        for ((env, service, day), (n, rows, bytes)) in read::summarize(&files) {
+                            writeln!(
+                                out,
+                                "{env:<8} {service:<24} {day:<10} {n:>5} {rows:>12} {bytes:>12}"
+                            )?;
+                        }
+                        for f in &files {
+                            writeln!(out, "  {}  rows={} bytes={}", f.path, f.rows, f.bytes)?;
+                        }
+                    }
+                    ArchiveCmd::Cat {
+                        service,
+                        from,
+                        to,
+                        grep,
+                    } => {
+                        anyhow::ensure!(from < to, "--from must be before --to");
+                        for (ts, line) in
+                            read::lines(&op, &service, from, to, grep.as_deref()).await?
+                        {
+                            let t = chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(ts);
+                            writeln!(
+                                out,
+                                "{} {line}",
+                                t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+                            )?;
+                        }
+                    }
+                }
+                Ok(())
+            })
         }
         Command::Loadgen(args) => {
             let cfg = Config::load(cli.config.as_deref())?;

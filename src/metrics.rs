@@ -20,6 +20,14 @@ pub const PERSIST_FAILED: &str = "alertpipe_persist_batch_failures_total";
 pub const PERSIST_SECONDS: &str = "alertpipe_persist_batch_seconds";
 pub const PERSIST_TRUNCATED: &str = "alertpipe_persist_truncated_total";
 pub const DEAD_LETTERED: &str = "alertpipe_dead_lettered_total";
+pub const LOG_PUSHES: &str = "alertpipe_log_pushes_total";
+pub const LOG_LINES_RECEIVED: &str = "alertpipe_log_lines_received_total";
+pub const ARCHIVE_LINES: &str = "alertpipe_archive_lines_total";
+pub const ARCHIVE_BYTES: &str = "alertpipe_archive_bytes_total";
+pub const ARCHIVE_FILE_BYTES: &str = "alertpipe_archive_file_bytes_total";
+pub const ARCHIVE_FILES: &str = "alertpipe_archive_files_total";
+pub const ARCHIVE_FAILED: &str = "alertpipe_archive_flush_failures_total";
+pub const ARCHIVE_WRITE_SECONDS: &str = "alertpipe_archive_write_seconds";
 pub const ACTOR_RESTARTS: &str = "alertpipe_actor_restarts_total";
 
 const BUCKETS: &[f64] = &[

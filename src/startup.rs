@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Addr, Supervisor, SyncArbiter};
+use actix::{Actor, Addr, Supervisor, SyncArbiter};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
+use crate::actors::archive::{ArchiveActor, ArchiveBatch, ArchiveSettings};
 use crate::actors::dedup::DedupActor;
 use crate::actors::ingress::IngressActor;
 use crate::actors::kafka_producer::{Flush, KafkaProducerActor};
@@ -19,12 +20,12 @@ use crate::actors::persist::{PersistActor, PersistBatch};
 use crate::config::{Config, Role};
 use crate::db::PgPool;
 use crate::http::{self, AppState};
-use crate::kafka::consumer::{run_batches, ConsumerSettings, StageHealth};
+use crate::kafka::consumer::{run_batches, Commit, ConsumerSettings, StageHealth};
 
 pub struct Application {
     port: u16,
     server: Server,
-    producer: Option<Addr<KafkaProducerActor>>,
+    producers: Vec<Addr<KafkaProducerActor>>,
     draining: Arc<AtomicBool>,
     shutdown_timeout: Duration,
 }
@@ -34,16 +35,24 @@ impl Application {
     /// HTTP listener.
     pub async fn build(cfg: Config) -> anyhow::Result<Application> {
         let ingest = cfg.server.runs(Role::Ingest).then(|| start_ingest(&cfg));
-        let (db, stages) = if cfg.server.runs(Role::Persist) {
+        let mut stages = Vec::new();
+        let db = if cfg.server.runs(Role::Persist) {
             let (pool, health) = start_persist(&cfg).await?;
-            (Some(pool), vec![health])
+            stages.push(health);
+            Some(pool)
         } else {
-            (None, Vec::new())
+            None
         };
+        if cfg.server.runs(Role::Archive) {
+            stages.push(start_archive(&cfg)?);
+        }
         let draining = Arc::new(AtomicBool::new(false));
         let state = web::Data::new(AppState {
-            ingress: ingest.as_ref().map(|(i, _)| i.clone()),
-            producer: ingest.as_ref().map(|(_, p)| p.clone()),
+            ingress: ingest.as_ref().map(|i| i.ingress.clone()),
+            producer: ingest.as_ref().map(|i| i.alerts.clone()),
+            logs_producer: ingest.as_ref().map(|i| i.logs.clone()),
+            push_inflight: Arc::new(AtomicUsize::new(0)),
+            push_max_inflight_bytes: cfg.ingest.push_max_inflight_bytes,
             db,
             stages,
             auth: cfg.auth.clone(),
@@ -55,7 +64,7 @@ impl Application {
             draining: draining.clone(),
             metrics: crate::metrics::handle(),
         });
-        let producer = ingest.map(|(_, p)| p);
+        let producers: Vec<_> = ingest.map(|i| vec![i.alerts, i.logs]).unwrap_or_default();
 
         let listener = TcpListener::bind(cfg.server.listen)
             .with_context(|| format!("cannot bind server.listen {}", cfg.server.listen))?;
@@ -75,7 +84,7 @@ impl Application {
         Ok(Application {
             port,
             server,
-            producer,
+            producers,
             draining,
             shutdown_timeout: Duration::from_secs(cfg.server.shutdown_timeout_s),
         })
@@ -105,7 +114,7 @@ impl Application {
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.server.await?;
-        if let Some(producer) = &self.producer {
+        for producer in &self.producers {
             let _ = producer
                 .send(Flush {
                     timeout: self.shutdown_timeout,
@@ -136,11 +145,21 @@ async fn wait_for_signal() {
     }
 }
 
-/// IngressActor -> DedupActor -> KafkaProducerActor, each under a supervisor.
-fn start_ingest(cfg: &Config) -> (Addr<IngressActor>, Addr<KafkaProducerActor>) {
+struct Ingest {
+    ingress: Addr<IngressActor>,
+    alerts: Addr<KafkaProducerActor>,
+    logs: Addr<KafkaProducerActor>,
+}
+
+/// IngressActor -> DedupActor -> KafkaProducerActor (alerts), and the logs topic's producer
+/// for the push endpoint; each under a supervisor.
+fn start_ingest(cfg: &Config) -> Ingest {
     let topic = cfg.kafka.alerts_topic.clone();
     if cfg.kafka.create_topics {
-        spawn_topic_creation(cfg.kafka.clone(), vec![topic.clone()]);
+        spawn_topic_creation(
+            cfg.kafka.clone(),
+            vec![topic.clone(), cfg.kafka.logs_topic.clone()],
+        );
     }
     let (window, max, cap) = (
         Duration::from_secs(cfg.dedup.window_s),
@@ -153,7 +172,63 @@ fn start_ingest(cfg: &Config) -> (Addr<IngressActor>, Addr<KafkaProducerActor>) 
     let timeout = http::alerts::ingest_timeout(cfg.kafka.message_timeout_ms);
     let p = producer.clone();
     let ingress = Supervisor::start(move |_| IngressActor::new(dedup, p, cap, timeout));
-    (ingress, producer)
+    let (kafka_cfg, logs_topic) = (cfg.kafka.clone(), cfg.kafka.logs_topic.clone());
+    let logs = Supervisor::start(move |_| KafkaProducerActor::new(kafka_cfg, logs_topic, cap));
+    Ingest {
+        ingress,
+        alerts: producer,
+        logs,
+    }
+}
+
+/// ArchiveActor on a thread of its own (Parquet encoding is CPU work), fed by the
+/// `alertpipe-archive` consumer, which commits only what is in closed files.
+fn start_archive(cfg: &Config) -> anyhow::Result<StageHealth> {
+    let storage = crate::archive::storage::operator(&cfg.archive.root, cfg.archive.webhdfs_port)?;
+    if cfg.kafka.create_topics {
+        spawn_topic_creation(cfg.kafka.clone(), vec![cfg.kafka.logs_topic.clone()]);
+    }
+    let settings = ArchiveSettings {
+        default_env: cfg.archive.default_env.clone(),
+        max_file_bytes: cfg.archive.max_file_bytes,
+        max_age: Duration::from_secs(cfg.archive.max_age_s),
+    };
+    let archive = ArchiveActor::start_in_arbiter(&actix::Arbiter::new().handle(), move |_| {
+        ArchiveActor::new(settings, storage)
+    });
+    let health = StageHealth::new("archive");
+    let consumer = ConsumerSettings {
+        brokers: cfg.kafka.brokers.clone(),
+        group: cfg.archive.group.clone(),
+        topic: cfg.kafka.logs_topic.clone(),
+        batch_size: cfg.archive.batch_size,
+        linger: Duration::from_millis(50),
+        tick: Some(Duration::from_millis(500).min(Duration::from_secs(cfg.archive.max_age_s))),
+    };
+    let h = health.clone();
+    actix_web::rt::spawn(async move {
+        let result = run_batches(consumer, h, move |batch| {
+            let archive = archive.clone();
+            async move {
+                loop {
+                    let progress = archive
+                        .send(ArchiveBatch {
+                            messages: batch.clone(),
+                        })
+                        .await
+                        .map_err(|e| format!("archive actor: {e}"))??;
+                    if !progress.more {
+                        return Ok(progress.commit);
+                    }
+                }
+            }
+        })
+        .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "archive consumer stopped");
+        }
+    });
+    Ok(health)
 }
 
 /// Migrations (when configured), PersistActor on a SyncArbiter, and the `alertpipe-persist`
@@ -182,6 +257,7 @@ async fn start_persist(cfg: &Config) -> anyhow::Result<(PgPool, StageHealth)> {
         topic: cfg.kafka.alerts_topic.clone(),
         batch_size: cfg.persist.batch_size,
         linger: Duration::from_millis(cfg.persist.linger_ms),
+        tick: None,
     };
     let h = health.clone();
     actix_web::rt::spawn(async move {
@@ -189,7 +265,7 @@ async fn start_persist(cfg: &Config) -> anyhow::Result<(PgPool, StageHealth)> {
             let persist = persist.clone();
             async move {
                 match persist.send(PersistBatch::decode(&batch)).await {
-                    Ok(Ok(_)) => Ok(()),
+                    Ok(Ok(_)) => Ok(Commit::Batch),
                     Ok(Err(e)) => Err(e.to_string()),
                     Err(e) => Err(format!("persist actor: {e}")),
                 }

@@ -72,6 +72,24 @@ install_tansu() {
   ln -sf "$cached" "$bin"
 }
 
+# Python tools for the tests (pyarrow as the independent Parquet reader, schema validators),
+# in a virtualenv kept per machine and rebuilt when tests/requirements.txt changes.
+install_python_tools() {
+  local req=$REPO/tests/requirements.txt hash py
+  hash=$(md5sum "$req" | cut -c1-10)
+  VENV=$TOOL_CACHE/../venv-$hash
+  [ -x "$VENV/bin/python" ] && return 0
+  py=$(command -v python3 || true)
+  if [ -z "$py" ] || ! "$py" -m venv --help >/dev/null 2>&1; then
+    [ "$(id -u)" -eq 0 ] || die "python3 with venv is needed: sudo apt-get install python3-venv"
+    apt-get install -y -qq python3-venv >/dev/null
+    py=$SYS_PY
+  fi
+  log "creating the test virtualenv $VENV"
+  "$py" -m venv "$VENV" && "$VENV/bin/pip" install -q -r "$req" >"$STATE/pip.log" 2>&1 \
+    || { rm -rf "$VENV"; die "pip install failed; see $STATE/pip.log"; }
+}
+
 # Directory PostgreSQL's own user can reach (initdb refuses to run as root).
 pg_dir() {
   if [ "$(id -u)" -ne 0 ]; then echo "$STATE/pg"; return; fi
@@ -147,12 +165,15 @@ cmd_up() {
   mkdir -p "$STATE"
   if [ -f "$ENV_FILE" ] && alive tansu && alive alertmanager && alive smtp \
     && "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$(sed -n 's/^STACK_PG_PORT=//p' "$ENV_FILE")" 2>/dev/null; then
+    install_python_tools
+    grep -q "^STACK_PYTHON=$VENV/bin/python$" "$ENV_FILE" || { sed -i '/^STACK_PYTHON=/d' "$ENV_FILE"; echo "STACK_PYTHON=$VENV/bin/python" >>"$ENV_FILE"; }
     log "already up ($ENV_FILE)"
     return 0
   fi
   cmd_down >/dev/null 2>&1 || true
   install_packages
   install_tansu
+  install_python_tools
   AUTH_SECRET=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
   local kafka am smtp ap
   kafka=$(free_port); am=$(free_port); smtp=$(free_port); ap=$(free_port)
@@ -178,6 +199,7 @@ STACK_SMTP_HOST=127.0.0.1
 STACK_SMTP_PORT=$smtp
 STACK_MAILDIR=$STATE/maildir
 STACK_SYS_PYTHON=$SYS_PY
+STACK_PYTHON=$VENV/bin/python
 EOF
   log "up: postgres :$PG_PORT, kafka (tansu) :$kafka, alertmanager :$am, smtp :$smtp; env in $ENV_FILE"
 }

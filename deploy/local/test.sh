@@ -12,9 +12,16 @@ command -v cargo >/dev/null || { echo "cargo not found: install the Rust toolcha
 step "local stack"
 bash deploy/local/stack.sh up
 
+# shellcheck disable=SC1091
+set -a; . "${ALERTPIPE_STATE:-$REPO/.state}/stack.env"; set +a
+
 step "config checks"
 amtool check-config config/alertmanager/alertmanager.yml
-cargo run --quiet --locked -- check-config --config config/alertpipe.toml >/dev/null
+cargo build --quiet --locked
+BIN=${CARGO_TARGET_DIR:-$REPO/target}/debug/alertpipe
+"$BIN" check-config --config config/alertpipe.toml >/dev/null
+# Compose, Kubernetes, Grafana, Promtail, Loki: schemas and agreement with alertpipe's config.
+"$STACK_PYTHON" tests/deploy/check_deploy.py --alertpipe "$BIN" | grep -v '^ok '
 
 step "format and lint"
 cargo fmt --all -- --check

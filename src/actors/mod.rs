@@ -1,5 +1,6 @@
 //! One actor per file, its messages beside it. See ARCHITECTURE.md for the flow.
 
+pub mod archive;
 pub mod dedup;
 pub mod ingress;
 pub mod kafka_producer;

@@ -6,6 +6,7 @@ pub mod body;
 pub mod error;
 pub mod health;
 pub mod history;
+pub mod push;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -30,6 +31,10 @@ pub struct AppState {
     /// Present when the process runs the ingest role.
     pub ingress: Option<Addr<IngressActor>>,
     pub producer: Option<Addr<KafkaProducerActor>>,
+    /// Producer of the `logs` topic (ingest role).
+    pub logs_producer: Option<Addr<KafkaProducerActor>>,
+    pub push_inflight: Arc<AtomicUsize>,
+    pub push_max_inflight_bytes: usize,
     /// Present when the process runs the persist role.
     pub db: Option<PgPool>,
     /// Consumer stages whose failures make the process not ready.
@@ -55,6 +60,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
+        .route("/loki/api/v1/push", web::post().to(push::push))
         .route("/api/v1/incidents", web::get().to(history::incidents))
         .route("/api/v1/sla", web::get().to(history::sla))
         .default_service(web::to(|| async {

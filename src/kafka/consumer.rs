@@ -30,6 +30,18 @@ pub struct ConsumerSettings {
     pub topic: String,
     pub batch_size: usize,
     pub linger: Duration,
+    /// When set, an idle consumer calls the sink with an empty batch this often (for sinks
+    /// that flush on age, like the archive).
+    pub tick: Option<Duration>,
+}
+
+/// What a sink lets the loop commit once it returns Ok.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Commit {
+    /// Everything in the batch is durable.
+    Batch,
+    /// Only up to these next offsets, per (topic, partition) (the archive keeps open files).
+    Offsets(Vec<(String, i32, i64)>),
 }
 
 /// A stage's health as readiness reports it: the last failure, cleared by the next success.
@@ -76,6 +88,10 @@ pub fn create(s: &ConsumerSettings) -> Result<StreamConsumer, KafkaError> {
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("socket.connection.setup.timeout.ms", "3000")
+        // A crashed member holds its partitions until its session expires: keep that short
+        // so a restarted pod resumes within seconds (librdkafka's default is 45 s).
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "2000")
         .create()?;
     consumer.subscribe(&[s.topic.as_str()])?;
     Ok(consumer)
@@ -90,24 +106,30 @@ pub async fn run_batches<F, Fut>(
 ) -> Result<(), KafkaError>
 where
     F: FnMut(Arc<Vec<RawMessage>>) -> Fut,
-    Fut: Future<Output = Result<(), String>>,
+    Fut: Future<Output = Result<Commit, String>>,
 {
     let consumer = create(&s)?;
     let mut carried: Vec<RawMessage> = Vec::new();
     loop {
         let mut batch = std::mem::take(&mut carried);
         if batch.is_empty() {
-            match consumer.recv().await {
-                Ok(m) => batch.push(own(&m)),
-                Err(e) => {
+            let first = match s.tick {
+                // Idle for `t`: a tick with an empty batch.
+                Some(t) => actix_web::rt::time::timeout(t, consumer.recv()).await.ok(),
+                None => Some(consumer.recv().await),
+            };
+            match first {
+                Some(Ok(m)) => batch.push(own(&m)),
+                Some(Err(e)) => {
                     tracing::warn!(group = %s.group, error = %e, "consumer error");
                     actix_web::rt::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
+                None => {}
             }
         }
         let deadline = Instant::now() + s.linger;
-        while batch.len() < s.batch_size {
+        while !batch.is_empty() && batch.len() < s.batch_size {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -124,9 +146,9 @@ where
         let batch = Arc::new(batch);
         let mut backoff = Duration::from_millis(100);
         let mut paused = false;
-        loop {
+        let commit_what = loop {
             match sink(batch.clone()).await {
-                Ok(()) => break,
+                Ok(c) => break c,
                 Err(reason) => {
                     if !paused {
                         tracing::warn!(group = %s.group, %reason, "sink failed; pausing and retrying the batch");
@@ -145,14 +167,28 @@ where
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
-        }
+        };
         if paused {
             pause(&consumer, false);
             tracing::info!(group = %s.group, "sink recovered; resuming");
         }
         health.set(None);
-        commit(&consumer, &batch);
+        match commit_what {
+            Commit::Batch => commit(&consumer, batch_offsets(&batch)),
+            Commit::Offsets(o) => commit(&consumer, o),
+        }
     }
+}
+
+fn batch_offsets(batch: &[RawMessage]) -> Vec<(String, i32, i64)> {
+    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for m in batch {
+        let e = next.entry((&m.topic, m.partition)).or_insert(m.offset + 1);
+        *e = (*e).max(m.offset + 1);
+    }
+    next.into_iter()
+        .map(|((t, p), o)| (t.to_owned(), p, o))
+        .collect()
 }
 
 fn pause(consumer: &StreamConsumer, on: bool) -> bool {
@@ -168,17 +204,15 @@ fn pause(consumer: &StreamConsumer, on: bool) -> bool {
     r.is_ok()
 }
 
-/// Commits max(offset)+1 per partition. Asynchronous: a lost commit only means redelivery,
-/// which every sink absorbs.
-fn commit(consumer: &StreamConsumer, batch: &[RawMessage]) {
-    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-    for m in batch {
-        let e = next.entry((&m.topic, m.partition)).or_insert(m.offset + 1);
-        *e = (*e).max(m.offset + 1);
+/// Commits the given next offsets. Asynchronous: a lost commit only means redelivery, which
+/// every sink absorbs.
+fn commit(consumer: &StreamConsumer, next: Vec<(String, i32, i64)>) {
+    if next.is_empty() {
+        return;
     }
     let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), offset) in next {
-        if let Err(e) = tpl.add_partition_offset(topic, partition, Offset::Offset(offset)) {
+    for (topic, partition, offset) in next {
+        if let Err(e) = tpl.add_partition_offset(&topic, partition, Offset::Offset(offset)) {
             tracing::warn!(error = %e, "cannot build commit list");
         }
     }

@@ -2,6 +2,7 @@
 //! One binary, one module per concern; every test has its own topic and app instance.
 
 mod alertmanager;
+mod archive;
 mod outage;
 mod persist;
 mod support;

@@ -1,0 +1,143 @@
+//! Where a file goes: `<root>/<env>/<service>/<YYYY>/<MM>/<DD>/<HHMMSS>-<4 hex>.snappy.parquet`.
+//! env: label `env`, else `cluster`, else the configured default; service: `service_name`,
+//! `service`, then `job`. The 4 hex digits come from (partition, first offset), so a retried
+//! flush of the same rows writes the same name instead of a second file.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
+
+pub const UNKNOWN_SERVICE: &str = "unknown";
+
+/// A path segment that cannot climb out of its directory or split in two.
+pub fn segment(s: &str) -> String {
+    let cleaned: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect();
+    match cleaned.trim_matches('.') {
+        "" => "_".to_owned(),
+        t => t.to_owned(),
+    }
+}
+
+pub fn env_of(labels: &BTreeMap<String, String>, default_env: &str) -> String {
+    let v = ["env", "cluster"]
+        .iter()
+        .find_map(|k| labels.get(*k).filter(|v| !v.is_empty()))
+        .map(String::as_str)
+        .unwrap_or(default_env);
+    segment(v)
+}
+
+pub fn service_of(labels: &BTreeMap<String, String>) -> String {
+    let v = ["service_name", "service", "job"]
+        .iter()
+        .find_map(|k| labels.get(*k).filter(|v| !v.is_empty()))
+        .map(String::as_str)
+        .unwrap_or(UNKNOWN_SERVICE);
+    segment(v)
+}
+
+pub fn day_of(ts_ns: i64) -> NaiveDate {
+    DateTime::<Utc>::from_timestamp_nanos(ts_ns).date_naive()
+}
+
+/// FNV-1a of (partition, first offset, attempt), folded to 16 bits.
+pub fn suffix(partition: i32, first_offset: i64, attempt: u32) -> u16 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in partition
+        .to_le_bytes()
+        .iter()
+        .chain(first_offset.to_le_bytes().iter())
+        .chain(attempt.to_le_bytes().iter())
+    {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    ((h >> 48) ^ (h >> 32) ^ (h >> 16) ^ h) as u16
+}
+
+/// The file's path under the storage root. `first_ts_ns` is its earliest row.
+pub fn file_path(
+    env: &str,
+    service: &str,
+    first_ts_ns: i64,
+    partition: i32,
+    first_offset: i64,
+    attempt: u32,
+) -> String {
+    let t = DateTime::<Utc>::from_timestamp_nanos(first_ts_ns);
+    format!(
+        "{env}/{service}/{:04}/{:02}/{:02}/{:02}{:02}{:02}-{:04x}.snappy.parquet",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        suffix(partition, first_offset, attempt)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_matches_the_seed_layout() {
+        // 2025-06-23T16:33:09Z
+        let ts = 1_750_696_389_000_000_000;
+        let p = file_path("prod", "payment", ts, 0, 42, 0);
+        assert!(p.starts_with("prod/payment/2025/06/23/163309-"), "{p}");
+        assert!(p.ends_with(".snappy.parquet"));
+        assert_eq!(
+            p.len(),
+            "prod/payment/2025/06/23/163309-1b9d.snappy.parquet".len()
+        );
+        assert_eq!(
+            p,
+            file_path("prod", "payment", ts, 0, 42, 0),
+            "deterministic"
+        );
+        assert_ne!(p, file_path("prod", "payment", ts, 1, 42, 0));
+    }
+
+    #[test]
+    fn env_and_service_fall_back_in_order() {
+        let l = |kv: &[(&str, &str)]| {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        assert_eq!(
+            env_of(&l(&[("env", "prod"), ("cluster", "c")]), "d"),
+            "prod"
+        );
+        assert_eq!(env_of(&l(&[("cluster", "c")]), "d"), "c");
+        assert_eq!(env_of(&l(&[]), "d"), "d");
+        let all = l(&[("service_name", "pay"), ("service", "s"), ("job", "j")]);
+        assert_eq!(service_of(&all), "pay");
+        assert_eq!(service_of(&l(&[("service", "s"), ("job", "j")])), "s");
+        assert_eq!(
+            service_of(&l(&[("job", "payment-service")])),
+            "payment-service"
+        );
+        assert_eq!(service_of(&l(&[])), "unknown");
+    }
+
+    #[test]
+    fn segments_cannot_escape() {
+        assert_eq!(segment("../../etc"), "_.._etc");
+        assert_eq!(segment(".."), "_");
+        assert_eq!(segment("a/b"), "a_b");
+        assert_eq!(segment(""), "_");
+    }
+}

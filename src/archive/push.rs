@@ -1,0 +1,479 @@
+//! Decoding Loki push bodies: protobuf in snappy *block* format (what Promtail and Alloy send,
+//! with no Content-Encoding header) and JSON (optionally gzip). Stream labels arrive as a
+//! selector string `{job="payment-service", level="error"}` that is parsed and checked.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use prost::Message;
+use serde::Deserialize;
+
+use super::proto::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, Timestamp};
+
+/// Why a push was refused; `status` is Loki's for the same fault (400, or 422 for no streams).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct PushError {
+    pub status: u16,
+    pub message: String,
+}
+
+fn bad(message: impl Into<String>) -> PushError {
+    PushError {
+        status: 400,
+        message: message.into(),
+    }
+}
+
+/// One decoded log entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub ts_ns: i64,
+    /// The line's exact bytes (UTF-8 almost always; never altered).
+    pub line: Vec<u8>,
+    pub metadata: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stream {
+    pub labels: BTreeMap<String, String>,
+    pub entries: Vec<Entry>,
+}
+
+impl Stream {
+    /// Canonical selector string: labels sorted by name, `", "` separated, values escaped.
+    pub fn selector(&self) -> String {
+        format_selector(&self.labels)
+    }
+
+    pub fn raw_bytes(&self) -> usize {
+        self.entries.iter().map(|e| e.line.len()).sum()
+    }
+}
+
+pub fn format_selector(labels: &BTreeMap<String, String>) -> String {
+    let mut s = String::with_capacity(64);
+    s.push('{');
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push_str(k);
+        s.push_str("=\"");
+        for c in v.chars() {
+            match c {
+                '"' => s.push_str("\\\""),
+                '\\' => s.push_str("\\\\"),
+                '\n' => s.push_str("\\n"),
+                c => s.push(c),
+            }
+        }
+        s.push('"');
+    }
+    s.push('}');
+    s
+}
+
+fn valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Parses `{a="b", c="d"}` (PromQL-style matchers, equality only, as Promtail writes them).
+pub fn parse_selector(s: &str) -> Result<BTreeMap<String, String>, PushError> {
+    let err =
+        |pos: usize, what: &str| bad(format!("couldn't parse labels {s:?}: {what} at byte {pos}"));
+    let b = s.trim().as_bytes();
+    if b.first() != Some(&b'{') || b.last() != Some(&b'}') {
+        return Err(err(0, "expected a selector in braces"));
+    }
+    let inner = &s.trim()[1..s.trim().len() - 1];
+    let bytes = inner.as_bytes();
+    let mut labels = BTreeMap::new();
+    let mut i = 0;
+    let skip_ws = |i: &mut usize| {
+        while *i < bytes.len() && bytes[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+    };
+    loop {
+        skip_ws(&mut i);
+        if i >= bytes.len() {
+            break;
+        }
+        let start = i;
+        while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+            i += 1;
+        }
+        let name = &inner[start..i];
+        if !valid_label_name(name) {
+            return Err(err(start + 1, "invalid label name"));
+        }
+        skip_ws(&mut i);
+        if bytes.get(i) != Some(&b'=') || bytes.get(i + 1) == Some(&b'~') {
+            return Err(err(i + 1, "expected '='"));
+        }
+        i += 1;
+        skip_ws(&mut i);
+        if bytes.get(i) != Some(&b'"') {
+            return Err(err(i + 1, "expected a quoted value"));
+        }
+        i += 1;
+        let mut value = String::new();
+        let mut closed = false;
+        let mut chars = inner[i..].char_indices();
+        while let Some((off, c)) = chars.next() {
+            match c {
+                '"' => {
+                    i += off + 1;
+                    closed = true;
+                    break;
+                }
+                '\\' => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, 't')) => value.push('\t'),
+                    Some((_, c)) => value.push(c),
+                    None => break,
+                },
+                c => value.push(c),
+            }
+        }
+        if !closed {
+            return Err(err(i + 1, "unterminated value"));
+        }
+        if labels.insert(name.to_owned(), value).is_some() {
+            return Err(err(start + 1, "duplicate label name"));
+        }
+        skip_ws(&mut i);
+        match bytes.get(i) {
+            Some(b',') => i += 1,
+            None => break,
+            Some(_) => return Err(err(i + 1, "expected ',' or '}'")),
+        }
+    }
+    Ok(labels)
+}
+
+fn ts_ns(t: Option<Timestamp>) -> Result<i64, PushError> {
+    let t = t.ok_or_else(|| bad("entry without a timestamp"))?;
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(bad(format!("timestamp nanos out of range: {}", t.nanos)));
+    }
+    t.seconds
+        .checked_mul(1_000_000_000)
+        .and_then(|s| s.checked_add(t.nanos as i64))
+        .ok_or_else(|| bad(format!("timestamp out of range: {}s", t.seconds)))
+}
+
+fn finish(streams: Vec<Stream>) -> Result<Vec<Stream>, PushError> {
+    if streams.is_empty() {
+        return Err(PushError {
+            status: 422,
+            message: "at least one valid stream is required for ingestion".into(),
+        });
+    }
+    Ok(streams)
+}
+
+/// Snappy-block-compressed `PushRequest`.
+pub fn decode_protobuf(body: &[u8]) -> Result<Vec<Stream>, PushError> {
+    if body.is_empty() {
+        return Err(bad("empty body"));
+    }
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| bad(format!("snappy: corrupt input ({e})")))?;
+    let req = PushRequest::decode(raw.as_slice())
+        .map_err(|e| bad(format!("malformed protobuf PushRequest: {e}")))?;
+    let streams = req
+        .streams
+        .into_iter()
+        .map(stream_from_proto)
+        .collect::<Result<Vec<_>, _>>()?;
+    finish(streams)
+}
+
+pub fn stream_from_proto(s: StreamAdapter) -> Result<Stream, PushError> {
+    let labels = parse_selector(&s.labels)?;
+    let entries = s
+        .entries
+        .into_iter()
+        .map(|e| {
+            Ok(Entry {
+                ts_ns: ts_ns(e.timestamp)?,
+                line: e.line,
+                metadata: e
+                    .structured_metadata
+                    .into_iter()
+                    .map(|p| (p.name, p.value))
+                    .collect(),
+            })
+        })
+        .collect::<Result<Vec<_>, PushError>>()?;
+    Ok(Stream { labels, entries })
+}
+
+/// The same stream as a `StreamAdapter` (what goes on the `logs` topic).
+pub fn stream_to_proto(s: &Stream, entries: &[Entry]) -> StreamAdapter {
+    StreamAdapter {
+        labels: s.selector(),
+        entries: entries
+            .iter()
+            .map(|e| EntryAdapter {
+                timestamp: Some(Timestamp {
+                    seconds: e.ts_ns.div_euclid(1_000_000_000),
+                    nanos: e.ts_ns.rem_euclid(1_000_000_000) as i32,
+                }),
+                line: e.line.clone(),
+                structured_metadata: e
+                    .metadata
+                    .iter()
+                    .map(|(n, v)| LabelPairAdapter {
+                        name: n.clone(),
+                        value: v.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        hash: 0,
+    }
+}
+
+#[derive(Deserialize)]
+struct JsonPush {
+    streams: Vec<JsonStream>,
+}
+
+#[derive(Deserialize)]
+struct JsonStream {
+    stream: BTreeMap<String, String>,
+    values: Vec<JsonValue>,
+}
+
+/// `["<unix ns>", "<line>"]` or with a third element of structured metadata.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum JsonValue {
+    Plain((String, String)),
+    WithMetadata((String, String, BTreeMap<String, String>)),
+}
+
+/// JSON push body; `gzip` when Content-Encoding says so.
+pub fn decode_json(body: &[u8], gzip: bool, limit: usize) -> Result<Vec<Stream>, PushError> {
+    let mut inflated = Vec::new();
+    let body = if gzip {
+        flate2::read::GzDecoder::new(body)
+            .take(limit as u64 + 1)
+            .read_to_end(&mut inflated)
+            .map_err(|e| bad(format!("gzip: {e}")))?;
+        if inflated.len() > limit {
+            return Err(PushError {
+                status: 413,
+                message: format!("inflated body larger than {limit} bytes"),
+            });
+        }
+        &inflated[..]
+    } else {
+        body
+    };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(bad("empty body"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let push: JsonPush = serde_path_to_error::deserialize(de).map_err(|e| {
+        bad(format!(
+            "malformed JSON push at {}: {}",
+            e.path(),
+            e.inner()
+        ))
+    })?;
+    let mut streams = Vec::with_capacity(push.streams.len());
+    for (i, s) in push.streams.into_iter().enumerate() {
+        if let Some(name) = s.stream.keys().find(|k| !valid_label_name(k)) {
+            return Err(bad(format!(
+                "streams[{i}].stream: invalid label name {name:?}"
+            )));
+        }
+        let entries = s
+            .values
+            .into_iter()
+            .enumerate()
+            .map(|(j, v)| {
+                let (ts, line, md) = match v {
+                    JsonValue::Plain((t, l)) => (t, l, BTreeMap::new()),
+                    JsonValue::WithMetadata((t, l, m)) => (t, l, m),
+                };
+                let ts_ns = ts.parse::<i64>().map_err(|_| {
+                    bad(format!(
+                        "streams[{i}].values[{j}]: timestamp {ts:?} is not unix nanoseconds"
+                    ))
+                })?;
+                Ok(Entry {
+                    ts_ns,
+                    line: line.into_bytes(),
+                    metadata: md.into_iter().collect(),
+                })
+            })
+            .collect::<Result<Vec<_>, PushError>>()?;
+        streams.push(Stream {
+            labels: s.stream,
+            entries,
+        });
+    }
+    finish(streams)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/tests/fixtures/promtail/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn real_promtail_bodies_decode_like_the_reference_decoder() {
+        for name in [
+            "push-multistream",
+            "push-single-error",
+            "push-structured-metadata",
+        ] {
+            let streams = decode_protobuf(&fixture(&format!("{name}.pb.snappy"))).unwrap();
+            let want: serde_json::Value =
+                serde_json::from_slice(&fixture(&format!("{name}.decoded.json"))).unwrap();
+            let want = want["streams"].as_array().unwrap();
+            assert_eq!(streams.len(), want.len(), "{name}");
+            for (got, want) in streams.iter().zip(want) {
+                assert_eq!(got.selector(), want["labels"].as_str().unwrap(), "{name}");
+                let we = want["entries"].as_array().unwrap();
+                assert_eq!(got.entries.len(), we.len());
+                for (g, w) in got.entries.iter().zip(we) {
+                    assert_eq!(g.ts_ns.to_string(), w["ts_ns"].as_str().unwrap());
+                    assert_eq!(g.line, w["line"].as_str().unwrap().as_bytes());
+                    let md = w["structuredMetadata"].as_array().map_or(0, Vec::len);
+                    assert_eq!(g.metadata.len(), md);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn json_pushes_decode_with_metadata_and_gzip() {
+        let s = decode_json(
+            &fixture("json-push-structured-metadata.json"),
+            false,
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(s[0].entries[0].metadata.len(), 2);
+        let plain = decode_json(&fixture("json-push-gzip.json"), false, 1 << 20).unwrap();
+        let gz = decode_json(&fixture("json-push-gzip.json.gz"), true, 1 << 20).unwrap();
+        assert_eq!(plain, gz);
+        assert!(
+            decode_json(&fixture("json-push-gzip.json.gz"), true, 10)
+                .unwrap_err()
+                .status
+                == 413
+        );
+    }
+
+    #[test]
+    fn selector_round_trips_escapes() {
+        let l = parse_selector(r#"{a="x \"q\" \\ y", b_2="", _c="ünï"}"#).unwrap();
+        assert_eq!(l["a"], r#"x "q" \ y"#);
+        assert_eq!(parse_selector(&format_selector(&l)).unwrap(), l);
+        assert_eq!(parse_selector("{}").unwrap().len(), 0);
+    }
+
+    #[test]
+    fn bad_selectors_are_refused() {
+        for s in [
+            "",
+            "job=\"x\"",
+            "{1bad=\"x\"}",
+            "{a=x}",
+            "{a=\"x\"",
+            "{a=\"x\" b=\"y\"}",
+            "{a=~\"x\"}",
+            "{a=\"x\", a=\"y\"}",
+            "{a=\"unterminated}",
+        ] {
+            assert!(parse_selector(s).is_err(), "{s:?} accepted");
+        }
+    }
+
+    #[test]
+    fn loki_error_cases() {
+        assert_eq!(
+            decode_protobuf(b"this is not snappy protobuf")
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(decode_protobuf(b"").unwrap_err().status, 400);
+        let empty = snap::raw::Encoder::new().compress_vec(&[]).unwrap();
+        assert_eq!(decode_protobuf(&empty).unwrap_err().status, 422);
+        // Snappy fine, protobuf garbage.
+        let junk = snap::raw::Encoder::new().compress_vec(&[0xff; 10]).unwrap();
+        assert_eq!(decode_protobuf(&junk).unwrap_err().status, 400);
+        assert_eq!(
+            decode_json(br#"{"streams":[]}"#, false, 1000)
+                .unwrap_err()
+                .status,
+            422
+        );
+        assert_eq!(decode_json(b"", false, 1000).unwrap_err().status, 400);
+        let bad_ts = br#"{"streams":[{"stream":{"job":"x"},"values":[["abc","bad ts"]]}]}"#;
+        assert!(decode_json(bad_ts, false, 1000)
+            .unwrap_err()
+            .message
+            .contains("values[0]"));
+        let bad_label = br#"{"streams":[{"stream":{"1bad":"x"},"values":[["1","l"]]}]}"#;
+        assert_eq!(decode_json(bad_label, false, 1000).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn non_utf8_lines_are_kept_exactly() {
+        let s = Stream {
+            labels: BTreeMap::from([("job".into(), "x".into())]),
+            entries: vec![Entry {
+                ts_ns: 1,
+                line: vec![0xff, b'a', 0xfe],
+                metadata: vec![],
+            }],
+        };
+        let req = PushRequest {
+            streams: vec![stream_to_proto(&s, &s.entries)],
+        };
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&req.encode_to_vec())
+            .unwrap();
+        assert_eq!(decode_protobuf(&body).unwrap(), vec![s]);
+    }
+
+    #[test]
+    fn mutated_bodies_never_panic() {
+        let base = fixture("push-multistream.pb.snappy");
+        let raw = snap::raw::Decoder::new().decompress_vec(&base).unwrap();
+        let mut state: u32 = 0x1234_5678;
+        for _ in 0..3000 {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            let mut b = raw.clone();
+            let i = state as usize % b.len();
+            b[i] = (state >> 8) as u8;
+            let body = snap::raw::Encoder::new().compress_vec(&b).unwrap();
+            let _ = decode_protobuf(&body);
+            let mut c = base.clone();
+            let j = (state >> 3) as usize % c.len();
+            c[j] ^= 0x5a;
+            let _ = decode_protobuf(&c);
+        }
+    }
+}

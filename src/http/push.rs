@@ -1,0 +1,141 @@
+//! `POST /loki/api/v1/push`: Loki's push API, for Promtail / Alloy listing alertpipe as a
+//! second client. Protobuf (snappy block, no Content-Encoding) or JSON (optionally gzip).
+//! 204 only after Kafka acknowledged every entry (topic `logs`, key = the stream's labels);
+//! 400/422 as Loki answers them (text/plain); 413; 429 when the pipeline is full and 503 when
+//! Kafka is unreachable (Promtail retries 429, 5xx and connection errors).
+
+use std::sync::atomic::Ordering;
+
+use actix::MailboxError;
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use prost::Message as _;
+
+use super::{body, AppState};
+use crate::actors::kafka_producer::{Produce, Record};
+use crate::archive::push::{decode_json, decode_protobuf, stream_to_proto, Stream};
+use crate::metrics as m;
+
+/// Largest Kafka record the push path writes (a long stream is split).
+const MAX_RECORD_BYTES: usize = 512 * 1024;
+
+fn text(status: StatusCode, msg: impl Into<String>) -> HttpResponse {
+    let mut r = HttpResponse::build(status);
+    r.content_type("text/plain; charset=utf-8");
+    if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+        r.insert_header((header::RETRY_AFTER, "2"));
+    }
+    r.body(format!("{}\n", msg.into()))
+}
+
+/// The Kafka records for a push: one or more per stream, each under MAX_RECORD_BYTES of lines.
+pub fn records(streams: &[Stream]) -> Vec<Record> {
+    let mut out = Vec::new();
+    for s in streams {
+        let key = s.selector();
+        let mut start = 0;
+        while start < s.entries.len() {
+            let mut end = start;
+            let mut size = 0;
+            while end < s.entries.len()
+                && (end == start || size + s.entries[end].line.len() <= MAX_RECORD_BYTES)
+            {
+                size += s.entries[end].line.len();
+                end += 1;
+            }
+            out.push(Record {
+                key: key.clone(),
+                payload: stream_to_proto(s, &s.entries[start..end]).encode_to_vec(),
+            });
+            start = end;
+        }
+    }
+    out
+}
+
+pub async fn push(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let Some(producer) = state.logs_producer.clone() else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "this process does not run the ingest role",
+        );
+    };
+    if state.is_draining() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    let body = match body::read_limited(&req, payload, state.body_limit).await {
+        Ok(b) => b,
+        Err(e) => return text(e.status, e.message),
+    };
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    let gzip = req
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    // Decoding is CPU work: off the HTTP worker's event loop.
+    let limit = state.body_limit * 8;
+    let decoded = web::block(move || {
+        if is_json {
+            decode_json(&body, gzip, limit)
+        } else {
+            decode_protobuf(&body)
+        }
+    })
+    .await;
+    let streams = match decoded {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            metrics::counter!(m::REJECTED, "reason" => "invalid_push").increment(1);
+            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+            return text(status, e.message);
+        }
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let raw: usize = streams.iter().map(Stream::raw_bytes).sum();
+    let lines: usize = streams.iter().map(|s| s.entries.len()).sum();
+    // The in-flight budget, in raw bytes of lines.
+    let prev = state.push_inflight.fetch_add(raw, Ordering::AcqRel);
+    struct Slot<'a>(&'a std::sync::atomic::AtomicUsize, usize);
+    impl Drop for Slot<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(self.1, Ordering::AcqRel);
+        }
+    }
+    let _slot = Slot(&state.push_inflight, raw);
+    if prev > 0 && prev + raw > state.push_max_inflight_bytes {
+        metrics::counter!(m::REJECTED, "reason" => "push_full").increment(1);
+        return text(
+            StatusCode::TOO_MANY_REQUESTS,
+            "log pipeline is full; retry later",
+        );
+    }
+    let sent = producer
+        .send(Produce {
+            records: records(&streams),
+        })
+        .timeout(state.ingest_timeout)
+        .await;
+    match sent {
+        Ok(Ok(())) => {
+            metrics::counter!(m::LOG_PUSHES).increment(1);
+            metrics::counter!(m::LOG_LINES_RECEIVED).increment(lines as u64);
+            HttpResponse::NoContent().finish()
+        }
+        Ok(Err(e)) => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(MailboxError::Timeout) => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "log pipeline timed out")
+        }
+        Err(MailboxError::Closed) => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "log pipeline restarting")
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! The cold archive: Loki pushes in (real Promtail bodies and JSON), Kafka `logs`, Parquet
+//! files out, read back by an independent reader (pyarrow). Bad pushes get Loki's codes; a
+//! SIGKILL mid-flush loses and duplicates nothing.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use alertpipe::config::{Config, Role};
+use serde_json::Value;
+
+use crate::support::{eventually, fixture, free_port, spawn_app, unique, Proc, Stack, TestApp};
+
+fn archive_roles(root: &Path) -> impl FnOnce(&mut Config) {
+    let root = root.display().to_string();
+    move |c: &mut Config| {
+        c.server.roles = vec![Role::Ingest, Role::Archive];
+        c.archive.root = root;
+        c.archive.max_age_s = 1;
+        c.archive.group = unique("archive");
+        c.kafka.logs_topic = unique("logs");
+        c.server.body_limit_bytes = 256 * 1024;
+    }
+}
+
+/// What pyarrow sees under `root`.
+fn pyarrow(root: &Path) -> Vec<Value> {
+    let py = Stack::get().var("STACK_PYTHON");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/read_parquet.py");
+    let out = Command::new(py)
+        .args([script, root.to_str().unwrap()])
+        .output()
+        .unwrap_or_else(|e| panic!("{py}: {e} (rerun `bash deploy/local/stack.sh up`)"));
+    assert!(
+        out.status.success(),
+        "pyarrow: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Vec<Value>>(&out.stdout).expect("reader output")
+}
+
+fn all_rows(files: &[Value]) -> Vec<Value> {
+    files
+        .iter()
+        .flat_map(|f| f["rows"].as_array().unwrap().clone())
+        .collect()
+}
+
+/// Waits (polling file footers, which is cheap) until `n` rows are archived, then reads
+/// everything with the independent reader.
+async fn wait_rows(root: &Path, n: usize) -> Vec<Value> {
+    let op = alertpipe::archive::storage::operator(root.to_str().unwrap(), 9870).unwrap();
+    eventually(
+        Duration::from_secs(60),
+        &format!("{n} archived rows"),
+        || {
+            let op = op.clone();
+            async move {
+                let files = alertpipe::archive::read::list(&op)
+                    .await
+                    .unwrap_or_default();
+                let rows: i64 = files.iter().map(|f| f.rows).sum();
+                (rows as usize >= n).then_some(())
+            }
+        },
+    )
+    .await;
+    pyarrow(root)
+}
+
+async fn push(app: &TestApp, body: Vec<u8>, content_type: &str, gzip: bool) -> (u16, String) {
+    let mut req = app
+        .client
+        .post(format!("{}/loki/api/v1/push", app.url))
+        .insert_header(("content-type", content_type));
+    if gzip {
+        req = req.insert_header(("content-encoding", "gzip"));
+    }
+    let mut resp = req.send_body(body).await.expect("push reaches the app");
+    let text = String::from_utf8_lossy(&resp.body().await.unwrap()).into_owned();
+    (resp.status().as_u16(), text)
+}
+
+#[actix_web::test]
+async fn promtail_and_json_pushes_become_parquet_any_reader_can_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(archive_roles(dir.path())).await;
+    let mut expected = BTreeMap::new();
+    for name in [
+        "push-multistream",
+        "push-single-error",
+        "push-structured-metadata",
+    ] {
+        let (status, body) = push(
+            &app,
+            fixture(&format!("promtail/{name}.pb.snappy")),
+            "application/x-protobuf",
+            false,
+        )
+        .await;
+        assert_eq!(status, 204, "{name}: {body}");
+        let decoded: Value =
+            serde_json::from_slice(&fixture(&format!("promtail/{name}.decoded.json"))).unwrap();
+        for s in decoded["streams"].as_array().unwrap() {
+            for e in s["entries"].as_array().unwrap() {
+                expected.insert(
+                    e["ts_ns"].as_str().unwrap().parse::<i64>().unwrap(),
+                    e["line"].as_str().unwrap().to_owned(),
+                );
+            }
+        }
+    }
+    let (s1, _) = push(
+        &app,
+        fixture("promtail/json-push.json"),
+        "application/json",
+        false,
+    )
+    .await;
+    let (s2, _) = push(
+        &app,
+        fixture("promtail/json-push-structured-metadata.json"),
+        "application/json",
+        false,
+    )
+    .await;
+    let (s3, _) = push(
+        &app,
+        fixture("promtail/json-push-gzip.json.gz"),
+        "application/json",
+        true,
+    )
+    .await;
+    assert_eq!((s1, s2, s3), (204, 204, 204));
+    let mut json_lines = 0;
+    for f in [
+        "json-push.json",
+        "json-push-structured-metadata.json",
+        "json-push-gzip.json",
+    ] {
+        let v: Value = serde_json::from_slice(&fixture(&format!("promtail/{f}"))).unwrap();
+        for s in v["streams"].as_array().unwrap() {
+            json_lines += s["values"].as_array().unwrap().len();
+        }
+    }
+    let total = expected.len() + json_lines;
+    let files = wait_rows(dir.path(), total).await;
+    let rows = all_rows(&files);
+    assert_eq!(rows.len(), total, "every line once");
+
+    let layout =
+        regex_lite(r"^[a-z_]+/[a-z_.-]+/\d{4}/\d{2}/\d{2}/\d{6}-[0-9a-f]{4}\.snappy\.parquet$");
+    for f in &files {
+        let path = f["path"].as_str().unwrap();
+        assert!(layout(path), "path layout: {path}");
+        assert_eq!(f["compression"], serde_json::json!(["SNAPPY"]), "{path}");
+        let t = &f["types"];
+        assert_eq!(t["timestamp"], "timestamp[us, tz=UTC]");
+        assert_eq!(t["timestamp_ns"], "int64");
+        for c in ["service", "env", "hostname", "level"] {
+            assert_eq!(
+                t[c], "dictionary<values=string, indices=int32, ordered=0>",
+                "{c}"
+            );
+        }
+        assert!(
+            t["labels"].as_str().unwrap().starts_with("map<string"),
+            "{t}"
+        );
+        let ns: Vec<i64> = f["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["timestamp_ns"].as_i64().unwrap())
+            .collect();
+        assert!(
+            ns.windows(2).all(|w| w[0] <= w[1]),
+            "sorted by time in {path}"
+        );
+    }
+    for r in &rows {
+        let ns = r["timestamp_ns"].as_i64().unwrap();
+        assert_eq!(r["timestamp_us"].as_i64().unwrap(), ns.div_euclid(1000));
+        if let Some(line) = expected.get(&ns) {
+            assert_eq!(r["line"].as_str().unwrap(), line, "exact line at {ns}");
+            assert_eq!(r["labels"]["job"], "payment-service");
+            assert_eq!(r["service"], "payment");
+            assert_eq!(r["env"], "prod");
+            assert_eq!(r["hostname"], "payment-host-01");
+            assert!(r["line_bytes"].is_null());
+        }
+    }
+    let with_trace = rows
+        .iter()
+        .filter(|r| r["metadata"].get("trace_id").is_some())
+        .count();
+    assert_eq!(
+        with_trace, 3,
+        "structured metadata kept (2 protobuf + 1 JSON)"
+    );
+    // And the CLI reads the same archive.
+    let out = Command::new(env!("CARGO_BIN_EXE_alertpipe"))
+        .args([
+            "archive",
+            "cat",
+            "--service",
+            "payment",
+            "--from",
+            "2020-01-01T00:00:00Z",
+            "--to",
+            "2100-01-01T00:00:00Z",
+            "--grep",
+            "DB connection failed",
+        ])
+        .env("ALERTPIPE__ARCHIVE__ROOT", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let want = rows
+        .iter()
+        .filter(|r| {
+            r["service"] == "payment"
+                && r["line"].as_str().unwrap().contains("DB connection failed")
+        })
+        .count();
+    assert_eq!(printed.lines().count(), want, "{printed}");
+    let times: Vec<&str> = printed
+        .lines()
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "cat prints in time order"
+    );
+}
+
+/// A tiny matcher for the path layout (no regex crate for one test).
+fn regex_lite(_pattern: &str) -> impl Fn(&str) -> bool {
+    |p: &str| {
+        let parts: Vec<&str> = p.split('/').collect();
+        parts.len() == 6
+            && parts[2].len() == 4
+            && parts[3].len() == 2
+            && parts[4].len() == 2
+            && parts[2..5]
+                .iter()
+                .all(|s| s.chars().all(|c| c.is_ascii_digit()))
+            && parts[5].len() == "163309-1b9d.snappy.parquet".len()
+            && parts[5][..6].chars().all(|c| c.is_ascii_digit())
+            && &parts[5][6..7] == "-"
+            && parts[5][7..11].chars().all(|c| c.is_ascii_hexdigit())
+            && parts[5].ends_with(".snappy.parquet")
+    }
+}
+
+fn pb_body(labels: &str, lines: &[&[u8]]) -> Vec<u8> {
+    use alertpipe::archive::proto::{EntryAdapter, PushRequest, StreamAdapter, Timestamp};
+    use prost::Message;
+    let now = chrono::Utc::now().timestamp();
+    let req = PushRequest {
+        streams: vec![StreamAdapter {
+            labels: labels.into(),
+            entries: lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| EntryAdapter {
+                    timestamp: Some(Timestamp {
+                        seconds: now,
+                        nanos: i as i32,
+                    }),
+                    line: l.to_vec(),
+                    structured_metadata: vec![],
+                })
+                .collect(),
+            hash: 0,
+        }],
+    };
+    snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn bad_pushes_get_lokis_answers_and_nothing_valid_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(archive_roles(dir.path())).await;
+    let pb = "application/x-protobuf";
+    let garbage_pb = snap::raw::Encoder::new()
+        .compress_vec(&[0x0a, 0xff, 0xff, 0x01])
+        .unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str, u16)> = vec![
+        (
+            "not snappy",
+            b"this is not snappy protobuf".to_vec(),
+            pb,
+            400,
+        ),
+        (
+            "text/plain is protobuf to Loki",
+            b"hello".to_vec(),
+            "text/plain",
+            400,
+        ),
+        ("snappy but not protobuf", garbage_pb, pb, 400),
+        ("bad selector", pb_body("{1bad=\"x\"}", &[b"a"]), pb, 400),
+        ("unquoted selector", pb_body("{job=x}", &[b"a"]), pb, 400),
+        ("empty body", Vec::new(), "application/json", 400),
+        (
+            "malformed json",
+            br#"{"streams":[{"stream":{"job":"x"},"values":[["1","a"]"#.to_vec(),
+            "application/json",
+            400,
+        ),
+        (
+            "bad timestamp",
+            br#"{"streams":[{"stream":{"job":"x"},"values":[["abc","bad ts"]]}]}"#.to_vec(),
+            "application/json",
+            400,
+        ),
+        (
+            "no streams",
+            br#"{"streams":[]}"#.to_vec(),
+            "application/json",
+            422,
+        ),
+        ("oversize", vec![b' '; 300 * 1024], "application/json", 413),
+        (
+            "bad gzip",
+            b"not gzip".to_vec(),
+            "application/json+gzip",
+            400,
+        ),
+    ];
+    for (name, body, ct, want) in cases {
+        let gzip = ct.ends_with("+gzip");
+        let ct = ct.trim_end_matches("+gzip");
+        let (status, text) = push(&app, body, ct, gzip).await;
+        assert_eq!(status, want, "{name}: {text}");
+        assert!(
+            !text.trim().is_empty(),
+            "{name}: the answer says what is wrong"
+        );
+    }
+    // A non-UTF-8 line is accepted (as Loki does) and kept byte for byte.
+    let (status, text) = push(
+        &app,
+        pb_body(
+            "{job=\"binary\", env=\"test\"}",
+            &[b"ok line", b"\xff\xfebad \xc3\x28"],
+        ),
+        pb,
+        false,
+    )
+    .await;
+    assert_eq!(status, 204, "{text}");
+    let rows = all_rows(&wait_rows(dir.path(), 2).await);
+    assert_eq!(rows.len(), 2, "only the valid push landed: {rows:?}");
+    let bad = rows
+        .iter()
+        .find(|r| !r["line_bytes"].is_null())
+        .expect("raw bytes kept");
+    assert_eq!(bad["line_bytes"], "fffe62616420c328");
+    assert_eq!(bad["env"], "test");
+    assert_eq!(bad["service"], "binary");
+}
+
+/// The real binary, with the archive role, writing under `root`.
+fn start_binary(root: &Path, port: u16, brokers: &str, topic: &str, group: &str) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_alertpipe"))
+        .args(["serve", "--roles", "ingest,archive"])
+        .env("ALERTPIPE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("ALERTPIPE__KAFKA__BROKERS", brokers)
+        .env("ALERTPIPE__KAFKA__LOGS_TOPIC", topic)
+        .env("ALERTPIPE__KAFKA__PARTITIONS", "2")
+        .env("ALERTPIPE__ARCHIVE__ROOT", root)
+        .env("ALERTPIPE__ARCHIVE__GROUP", group)
+        .env("ALERTPIPE__ARCHIVE__MAX_FILE_BYTES", "4096")
+        .env("ALERTPIPE__ARCHIVE__MAX_AGE_S", "1")
+        .env("ALERTPIPE__ARCHIVE__BATCH_SIZE", "7")
+        .env("ALERTPIPE__TELEMETRY__LOG_LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("alertpipe binary starts");
+    Proc { child }
+}
+
+#[actix_web::test]
+async fn sigkill_mid_flush_then_restart_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let brokers = Stack::get().var("STACK_KAFKA_BROKERS").to_owned();
+    let (topic, group, port) = (unique("logs"), unique("archive"), free_port());
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .finish();
+    let url = format!("http://127.0.0.1:{port}/loki/api/v1/push");
+    let ready = |client: awc::Client| async move {
+        eventually(Duration::from_secs(30), "alertpipe ready", || {
+            let c = client.clone();
+            async move {
+                let r = c
+                    .get(format!("http://127.0.0.1:{port}/readyz"))
+                    .send()
+                    .await
+                    .ok()?;
+                (r.status().as_u16() == 200).then_some(())
+            }
+        })
+        .await
+    };
+    let body = |i: usize| {
+        let base = 1_750_000_000_000_000_000i64 + (i as i64) * 1_000_000;
+        let values: Vec<Value> = (0..20)
+            .map(|j| {
+                serde_json::json!([
+                    (base + j).to_string(),
+                    format!("batch {i} line {j} {}", "x".repeat(40))
+                ])
+            })
+            .collect();
+        serde_json::to_vec(&serde_json::json!({"streams": [
+            {"stream": {"job": "payment-service", "service_name": format!("svc{}", i % 3), "env": "prod"}, "values": values}
+        ]}))
+        .unwrap()
+    };
+    let mut proc = start_binary(dir.path(), port, &brokers, &topic, &group);
+    ready(client.clone()).await;
+    let mut acked = Vec::new();
+    let mut i = 0;
+    // Push until well past several size flushes, then kill -9 while files are being written.
+    while i < 60 {
+        let r = client
+            .post(&url)
+            .insert_header(("content-type", "application/json"))
+            .send_body(body(i))
+            .await;
+        if r.map(|r| r.status().as_u16()).ok() == Some(204) {
+            acked.push(i);
+        }
+        i += 1;
+    }
+    proc.kill9();
+    let mut proc2 = start_binary(dir.path(), port, &brokers, &topic, &group);
+    ready(client.clone()).await;
+    for i in 60..100 {
+        let r = client
+            .post(&url)
+            .insert_header(("content-type", "application/json"))
+            .send_body(body(i))
+            .await;
+        assert_eq!(r.map(|r| r.status().as_u16()).ok(), Some(204), "push {i}");
+        acked.push(i);
+    }
+    let want = acked.len() * 20;
+    let rows = all_rows(&wait_rows(dir.path(), want).await);
+    // Let any straggling flush land, then count again.
+    actix_web::rt::time::sleep(Duration::from_secs(3)).await;
+    let rows_after = all_rows(&pyarrow(dir.path()));
+    assert_eq!(rows.len(), rows_after.len());
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &rows_after {
+        *seen
+            .entry(r["line"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "duplicated: {twice:?}");
+    for i in &acked {
+        for j in 0..20 {
+            let prefix = format!("batch {i} line {j} ");
+            assert!(
+                seen.keys().any(|l| l.starts_with(&prefix)),
+                "acknowledged line lost: {prefix}"
+            );
+        }
+    }
+    assert_eq!(rows_after.len(), want);
+    proc2.kill9();
+}
