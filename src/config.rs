@@ -57,6 +57,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub persist: PersistConfig,
     pub archive: ArchiveConfig,
+    pub notify: NotifyConfig,
     pub auth: AuthConfig,
     pub kafka: KafkaConfig,
     pub ingest: IngestConfig,
@@ -76,6 +77,8 @@ pub enum Role {
     Persist,
     /// `logs` -> snappy Parquet files on the archive storage.
     Archive,
+    /// `alerts` -> routing -> throttle -> email (SMTP) / Teams, dead letters.
+    Notify,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -264,6 +267,152 @@ impl Default for ArchiveConfig {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReceiverKind {
+    Email,
+    Teams,
+}
+
+/// One notification target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverConfig {
+    pub name: String,
+    pub kind: ReceiverKind,
+    /// Email recipients (kind = email).
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// Env var holding the Teams Workflows webhook URL (kind = teams; the URL is a secret).
+    #[serde(default)]
+    pub webhook_url_env: Option<String>,
+    #[serde(skip_deserializing)]
+    pub webhook_url: Secret,
+}
+
+/// Like an Alertmanager route: all matchers equal, first match wins unless `continue`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    #[serde(default)]
+    pub matchers: BTreeMap<String, String>,
+    pub receiver: String,
+    #[serde(default, rename = "continue")]
+    pub continue_: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    None,
+    Starttls,
+    Tls,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    /// Empty: no auth. Password from ALERTPIPE_SMTP_PASSWORD or password_file.
+    pub username: String,
+    pub password_file: Option<PathBuf>,
+    #[serde(skip_deserializing)]
+    pub password: Secret,
+    pub from: String,
+    /// Pooled connections (1 = a single connection).
+    pub pool_size: u32,
+    pub timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    pub group: String,
+    pub batch_size: usize,
+    /// Base of the "View in Grafana" Explore link.
+    pub grafana_url: String,
+    pub routes: Vec<RouteConfig>,
+    pub receivers: Vec<ReceiverConfig>,
+    /// Token bucket per receiver and per service: burst, then this many per minute.
+    pub rate_burst: u32,
+    pub rate_per_minute: u32,
+    /// Surplus over the rate is gathered into one digest per receiver per window.
+    pub digest_window_s: u64,
+    /// Sends are retried this many times (transient failures), then dead-lettered.
+    pub max_attempts: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Teams: requests per second per webhook at most.
+    pub teams_max_per_s: u32,
+    pub dlq_topic: String,
+    pub smtp: SmtpConfig,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            host: "127.0.0.1".into(),
+            port: 25,
+            tls: SmtpTls::None,
+            username: String::new(),
+            password_file: None,
+            password: Secret::default(),
+            from: "alertpipe <alertpipe@example.com>".into(),
+            pool_size: 4,
+            timeout_s: 10,
+        }
+    }
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            group: "alertpipe-notify".into(),
+            batch_size: 200,
+            grafana_url: "https://grafana.example.com".into(),
+            routes: vec![
+                RouteConfig {
+                    matchers: BTreeMap::from([("severity".into(), "critical".into())]),
+                    receiver: "outlook".into(),
+                    continue_: false,
+                },
+                RouteConfig {
+                    matchers: BTreeMap::from([("severity".into(), "custom".into())]),
+                    receiver: "teams".into(),
+                    continue_: false,
+                },
+            ],
+            receivers: vec![
+                ReceiverConfig {
+                    name: "outlook".into(),
+                    kind: ReceiverKind::Email,
+                    to: vec!["oncall@example.com".into()],
+                    webhook_url_env: None,
+                    webhook_url: Secret::default(),
+                },
+                ReceiverConfig {
+                    name: "teams".into(),
+                    kind: ReceiverKind::Teams,
+                    to: vec![],
+                    webhook_url_env: Some("ALERTPIPE_TEAMS_WEBHOOK_URL".into()),
+                    webhook_url: Secret::default(),
+                },
+            ],
+            rate_burst: 10,
+            rate_per_minute: 30,
+            digest_window_s: 60,
+            max_attempts: 5,
+            backoff_base_ms: 500,
+            backoff_max_ms: 30_000,
+            teams_max_per_s: 4,
+            dlq_topic: "alerts.dlq".into(),
+            smtp: SmtpConfig::default(),
+        }
+    }
+}
+
 impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
@@ -419,6 +568,17 @@ impl Config {
             "auth.secret_file",
         )?;
         self.auth.secret = Secret::new(secret);
+        self.notify.smtp.password = Secret::new(read_secret(
+            env,
+            "ALERTPIPE_SMTP_PASSWORD",
+            self.notify.smtp.password_file.as_deref(),
+            "notify.smtp.password_file",
+        )?);
+        for r in &mut self.notify.receivers {
+            if let Some(var) = &r.webhook_url_env {
+                r.webhook_url = Secret::new(read_secret(env, var, None, "notify.receivers")?);
+            }
+        }
         self.database.password = Secret::new(read_secret(
             env,
             DB_PASSWORD_ENV,
@@ -501,6 +661,30 @@ impl Config {
             crate::archive::storage::operator(&self.archive.root, self.archive.webhdfs_port)
         {
             return bad("archive.root", &e.to_string());
+        }
+        let n = &self.notify;
+        for r in &n.routes {
+            if !n.receivers.iter().any(|x| x.name == r.receiver) {
+                return bad(
+                    "notify.routes",
+                    &format!("unknown receiver {:?}", r.receiver),
+                );
+            }
+        }
+        for r in &n.receivers {
+            if r.kind == ReceiverKind::Email && r.to.is_empty() {
+                return bad(
+                    "notify.receivers",
+                    &format!("email receiver {:?} has no `to`", r.name),
+                );
+            }
+        }
+        if n.max_attempts == 0
+            || n.rate_per_minute == 0
+            || n.digest_window_s == 0
+            || n.teams_max_per_s == 0
+        {
+            return bad("notify", "max_attempts, rate_per_minute, digest_window_s and teams_max_per_s must be above 0");
         }
         if self.dedup.max_entries == 0 {
             return bad("dedup.max_entries", "must be above 0");

@@ -10,5 +10,6 @@ pub mod http;
 pub mod kafka;
 pub mod loadgen;
 pub mod metrics;
+pub mod notify;
 pub mod startup;
 pub mod telemetry;

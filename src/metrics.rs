@@ -28,6 +28,12 @@ pub const ARCHIVE_FILE_BYTES: &str = "alertpipe_archive_file_bytes_total";
 pub const ARCHIVE_FILES: &str = "alertpipe_archive_files_total";
 pub const ARCHIVE_FAILED: &str = "alertpipe_archive_flush_failures_total";
 pub const ARCHIVE_WRITE_SECONDS: &str = "alertpipe_archive_write_seconds";
+pub const NOTIFY_SENT: &str = "alertpipe_notifications_sent_total";
+pub const NOTIFY_THROTTLED: &str = "alertpipe_notifications_throttled_total";
+pub const NOTIFY_DIGESTS: &str = "alertpipe_notification_digests_total";
+pub const NOTIFY_RETRIED: &str = "alertpipe_notification_retries_total";
+pub const NOTIFY_UNROUTED: &str = "alertpipe_alerts_unrouted_total";
+pub const NOTIFY_SKIPPED: &str = "alertpipe_notifications_already_sent_total";
 pub const ACTOR_RESTARTS: &str = "alertpipe_actor_restarts_total";
 
 const BUCKETS: &[f64] = &[

@@ -1,6 +1,7 @@
 //! PostgreSQL: pool, embedded migrations, alert history writes and reads.
 
 pub mod alerts;
+pub mod notifications;
 pub mod queries;
 pub mod schema;
 

@@ -1,0 +1,53 @@
+#![allow(dead_code)] // each benchmark uses a subset
+//! Shared by the benchmarks: the local stack's addresses, medians, timing.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// `.state/stack.env` (or $ALERTPIPE_STACK_ENV), written by `deploy/local/stack.sh up`.
+pub fn stack() -> HashMap<String, String> {
+    let path = std::env::var("ALERTPIPE_STACK_ENV")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.state/stack.env").into());
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}; run `bash deploy/local/stack.sh up` first"));
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Runs `f` `runs` times; the median of what it returns (a rate).
+pub fn median_of(runs: usize, mut f: impl FnMut() -> f64) -> f64 {
+    median((0..runs).map(|_| f()).collect())
+}
+
+pub fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let t = Instant::now();
+    let r = f();
+    (r, t.elapsed())
+}
+
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}

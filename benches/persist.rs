@@ -1,0 +1,210 @@
+//! Alert history write throughput, against the local stack's PostgreSQL and broker:
+//!   cargo bench --bench persist        (ROWS=20000 RUNS=3)
+//! 1. The PersistActor stage alone: decoded messages -> committed rows (`store_batch`), at
+//!    consumer batch sizes 1, 100 and 1000.
+//! 2. Baseline, same run, same rows: COPY by a bare client (psql \copy from a CSV).
+//! 3. End to end: the rows produced to a topic, consumed by alertpipe's persist role.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::io::Write;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use alertpipe::config::{Config, Role};
+use alertpipe::db::alerts::{store_batch, Inbound};
+use alertpipe::domain::{parse_webhook, AlertEvent};
+use diesel::{Connection, RunQueryDsl};
+
+fn events(n: usize) -> Vec<AlertEvent> {
+    let body = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/alertmanager/firing-critical.json"
+    ))
+    .unwrap();
+    let base = parse_webhook(&body).unwrap().remove(0);
+    (0..n)
+        .map(|i| {
+            let mut e = base.clone();
+            e.fingerprint =
+                serde_json::from_value(serde_json::Value::String(format!("{i:016x}"))).unwrap();
+            e.labels.insert("instance".into(), format!("db-{}", i % 50));
+            e.service = ["payment", "checkout", "auth", "search"][i % 4].into();
+            e
+        })
+        .collect()
+}
+
+fn exec(url: &str, sql: &str) {
+    let mut c = diesel::PgConnection::establish(url).expect("postgres reachable");
+    diesel::sql_query(sql)
+        .execute(&mut c)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+fn count(url: &str) -> i64 {
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut c = diesel::PgConnection::establish(url).expect("postgres reachable");
+    diesel::sql_query("SELECT COUNT(*) AS n FROM alerts")
+        .load::<N>(&mut c)
+        .map(|r| r[0].n)
+        .unwrap_or(0)
+}
+
+fn main() {
+    let stack = common::stack();
+    let rows = common::env_usize("ROWS", 20_000);
+    let runs = common::env_usize("RUNS", 3);
+    let admin = &stack["STACK_PG_URL"];
+    let name = format!("bench_persist_{}", std::process::id());
+    exec(admin, &format!("DROP DATABASE IF EXISTS {name}"));
+    exec(admin, &format!("CREATE DATABASE {name}"));
+    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    alertpipe::db::migrate(&url).unwrap();
+    let pool = alertpipe::db::pool(&url, 4);
+    let evs = events(rows);
+    let inbound: Vec<Inbound> = evs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Inbound::decode("alerts", 0, i as i64, serde_json::to_vec(e).unwrap()))
+        .collect();
+    println!(
+        "persist benchmark: {rows} rows, median of {runs} runs, PostgreSQL {}",
+        stack["STACK_PG_PORT"]
+    );
+
+    // Baseline: COPY the same rows with a bare client.
+    let csv = std::env::temp_dir().join(format!("{name}.csv"));
+    {
+        let mut f = std::fs::File::create(&csv).unwrap();
+        for e in &evs {
+            let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+            writeln!(
+                f,
+                "{},{},{},false,{},firing,{},{},{}",
+                q(&e.service),
+                q(e.severity.as_str()),
+                q(&e.message),
+                q(e.fingerprint.as_str()),
+                e.starts_at.to_rfc3339(),
+                q(&serde_json::to_string(&e.labels).unwrap()),
+                q(&serde_json::to_string(&e.annotations).unwrap())
+            )
+            .unwrap();
+        }
+    }
+    let psql = format!("{}/psql", stack["STACK_PG_BIN"]);
+    let copy = common::median_of(runs, || {
+        exec(&url, "TRUNCATE alerts");
+        let (out, d) = common::timed(|| {
+            Command::new(&psql)
+                .args([&url, "-q", "-c", &format!("\\copy alerts (service, severity, message, resolved, fingerprint, status, starts_at, labels, annotations) FROM '{}' CSV", csv.display())])
+                .output()
+                .unwrap()
+        });
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        rows as f64 / d.as_secs_f64()
+    });
+    println!("baseline COPY (psql)          {copy:>10.0} rows/s");
+
+    let mut stage = Vec::new();
+    for batch in [1usize, 100, 1000] {
+        // Batch 1 is one transaction per row: measure fewer rows, it is slow by design.
+        let n = if batch == 1 { rows.min(2000) } else { rows };
+        let r = common::median_of(runs, || {
+            exec(&url, "TRUNCATE alerts");
+            let (_, d) = common::timed(|| {
+                for chunk in inbound[..n].chunks(batch) {
+                    store_batch(&pool, chunk).expect("stored");
+                }
+            });
+            assert_eq!(count(&url) as usize, n);
+            n as f64 / d.as_secs_f64()
+        });
+        println!(
+            "PersistActor stage, batch {batch:>4} {r:>10.0} rows/s  ({:.0}% of COPY)",
+            100.0 * r / copy
+        );
+        stage.push(r);
+    }
+
+    // End to end: produce, then alertpipe's persist role consumes into a fresh table.
+    exec(&url, "TRUNCATE alerts");
+    let brokers = stack["STACK_KAFKA_BROKERS"].clone();
+    let topic = format!("bench-persist-{}", std::process::id());
+    let e2e = actix_web::rt::System::new().block_on(async move {
+        let mut kcfg = alertpipe::config::KafkaConfig {
+            brokers: brokers.clone(),
+            partitions: 3,
+            ..Default::default()
+        };
+        kcfg.producer.insert("linger.ms".into(), "5".into());
+        alertpipe::kafka::ensure_topics(&kcfg, &[&topic], Duration::from_secs(10))
+            .await
+            .unwrap();
+        let producer = alertpipe::kafka::producer(&kcfg).unwrap();
+        let acks: Vec<_> = evs
+            .iter()
+            .map(|e| {
+                let payload = serde_json::to_vec(e).unwrap();
+                producer
+                    .send_result(
+                        rdkafka::producer::FutureRecord::to(&topic)
+                            .key(e.fingerprint.as_str())
+                            .payload(&payload),
+                    )
+                    .map_err(|_| ())
+                    .unwrap()
+            })
+            .collect();
+        for a in acks {
+            a.await.unwrap().unwrap();
+        }
+        let mut cfg = Config::default();
+        cfg.server.roles = vec![Role::Persist];
+        cfg.server.listen = "127.0.0.1:0".parse().unwrap();
+        cfg.kafka.brokers = brokers;
+        cfg.kafka.alerts_topic = topic.clone();
+        cfg.database.url = url.clone();
+        cfg.persist.batch_size = 1000;
+        cfg.persist.group = format!("{topic}-g");
+        let started = Instant::now();
+        let app = alertpipe::startup::Application::build(cfg).await.unwrap();
+        let handle = app.handle();
+        actix_web::rt::spawn(app.run_until_stopped());
+        let u = url.clone();
+        loop {
+            let u2 = u.clone();
+            let n = actix_web::rt::task::spawn_blocking(move || count(&u2))
+                .await
+                .unwrap();
+            if n as usize >= rows {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "end to end stalled at {n}"
+            );
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        let rate = rows as f64 / started.elapsed().as_secs_f64();
+        handle.stop(false).await;
+        rate
+    });
+    println!("end to end via broker, b=1000 {e2e:>10.0} rows/s  (consumer start + fetch + store; one run)");
+    println!("stage/COPY at batch 1000: {:.2}", stage[2] / copy);
+    let _ = std::fs::remove_file(&csv);
+    exec(
+        admin,
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    );
+}

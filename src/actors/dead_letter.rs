@@ -1,0 +1,100 @@
+//! DeadLetterActor: keeps what could not be delivered, whole: the alert(s), the receiver, the
+//! attempts and the last error, in topic `alerts.dlq` and the `dead_letters` table, from where
+//! `alertpipe dlq replay` sends them again.
+
+use actix::prelude::*;
+use diesel::RunQueryDsl;
+
+use super::kafka_producer::{KafkaProducerActor, Produce, Record};
+use crate::db::alerts::NewDeadLetter;
+use crate::db::schema::dead_letters;
+use crate::db::PgPool;
+use crate::metrics as m;
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DeadNotification {
+    pub receiver: String,
+    pub events: Vec<crate::domain::AlertEvent>,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct DeadLetter {
+    pub item: DeadNotification,
+    pub attempts: u32,
+    pub reason: String,
+}
+
+pub struct DeadLetterActor {
+    pool: PgPool,
+    topic: Addr<KafkaProducerActor>,
+}
+
+impl DeadLetterActor {
+    pub fn new(pool: PgPool, topic: Addr<KafkaProducerActor>) -> Self {
+        DeadLetterActor { pool, topic }
+    }
+}
+
+impl Actor for DeadLetterActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<DeadLetter> for DeadLetterActor {
+    type Result = ResponseFuture<Result<(), String>>;
+
+    fn handle(&mut self, msg: DeadLetter, _: &mut Self::Context) -> Self::Result {
+        let (pool, topic) = (self.pool.clone(), self.topic.clone());
+        Box::pin(async move {
+            let payload = serde_json::to_vec(&msg.item).map_err(|e| e.to_string())?;
+            let record = serde_json::to_vec(&serde_json::json!({
+                "receiver": msg.item.receiver, "attempts": msg.attempts, "reason": msg.reason,
+                "events": msg.item.events,
+            }))
+            .map_err(|e| e.to_string())?;
+            let key = msg
+                .item
+                .events
+                .first()
+                .map(|e| e.fingerprint.as_str().to_owned())
+                .unwrap_or_default();
+            topic
+                .send(Produce {
+                    records: vec![Record {
+                        key,
+                        payload: record,
+                    }],
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("dead-letter topic: {e}"))?;
+            let (receiver, reason, attempts) = (
+                msg.item.receiver.clone(),
+                msg.reason.clone(),
+                msg.attempts as i32,
+            );
+            actix_web::rt::task::spawn_blocking(move || {
+                let mut c = crate::db::conn(&pool).map_err(|e| e.to_string())?;
+                diesel::insert_into(dead_letters::table)
+                    .values(NewDeadLetter {
+                        stage: "notify",
+                        topic: None,
+                        kafka_partition: None,
+                        kafka_offset: None,
+                        receiver: Some(&receiver),
+                        attempts,
+                        reason: &reason,
+                        payload: &payload,
+                    })
+                    .execute(&mut c)
+                    .map(|_| ())
+                    .map_err(|e| format!("dead_letters table: {e}"))
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+            metrics::counter!(m::DEAD_LETTERED, "stage" => "notify").increment(1);
+            tracing::warn!(receiver = %msg.item.receiver, attempts = msg.attempts, reason = %msg.reason, "notification dead-lettered");
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,101 @@
+//! MailActor, the "Outlook producer": renders the mail (askama), sends it over the pooled
+//! SMTP transport, retries transient failures with backoff, and hands permanent failures and
+//! exhausted retries to the DeadLetterActor.
+
+use actix::prelude::*;
+use lettre::message::Mailbox;
+
+use super::dead_letter::{DeadLetter, DeadLetterActor, DeadNotification};
+use crate::metrics as m;
+use crate::notify::mail::{mailboxes, message, send_once, Transport};
+use crate::notify::render::{alert_mail, digest_mail};
+use crate::notify::retry::RetryPolicy;
+use crate::notify::{Deliver, Delivered, NotifyError};
+
+pub struct MailActor {
+    transport: Transport,
+    from: Mailbox,
+    grafana_url: String,
+    policy: RetryPolicy,
+    dead: Addr<DeadLetterActor>,
+}
+
+impl MailActor {
+    pub fn new(
+        transport: Transport,
+        from: Mailbox,
+        grafana_url: String,
+        policy: RetryPolicy,
+        dead: Addr<DeadLetterActor>,
+    ) -> Self {
+        MailActor {
+            transport,
+            from,
+            grafana_url,
+            policy,
+            dead,
+        }
+    }
+}
+
+impl Actor for MailActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Deliver> for MailActor {
+    type Result = ResponseFuture<Result<Delivered, NotifyError>>;
+
+    fn handle(&mut self, msg: Deliver, _: &mut Self::Context) -> Self::Result {
+        let (t, from, policy, dead) = (
+            self.transport.clone(),
+            self.from.clone(),
+            self.policy,
+            self.dead.clone(),
+        );
+        let grafana = self.grafana_url.clone();
+        Box::pin(async move {
+            let rendered = if msg.events.len() == 1 {
+                alert_mail(&msg.events[0], &grafana)
+            } else {
+                digest_mail(&msg.events, &msg.receiver.name, &grafana)
+            };
+            let built = rendered
+                .map_err(|e| format!("rendering: {e}"))
+                .and_then(|mail| Ok((mailboxes(&msg.receiver.to)?, mail)))
+                .and_then(|(to, mail)| message(&from, &to, &mail));
+            let outcome = match built {
+                Ok(m) => policy
+                    .run(|_| send_once(&t, m.clone()))
+                    .await
+                    .map_err(|g| (g.attempts, g.reason)),
+                Err(e) => Err((0, e)),
+            };
+            let receiver = msg.receiver.name.clone();
+            match outcome {
+                Ok(attempts) => {
+                    metrics::counter!(m::NOTIFY_SENT, "receiver" => receiver, "kind" => "email")
+                        .increment(1);
+                    if attempts > 1 {
+                        metrics::counter!(m::NOTIFY_RETRIED, "kind" => "email")
+                            .increment(u64::from(attempts - 1));
+                    }
+                    Ok(Delivered::Sent)
+                }
+                Err((attempts, reason)) => {
+                    dead.send(DeadLetter {
+                        item: DeadNotification {
+                            receiver,
+                            events: msg.events,
+                        },
+                        attempts,
+                        reason,
+                    })
+                    .await
+                    .map_err(|e| NotifyError(e.to_string()))?
+                    .map_err(NotifyError)?;
+                    Ok(Delivered::DeadLettered)
+                }
+            }
+        })
+    }
+}
