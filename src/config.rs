@@ -331,11 +331,17 @@ pub struct SmtpConfig {
 pub struct NotifyConfig {
     pub group: String,
     pub batch_size: usize,
+    /// How long a consumer batch waits to fill: a burst gathered in one batch becomes one
+    /// digest when throttled.
+    pub linger_ms: u64,
     /// Base of the "View in Grafana" Explore link.
     pub grafana_url: String,
     pub routes: Vec<RouteConfig>,
     pub receivers: Vec<ReceiverConfig>,
-    /// Token bucket per receiver and per service: burst, then this many per minute.
+    /// Token bucket per receiver: burst, then this many per minute.
+    pub receiver_burst: u32,
+    pub receiver_per_minute: u32,
+    /// Token bucket per (receiver, service): burst, then this many per minute.
     pub rate_burst: u32,
     pub rate_per_minute: u32,
     /// Surplus over the rate is gathered into one digest per receiver per window.
@@ -371,6 +377,7 @@ impl Default for NotifyConfig {
         NotifyConfig {
             group: "alertpipe-notify".into(),
             batch_size: 200,
+            linger_ms: 200,
             grafana_url: "https://grafana.example.com".into(),
             routes: vec![
                 RouteConfig {
@@ -400,6 +407,8 @@ impl Default for NotifyConfig {
                     webhook_url: Secret::default(),
                 },
             ],
+            receiver_burst: 30,
+            receiver_per_minute: 60,
             rate_burst: 10,
             rate_per_minute: 30,
             digest_window_s: 60,

@@ -39,11 +39,27 @@ enum Command {
     Healthcheck,
     /// Print the messages of a Kafka topic (from the beginning) as JSON lines.
     Tail(alertpipe::kafka::TailArgs),
+    /// Dead-lettered notifications: list them, send them again.
+    #[command(subcommand)]
+    Dlq(DlqCmd),
     /// Look at the cold log archive without Spark.
     #[command(subcommand)]
     Archive(ArchiveCmd),
     /// Load generator: webhook batches against a running alertpipe, and a bare-producer baseline.
     Loadgen(alertpipe::loadgen::LoadgenArgs),
+}
+
+#[derive(Subcommand)]
+enum DlqCmd {
+    /// Every dead letter (persist and notify stages), oldest first.
+    List,
+    /// Send notification dead letters again; replayed ones are marked.
+    Replay {
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        id: Option<i64>,
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -134,6 +150,51 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tail(args) => {
             let cfg = Config::load(cli.config.as_deref())?;
             alertpipe::kafka::tail(&cfg.kafka, &args)
+        }
+        Command::Dlq(cmd) => {
+            let cfg = Config::load(cli.config.as_deref())?;
+            actix_web::rt::System::new().block_on(async move {
+                use std::io::Write;
+                match cmd {
+                    DlqCmd::List => {
+                        let pool = alertpipe::db::pool(cfg.database.connect_url().expose(), 1);
+                        let rows = actix_web::rt::task::spawn_blocking(move || {
+                            alertpipe::db::queries::dead_letters(&pool, None)
+                        })
+                        .await??;
+                        let mut out = std::io::stdout().lock();
+                        writeln!(
+                            out,
+                            "{:>6} {:<20} {:<8} {:<10} {:>8} {:<9} reason",
+                            "id", "created", "stage", "receiver", "attempts", "replayed"
+                        )?;
+                        for r in rows {
+                            writeln!(
+                                out,
+                                "{:>6} {:<20} {:<8} {:<10} {:>8} {:<9} {}",
+                                r.id,
+                                r.created_at.format("%Y-%m-%d %H:%M:%S"),
+                                r.stage,
+                                r.receiver.unwrap_or_default(),
+                                r.attempts,
+                                if r.replayed_at.is_some() { "yes" } else { "no" },
+                                r.reason
+                            )?;
+                        }
+                        Ok(())
+                    }
+                    DlqCmd::Replay { id, all: _ } => {
+                        let report = alertpipe::notify::replay::replay(&cfg, id).await?;
+                        println!("replayed: {} sent, {} failed", report.sent, report.failed);
+                        anyhow::ensure!(
+                            report.failed == 0,
+                            "{} dead letter(s) failed again",
+                            report.failed
+                        );
+                        Ok(())
+                    }
+                }
+            })
         }
         Command::Archive(cmd) => {
             let cfg = Config::load(cli.config.as_deref())?;

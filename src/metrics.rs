@@ -7,8 +7,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const RECEIVED: &str = "alertpipe_alerts_received_total";
 pub const DEDUPLICATED: &str = "alertpipe_alerts_deduplicated_total";
-pub const PRODUCED: &str = "alertpipe_alerts_produced_total";
-pub const PRODUCE_FAILED: &str = "alertpipe_alerts_produce_failed_total";
+pub const PRODUCED: &str = "alertpipe_kafka_produced_total";
+pub const PRODUCE_FAILED: &str = "alertpipe_kafka_produce_failed_total";
 pub const PRODUCE_SECONDS: &str = "alertpipe_kafka_produce_seconds";
 pub const REJECTED: &str = "alertpipe_alerts_rejected_total";
 pub const INGEST_INFLIGHT: &str = "alertpipe_ingest_inflight_alerts";

@@ -13,14 +13,19 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
 use crate::actors::archive::{ArchiveActor, ArchiveBatch, ArchiveSettings};
+use crate::actors::dead_letter::DeadLetterActor;
 use crate::actors::dedup::DedupActor;
 use crate::actors::ingress::IngressActor;
 use crate::actors::kafka_producer::{Flush, KafkaProducerActor};
+use crate::actors::mail::MailActor;
 use crate::actors::persist::{PersistActor, PersistBatch};
+use crate::actors::teams::TeamsActor;
+use crate::actors::throttle::{Rate, ThrottleActor};
 use crate::config::{Config, Role};
 use crate::db::PgPool;
 use crate::http::{self, AppState};
 use crate::kafka::consumer::{run_batches, Commit, ConsumerSettings, StageHealth};
+use crate::notify::retry::RetryPolicy;
 
 pub struct Application {
     port: u16,
@@ -36,13 +41,17 @@ impl Application {
     pub async fn build(cfg: Config) -> anyhow::Result<Application> {
         let ingest = cfg.server.runs(Role::Ingest).then(|| start_ingest(&cfg));
         let mut stages = Vec::new();
-        let db = if cfg.server.runs(Role::Persist) {
-            let (pool, health) = start_persist(&cfg).await?;
-            stages.push(health);
-            Some(pool)
+        let db = if cfg.server.runs(Role::Persist) || cfg.server.runs(Role::Notify) {
+            Some(open_database(&cfg).await?)
         } else {
             None
         };
+        if let (true, Some(pool)) = (cfg.server.runs(Role::Persist), &db) {
+            stages.push(start_persist(&cfg, pool.clone()));
+        }
+        if let (true, Some(pool)) = (cfg.server.runs(Role::Notify), &db) {
+            stages.push(start_notify(&cfg, pool.clone())?);
+        }
         if cfg.server.runs(Role::Archive) {
             stages.push(start_archive(&cfg)?);
         }
@@ -231,9 +240,8 @@ fn start_archive(cfg: &Config) -> anyhow::Result<StageHealth> {
     Ok(health)
 }
 
-/// Migrations (when configured), PersistActor on a SyncArbiter, and the `alertpipe-persist`
-/// consumer feeding it one awaited batch at a time.
-async fn start_persist(cfg: &Config) -> anyhow::Result<(PgPool, StageHealth)> {
+/// The pool, after migrations when configured.
+async fn open_database(cfg: &Config) -> anyhow::Result<PgPool> {
     let url = cfg.database.connect_url();
     if cfg.database.migrate_on_start {
         let u = url.clone();
@@ -244,10 +252,15 @@ async fn start_persist(cfg: &Config) -> anyhow::Result<(PgPool, StageHealth)> {
             tracing::info!(?applied, "database migrations applied");
         }
     }
+    Ok(crate::db::pool(url.expose(), cfg.database.pool_size))
+}
+
+/// PersistActor on a SyncArbiter, and the `alertpipe-persist` consumer feeding it one awaited
+/// batch at a time.
+fn start_persist(cfg: &Config, pool: PgPool) -> StageHealth {
     if cfg.kafka.create_topics {
         spawn_topic_creation(cfg.kafka.clone(), vec![cfg.kafka.alerts_topic.clone()]);
     }
-    let pool = crate::db::pool(url.expose(), cfg.database.pool_size);
     let p = pool.clone();
     let persist = SyncArbiter::start(cfg.persist.workers, move || PersistActor::new(p.clone()));
     let health = StageHealth::new("persist");
@@ -276,7 +289,71 @@ async fn start_persist(cfg: &Config) -> anyhow::Result<(PgPool, StageHealth)> {
             tracing::error!(error = %e, "persist consumer stopped");
         }
     });
-    Ok((pool, health))
+    health
+}
+
+/// DeadLetterActor, MailActor, TeamsActor, ThrottleActor, and the `alertpipe-notify` consumer:
+/// route each alert, skip notifications already done, send through the throttle, record.
+fn start_notify(cfg: &Config, pool: PgPool) -> anyhow::Result<StageHealth> {
+    let n = cfg.notify.clone();
+    if cfg.kafka.create_topics {
+        spawn_topic_creation(
+            cfg.kafka.clone(),
+            vec![cfg.kafka.alerts_topic.clone(), n.dlq_topic.clone()],
+        );
+    }
+    let (kafka_cfg, dlq_topic) = (cfg.kafka.clone(), n.dlq_topic.clone());
+    let dlq = Supervisor::start(move |_| KafkaProducerActor::new(kafka_cfg, dlq_topic, 64));
+    let dead = DeadLetterActor::new(pool.clone(), dlq).start();
+    let policy = RetryPolicy {
+        max_attempts: n.max_attempts,
+        base: Duration::from_millis(n.backoff_base_ms),
+        max: Duration::from_millis(n.backoff_max_ms),
+    };
+    let from = n
+        .smtp
+        .from
+        .parse()
+        .map_err(|e| anyhow::anyhow!("notify.smtp.from {:?}: {e}", n.smtp.from))?;
+    let transport = crate::notify::mail::transport(&n.smtp).context("notify.smtp")?;
+    let mail = MailActor::new(transport, from, n.grafana_url.clone(), policy, dead.clone()).start();
+    let teams = TeamsActor::new(n.grafana_url.clone(), policy, dead, n.teams_max_per_s).start();
+    let throttle = ThrottleActor::new(
+        n.receivers.clone(),
+        mail.recipient(),
+        teams.recipient(),
+        Rate {
+            burst: n.receiver_burst,
+            per_minute: n.receiver_per_minute,
+        },
+        Rate {
+            burst: n.rate_burst,
+            per_minute: n.rate_per_minute,
+        },
+        Duration::from_secs(n.digest_window_s),
+    )
+    .start();
+    let health = StageHealth::new("notify");
+    let settings = ConsumerSettings {
+        brokers: cfg.kafka.brokers.clone(),
+        group: n.group.clone(),
+        topic: cfg.kafka.alerts_topic.clone(),
+        batch_size: n.batch_size,
+        linger: Duration::from_millis(n.linger_ms),
+        tick: None,
+    };
+    let routes = Arc::new(n.routes);
+    let h = health.clone();
+    actix_web::rt::spawn(async move {
+        let result = run_batches(settings, h, move |batch| {
+            crate::notify::notify_batch(batch, routes.clone(), pool.clone(), throttle.clone())
+        })
+        .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "notify consumer stopped");
+        }
+    });
+    Ok(health)
 }
 
 /// The broker may start after us or lack the topic: keep trying until the topic exists.

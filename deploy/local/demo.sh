@@ -33,6 +33,10 @@ export ALERTPIPE__KAFKA__BROKERS=$STACK_KAFKA_BROKERS
 export ALERTPIPE__AUTH__MODE=bearer
 export ALERTPIPE__AUTH__SECRET_FILE=$STACK_AUTH_SECRET_FILE
 export ALERTPIPE__DATABASE__URL=$STACK_ALERTPIPE_DB_URL
+export ALERTPIPE__NOTIFY__SMTP__PORT=$STACK_SMTP_PORT
+export ALERTPIPE__NOTIFY__DIGEST_WINDOW_S=5
+export ALERTPIPE__ARCHIVE__ROOT=$STATE/archive
+export ALERTPIPE__ARCHIVE__MAX_AGE_S=2
 setsid "$BIN" serve --config config/alertpipe.toml >"$STATE/alertpipe.log" 2>&1 </dev/null &
 echo $! >"$PIDFILE"
 for i in $(seq 1 150); do
@@ -90,6 +94,12 @@ if mine:
     v = mine[0]["value"]
     print("  sample:", json.dumps({k: v[k] for k in ("timestamp", "service", "message", "severity", "status", "fingerprint")}))
 PY
+echo "[demo] pushing the sample Promtail batches to the Loki push endpoint"
+for f in push-multistream push-single-error push-structured-metadata; do
+  curl -fsS -XPOST -H 'Content-Type: application/x-protobuf' --data-binary @"tests/fixtures/promtail/$f.pb.snappy" \
+    "http://$STACK_ALERTPIPE_LISTEN/loki/api/v1/push"
+done
+sleep 4
 echo
 API=http://$STACK_ALERTPIPE_LISTEN
 curl -fs "$API/api/v1/incidents?limit=1000" >"$STATE/demo-incidents.json"
@@ -108,7 +118,16 @@ for s in json.load(open(sys.argv[2]))["services"]:
           f"{f(s['resolve_p50_s']):>6} {f(s['resolve_max_s']):>6} {s['critical_open_minutes']:>8.2f}")
 PY
 echo
-curl -fs "$API/metrics" | grep -E '^alertpipe_alerts_(received|deduplicated|produced|persisted)_total' || true
+echo
+echo "Mail (SMTP -> Maildir $STACK_MAILDIR): $(ls "$STACK_MAILDIR/new" 2>/dev/null | wc -l) messages in all; the newest subjects:"
+grep -h '^Subject:' $(ls -t "$STACK_MAILDIR"/new/* 2>/dev/null | head -6) 2>/dev/null | sed 's/^/  /' || true
+echo "Dead letters (custom alerts route to Teams, and no Teams webhook is configured here):"
+"$BIN" --config config/alertpipe.toml dlq list | tail -4 | sed 's/^/  /'
+echo
+echo "Cold logs (snappy Parquet under $STATE/archive):"
+"$BIN" --config config/alertpipe.toml archive ls | sed 's/^/  /'
+echo
+curl -fs "$API/metrics" | grep -E '^alertpipe_(alerts_(received|deduplicated|persisted)|kafka_produced|notifications_(sent|throttled)|archive_(lines|files))_total' || true
 echo
 echo "alertpipe:    http://$STACK_ALERTPIPE_LISTEN  (log $STATE/alertpipe.log; stop: bash deploy/local/demo.sh stop)"
 echo "alertmanager: $STACK_ALERTMANAGER_URL"

@@ -154,7 +154,8 @@ start_alertmanager() {
 
 start_smtp() {
   local port=$1
-  mkdir -p "$STATE/maildir"
+  # A Maildir needs tmp/new/cur; mailbox.Maildir creates them only for a path that is missing.
+  mkdir -p "$STATE/maildir/tmp" "$STATE/maildir/new" "$STATE/maildir/cur"
   PYTHONPATH="$REPO/deploy/local" setsid "$SYS_PY" -m aiosmtpd -n -l "127.0.0.1:$port" \
     -c smtp_sink.MaildirSink "$STATE/maildir" >"$STATE/smtp.log" 2>&1 </dev/null &
   echo $! >"$STATE/smtp.pid"

@@ -174,15 +174,17 @@ impl Handler<Produce> for KafkaProducerActor {
             }
             first_err
         };
+        let topic = self.topic.clone();
         Box::pin(wait.into_actor(self).map(move |first_err, act, _| {
-            metrics::histogram!(m::PRODUCE_SECONDS).record(started.elapsed().as_secs_f64());
+            metrics::histogram!(m::PRODUCE_SECONDS, "topic" => topic.clone())
+                .record(started.elapsed().as_secs_f64());
             match first_err {
                 None => {
-                    metrics::counter!(m::PRODUCED).increment(n);
+                    metrics::counter!(m::PRODUCED, "topic" => topic).increment(n);
                     Ok(())
                 }
                 Some(e) => {
-                    metrics::counter!(m::PRODUCE_FAILED).increment(n);
+                    metrics::counter!(m::PRODUCE_FAILED, "topic" => topic).increment(n);
                     if matches!(e, ProduceError::Kafka(_)) {
                         act.reset(generation);
                     }

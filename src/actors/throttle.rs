@@ -1,7 +1,7 @@
 //! ThrottleActor: send-rate regulation. Token buckets per receiver and per (receiver,
 //! service); a notification within both passes straight to its sender. Over the limit
-//! nothing is dropped: it waits in the receiver's digest, and every window each receiver's
-//! waiting alerts go out as one digest. Each caller's answer comes when its alert was sent
+//! nothing is dropped: it waits in the receiver's digest, which opens with its first alert
+//! and goes out, as one mail or card listing every alert in it, one window later. Each caller's answer comes when its alert was sent
 //! (alone or in a digest) or dead-lettered, so the consumer commits only then.
 
 use std::collections::HashMap;
@@ -114,14 +114,15 @@ impl ThrottleActor {
         }
     }
 
-    fn flush_digests(&mut self, ctx: &mut Context<Self>) {
-        for (name, waiting) in std::mem::take(&mut self.digests) {
-            let Some(r) = self.receivers.get(&name).cloned() else {
-                continue;
+    /// Sends a receiver's waiting alerts as one digest; each waiting caller gets its outcome.
+    fn flush_digest(&mut self, name: &str, ctx: &mut Context<Self>) {
+        if let Some(waiting) = self.digests.remove(name) {
+            let Some(r) = self.receivers.get(name).cloned() else {
+                return;
             };
             let sender = self.sender(&r);
             let (events, txs): (Vec<_>, Vec<_>) = waiting.into_iter().unzip();
-            metrics::counter!(m::NOTIFY_DIGESTS, "receiver" => name.clone()).increment(1);
+            metrics::counter!(m::NOTIFY_DIGESTS, "receiver" => name.to_owned()).increment(1);
             ctx.spawn(
                 async move {
                     let result = match sender
@@ -146,16 +147,12 @@ impl ThrottleActor {
 
 impl Actor for ThrottleActor {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(self.window, |act, ctx| act.flush_digests(ctx));
-    }
 }
 
 impl Handler<Notify> for ThrottleActor {
     type Result = ResponseFuture<Result<Delivered, NotifyError>>;
 
-    fn handle(&mut self, msg: Notify, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Notify, ctx: &mut Self::Context) -> Self::Result {
         let Some(r) = self.receivers.get(&msg.receiver).cloned() else {
             let e = NotifyError(format!("unknown receiver {}", msg.receiver));
             return Box::pin(async move { Err(e) });
@@ -169,10 +166,12 @@ impl Handler<Notify> for ThrottleActor {
         }
         metrics::counter!(m::NOTIFY_THROTTLED, "receiver" => r.name.clone()).increment(1);
         let (tx, rx) = oneshot::channel();
-        self.digests
-            .entry(r.name)
-            .or_default()
-            .push((msg.event, tx));
+        let waiting = self.digests.entry(r.name.clone()).or_default();
+        if waiting.is_empty() {
+            let name = r.name.clone();
+            ctx.run_later(self.window, move |act, ctx| act.flush_digest(&name, ctx));
+        }
+        waiting.push((msg.event, tx));
         Box::pin(async move { rx.await.map_err(|_| NotifyError("digest dropped".into()))? })
     }
 }

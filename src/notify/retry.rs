@@ -66,7 +66,9 @@ impl RetryPolicy {
                             permanent: false,
                         });
                     }
-                    let wait = after.map_or_else(|| self.backoff(n), |a| a.min(self.max));
+                    // A peer's Retry-After wins over our backoff (within reason).
+                    let wait =
+                        after.map_or_else(|| self.backoff(n), |a| a.min(Duration::from_secs(300)));
                     tracing::debug!(attempt = n, %reason, ?wait, "send failed; retrying");
                     actix_web::rt::time::sleep(wait).await;
                 }

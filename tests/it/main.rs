@@ -3,6 +3,7 @@
 
 mod alertmanager;
 mod archive;
+mod notify;
 mod outage;
 mod persist;
 mod support;

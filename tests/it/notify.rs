@@ -1,0 +1,563 @@
+//! Notifications against a real SMTP server (Debian's aiosmtpd, one per test, storing mail in
+//! a Maildir and answering 451/550 on demand) and a local Teams webhook receiver.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use alertpipe::config::{Config, Role};
+use serde_json::{json, Value};
+
+use crate::support::{
+    eventually, fixture, free_port, spawn_app, spawn_app_with, unique, Proc, Stack, TestApp, TestDb,
+};
+
+struct Smtp {
+    _proc: Proc,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Smtp {
+    fn start() -> Smtp {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let maildir = dir.path().join("maildir");
+        let child = Command::new(Stack::get().var("STACK_SYS_PYTHON"))
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "smtp_sink.MaildirSink",
+            ])
+            .arg(&maildir)
+            .env(
+                "PYTHONPATH",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local"),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("aiosmtpd starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "aiosmtpd did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Smtp {
+            _proc: Proc { child },
+            dir,
+            port,
+        }
+    }
+
+    /// `451 N`: the next N messages get 451; `550`: every message gets 550.
+    fn fault(&self, spec: Option<&str>) {
+        let f = self.dir.path().join("fault");
+        match spec {
+            Some(s) => std::fs::write(f, s).unwrap(),
+            None => {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+    }
+
+    fn maildir(&self) -> PathBuf {
+        self.dir.path().join("maildir")
+    }
+
+    fn mails(&self) -> Vec<Value> {
+        let out = Command::new(Stack::get().var("STACK_SYS_PYTHON"))
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/it/read_maildir.py"
+            ))
+            .arg(self.maildir())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    async fn wait_mails(&self, n: usize) -> Vec<Value> {
+        eventually(Duration::from_secs(30), &format!("{n} mails"), || {
+            let m = if self.maildir().join("new").exists() {
+                self.mails()
+            } else {
+                Vec::new()
+            };
+            async move { (m.len() >= n).then_some(m) }
+        })
+        .await
+    }
+}
+
+fn notify_cfg(db: &TestDb, smtp_port: u16, teams_url: Option<String>) -> impl FnOnce(&mut Config) {
+    let url = db.url.clone();
+    move |c: &mut Config| {
+        c.server.roles = vec![Role::Ingest, Role::Notify];
+        c.database.url = url;
+        c.database.pool_size = 4;
+        c.notify.group = unique("notify");
+        c.notify.dlq_topic = unique("dlq");
+        c.notify.smtp.port = smtp_port;
+        c.notify.smtp.timeout_s = 3;
+        c.notify.backoff_base_ms = 50;
+        c.notify.backoff_max_ms = 200;
+        c.notify.digest_window_s = 2;
+        c.notify.grafana_url = "https://grafana.example.com".into();
+        if let Some(u) = teams_url {
+            for r in &mut c.notify.receivers {
+                if r.name == "teams" {
+                    r.webhook_url = alertpipe::config::Secret::new(u.clone());
+                }
+            }
+        }
+    }
+}
+
+async fn outcomes(db: &TestDb) -> Vec<(String, String)> {
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct R {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        receiver: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        outcome: String,
+    }
+    diesel::sql_query("SELECT receiver, outcome FROM notifications ORDER BY done_at")
+        .load::<R>(&mut db.conn())
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.receiver, r.outcome))
+        .collect()
+}
+
+async fn post(app: &TestApp, name: &str) {
+    let (status, _, body) = app
+        .post_alerts(fixture(&format!("alertmanager/{name}.json")), None)
+        .await;
+    assert_eq!(status, 200, "{name}: {body}");
+}
+
+#[actix_web::test]
+async fn a_critical_alert_becomes_an_outlook_mail_and_its_resolution_another() {
+    let (db, smtp) = (TestDb::new(), Smtp::start());
+    let app = spawn_app(notify_cfg(&db, smtp.port, None)).await;
+    post(&app, "firing-critical").await;
+    let m = &smtp.wait_mails(1).await[0];
+    let e = &alertpipe::domain::parse_webhook(&fixture("alertmanager/firing-critical.json"))
+        .unwrap()[0];
+    assert_eq!(m["subject"], format!("[CRITICAL] {}", e.message));
+    assert_eq!(m["content_type"], "multipart/alternative");
+    assert!(m["to"].as_str().unwrap().contains("oncall@example.com"));
+    let text = m["text"].as_str().unwrap();
+    for want in [
+        "Service: payment",
+        &format!("Time: {}", e.starts_at.format("%Y-%m-%d %H:%M:%S UTC")),
+        "Message: ",
+        "View in Grafana: https://grafana.example.com/explore?",
+    ] {
+        assert!(text.contains(want), "{want:?} missing:\n{text}");
+    }
+    let html = m["html"].as_str().unwrap();
+    assert!(html.contains("<table") && html.contains("View in Grafana"));
+    assert!(!html.contains("<script") && !html.contains("<style"));
+
+    post(&app, "resolved-critical").await;
+    let mails = smtp.wait_mails(3).await; // db-1 resolved, db-2 resolved (its firing was never mailed)
+    assert!(
+        mails
+            .iter()
+            .any(|m| m["subject"].as_str().unwrap().contains("RESOLVED")),
+        "{mails:?}"
+    );
+    // Custom alerts route to Teams (no webhook here: dead-lettered, never mailed).
+    post(&app, "firing-custom").await;
+    eventually(Duration::from_secs(20), "custom dead-lettered", || async {
+        outcomes(&db)
+            .await
+            .iter()
+            .any(|(r, o)| r == "teams" && o == "dead_lettered")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(smtp.mails().len(), 3);
+}
+
+#[actix_web::test]
+async fn alert_text_is_escaped_and_cannot_inject_headers() {
+    let (db, smtp) = (TestDb::new(), Smtp::start());
+    let app = spawn_app(notify_cfg(&db, smtp.port, None)).await;
+    let body = String::from_utf8(fixture("alertmanager/firing-critical.json"))
+        .unwrap()
+        .replace(
+            "\"summary\": \"",
+            "\"summary\": \"<script>alert(1)</script>\\r\\nBcc: victim@example.com\\r\\n",
+        );
+    let (status, _, _) = app.post_alerts(body, None).await;
+    assert_eq!(status, 200);
+    let m = &smtp.wait_mails(1).await[0];
+    assert!(
+        !m["header_names"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("bcc")),
+        "{m}"
+    );
+    assert!(m["subject"]
+        .as_str()
+        .unwrap()
+        .starts_with("[CRITICAL] <script>alert(1)</script> Bcc: victim"));
+    let html = m["html"].as_str().unwrap();
+    assert!(!html.contains("<script>"), "escaped in HTML");
+    assert!(html.contains("&#60;script&#62;") || html.contains("&lt;script&gt;"));
+}
+
+#[actix_web::test]
+async fn smtp_451_is_retried_and_sent_once() {
+    let (db, smtp) = (TestDb::new(), Smtp::start());
+    smtp.fault(Some("451 2"));
+    let app = spawn_app(notify_cfg(&db, smtp.port, None)).await;
+    post(&app, "firing-critical").await;
+    assert_eq!(smtp.wait_mails(1).await.len(), 1);
+    actix_web::rt::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(smtp.mails().len(), 1, "one mail");
+    assert_eq!(
+        outcomes(&db).await,
+        [("outlook".to_owned(), "sent".to_owned())]
+    );
+}
+
+#[actix_web::test]
+async fn smtp_550_is_dead_lettered_then_replayed_by_the_cli() {
+    let (db, smtp) = (TestDb::new(), Smtp::start());
+    smtp.fault(Some("550"));
+    let dlq_topic = unique("dlq");
+    let app = spawn_app(|c| {
+        notify_cfg(&db, smtp.port, None)(c);
+        c.notify.dlq_topic = dlq_topic.clone();
+    })
+    .await;
+    post(&app, "firing-critical").await;
+    eventually(Duration::from_secs(20), "dead-lettered", || async {
+        (outcomes(&db).await == [("outlook".to_owned(), "dead_lettered".to_owned())]).then_some(())
+    })
+    .await;
+    assert!(smtp.mails().is_empty());
+    let dlq = crate::support::read_json(&app.brokers, &dlq_topic, 1, Duration::from_secs(3)).await;
+    assert_eq!(dlq.len(), 1, "kept in the dead-letter topic too");
+    assert_eq!(dlq[0]["receiver"], "outlook");
+    assert!(
+        dlq[0]["reason"].as_str().unwrap().contains("550"),
+        "{}",
+        dlq[0]
+    );
+    assert_eq!(
+        dlq[0]["events"][0]["alertname"], "PaymentDBDown",
+        "the whole alert"
+    );
+    smtp.fault(None);
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_alertpipe"))
+            .args(args)
+            .env("ALERTPIPE__DATABASE__URL", &db.url)
+            .env("ALERTPIPE__NOTIFY__SMTP__PORT", smtp.port.to_string())
+            .output()
+            .unwrap()
+    };
+    let list = cli(&["dlq", "list"]);
+    let listed = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(
+        list.status.success() && listed.contains("notify") && listed.contains("550"),
+        "{listed}"
+    );
+    let replay = cli(&["dlq", "replay", "--all"]);
+    assert!(
+        replay.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&replay.stdout),
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert_eq!(smtp.wait_mails(1).await.len(), 1);
+    let again = cli(&["dlq", "replay", "--all"]);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("0 sent"),
+        "replayed once only"
+    );
+}
+
+#[actix_web::test]
+async fn smtp_down_is_retried_then_dead_lettered() {
+    let db = TestDb::new();
+    let dead_port = free_port();
+    let app = spawn_app(|c| {
+        notify_cfg(&db, dead_port, None)(c);
+        c.notify.max_attempts = 2;
+    })
+    .await;
+    post(&app, "firing-critical").await;
+    eventually(
+        Duration::from_secs(30),
+        "dead-lettered after retries",
+        || async {
+            (outcomes(&db).await == [("outlook".to_owned(), "dead_lettered".to_owned())])
+                .then_some(())
+        },
+    )
+    .await;
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct D {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        attempts: i32,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        reason: String,
+    }
+    let d: Vec<D> =
+        diesel::sql_query("SELECT attempts, reason FROM dead_letters WHERE stage = 'notify'")
+            .load(&mut db.conn())
+            .unwrap();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].attempts, 2);
+    assert!(!d[0].reason.is_empty());
+}
+
+#[actix_web::test]
+async fn a_burst_over_the_rate_becomes_one_digest_naming_every_alert() {
+    let (db, smtp) = (TestDb::new(), Smtp::start());
+    let app = spawn_app(|c| {
+        notify_cfg(&db, smtp.port, None)(c);
+        c.notify.rate_burst = 2;
+        c.notify.rate_per_minute = 1;
+        c.notify.linger_ms = 1000;
+        c.kafka.partitions = 1;
+    })
+    .await;
+    let alerts: Vec<Value> = (0..10)
+        .map(|i| json!({"status": "firing", "labels": {"alertname": "Burst", "service": "payment", "severity": "critical", "n": i.to_string()},
+            "annotations": {"summary": format!("burst alert {i}")}, "startsAt": "2026-01-01T00:00:00Z",
+            "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "", "fingerprint": format!("{i:016x}")}))
+        .collect();
+    let body = json!({"version": "4", "status": "firing", "receiver": "x", "groupKey": "g", "alerts": alerts});
+    let (status, _, _) = app
+        .post_alerts(serde_json::to_vec(&body).unwrap(), None)
+        .await;
+    assert_eq!(status, 200);
+    let mails = smtp.wait_mails(3).await;
+    actix_web::rt::time::sleep(Duration::from_secs(3)).await;
+    let mails_after = smtp.mails();
+    assert_eq!(
+        mails_after.len(),
+        3,
+        "2 alone + 1 digest: {:?}",
+        mails.iter().map(|m| &m["subject"]).collect::<Vec<_>>()
+    );
+    let digest = mails_after
+        .iter()
+        .find(|m| m["subject"].as_str().unwrap().contains("Digest"))
+        .expect("a digest");
+    assert_eq!(digest["subject"], "[CRITICAL] Digest: 8 alerts for outlook");
+    let singles: Vec<String> = mails_after
+        .iter()
+        .filter(|m| !m["subject"].as_str().unwrap().contains("Digest"))
+        .map(|m| m["subject"].as_str().unwrap().to_owned())
+        .collect();
+    for i in 0..10 {
+        let s = format!("burst alert {i}");
+        let in_digest = digest["text"].as_str().unwrap().contains(&format!("{s}\n"));
+        let alone = singles.iter().any(|x| x.ends_with(&s));
+        assert!(in_digest ^ alone, "{s} must be in exactly one mail");
+    }
+    assert_eq!(outcomes(&db).await.len(), 10, "every alert accounted for");
+}
+
+#[actix_web::test]
+async fn a_kafka_redelivery_sends_no_second_mail() {
+    let (db, smtp) = (TestDb::new(), Smtp::start());
+    let app = spawn_app(notify_cfg(&db, smtp.port, None)).await;
+    post(&app, "firing-critical").await;
+    assert_eq!(smtp.wait_mails(1).await.len(), 1);
+    // A second consumer group re-reads the whole topic: every message is delivered again.
+    let _again = spawn_app_with(Some(&app.brokers), {
+        let (url, topic, port) = (db.url.clone(), app.topic.clone(), smtp.port);
+        move |c| {
+            c.server.roles = vec![Role::Notify];
+            c.database.url = url;
+            c.kafka.alerts_topic = topic;
+            c.notify.group = unique("replay");
+            c.notify.smtp.port = port;
+        }
+    })
+    .await;
+    actix_web::rt::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(smtp.mails().len(), 1, "no second mail");
+}
+
+/// A local stand-in for a Teams Workflows webhook: checks each card's structure against the
+/// Adaptive Card schema's required parts and answers from a script (then 202).
+/// Each request: when, the card, what is wrong with it.
+type Seen = Arc<Mutex<Vec<(Instant, Value, Vec<String>)>>>;
+
+struct TeamsReceiver {
+    url: String,
+    seen: Seen,
+}
+
+fn card_problems(v: &Value) -> Vec<String> {
+    let mut p = Vec::new();
+    let mut need = |ok: bool, what: &str| {
+        if !ok {
+            p.push(what.to_owned());
+        }
+    };
+    need(v["type"] == "message", "type must be message");
+    let a = &v["attachments"][0];
+    need(
+        a["contentType"] == "application/vnd.microsoft.card.adaptive",
+        "contentType",
+    );
+    let c = &a["content"];
+    need(c["type"] == "AdaptiveCard", "content.type");
+    need(
+        c["version"].as_str().is_some_and(|s| s.starts_with("1.")),
+        "version 1.x",
+    );
+    need(
+        c["$schema"] == "http://adaptivecards.io/schemas/adaptive-card.json",
+        "$schema",
+    );
+    let body = c["body"].as_array();
+    need(body.is_some_and(|b| !b.is_empty()), "body");
+    for el in body.into_iter().flatten() {
+        match el["type"].as_str() {
+            Some("TextBlock") => need(el["text"].is_string(), "TextBlock.text"),
+            Some("FactSet") => need(
+                el["facts"].as_array().is_some_and(|f| {
+                    f.iter()
+                        .all(|x| x["title"].is_string() && x["value"].is_string())
+                }),
+                "FactSet.facts",
+            ),
+            other => need(false, &format!("unknown element {other:?}")),
+        }
+    }
+    for act in c["actions"].as_array().into_iter().flatten() {
+        need(
+            act["type"] == "Action.OpenUrl" && act["url"].is_string(),
+            "Action.OpenUrl.url",
+        );
+    }
+    need(v.to_string().len() <= 28 * 1024, "under 28 KB");
+    p
+}
+
+async fn teams_receiver(script: Vec<u16>) -> TeamsReceiver {
+    let seen: Seen = Arc::default();
+    let script = Arc::new(Mutex::new(script));
+    let (s2, sc2) = (seen.clone(), script.clone());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = HttpServer::new(move || {
+        let (seen, script) = (s2.clone(), sc2.clone());
+        App::new().route(
+            "/webhook",
+            web::post().to(move |_req: HttpRequest, body: web::Json<Value>| {
+                let (seen, script) = (seen.clone(), script.clone());
+                async move {
+                    let problems = card_problems(&body);
+                    seen.lock()
+                        .unwrap()
+                        .push((Instant::now(), body.into_inner(), problems));
+                    let next = {
+                        let mut s = script.lock().unwrap();
+                        if s.is_empty() {
+                            202
+                        } else {
+                            s.remove(0)
+                        }
+                    };
+                    let mut r =
+                        HttpResponse::build(actix_web::http::StatusCode::from_u16(next).unwrap());
+                    if next == 429 {
+                        r.insert_header(("Retry-After", "1"));
+                    }
+                    r.finish()
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    actix_web::rt::spawn(server);
+    TeamsReceiver {
+        url: format!("http://127.0.0.1:{port}/webhook"),
+        seen,
+    }
+}
+
+#[actix_web::test]
+async fn teams_gets_a_valid_card_and_429_and_500_are_retried() {
+    let (db, smtp) = (TestDb::new(), Smtp::start());
+    let teams = teams_receiver(vec![429, 500]).await;
+    let app = spawn_app(notify_cfg(&db, smtp.port, Some(teams.url.clone()))).await;
+    post(&app, "firing-custom").await;
+    eventually(Duration::from_secs(20), "sent to teams", || async {
+        (outcomes(&db).await == [("teams".to_owned(), "sent".to_owned())]).then_some(())
+    })
+    .await;
+    let seen = teams.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "429, 500, then 202");
+    assert!(
+        seen[1].0 - seen[0].0 >= Duration::from_millis(900),
+        "Retry-After honoured"
+    );
+    for (_, card, problems) in &seen {
+        assert!(problems.is_empty(), "{problems:?} in {card}");
+    }
+    assert!(seen[2].1.to_string().contains("Cache") || seen[2].1.to_string().contains("Queue"));
+    assert!(smtp.mails().is_empty(), "custom goes to Teams, not mail");
+}
+
+#[actix_web::test]
+async fn teams_requests_are_paced_per_webhook() {
+    let (db, smtp) = (TestDb::new(), Smtp::start());
+    let teams = teams_receiver(vec![]).await;
+    let app = spawn_app(|c| {
+        notify_cfg(&db, smtp.port, Some(teams.url.clone()))(c);
+        c.notify.teams_max_per_s = 4;
+    })
+    .await;
+    let alerts: Vec<Value> = (0..8)
+        .map(|i| json!({"status": "firing", "labels": {"alertname": "Pace", "service": format!("s{i}"), "severity": "custom"},
+            "annotations": {"summary": format!("pace {i}")}, "startsAt": "2026-01-01T00:00:00Z",
+            "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "", "fingerprint": format!("{i:016x}")}))
+        .collect();
+    let body = json!({"version": "4", "status": "firing", "receiver": "x", "groupKey": "g", "alerts": alerts});
+    let (status, _, _) = app
+        .post_alerts(serde_json::to_vec(&body).unwrap(), None)
+        .await;
+    assert_eq!(status, 200);
+    eventually(Duration::from_secs(20), "8 cards", || async {
+        (teams.seen.lock().unwrap().len() >= 8).then_some(())
+    })
+    .await;
+    let times: Vec<Instant> = teams.seen.lock().unwrap().iter().map(|s| s.0).collect();
+    let span = *times.last().unwrap() - times[0];
+    assert!(
+        span >= Duration::from_millis(1600),
+        "8 requests at <= 4/s take >= 1.75 s, took {span:?}"
+    );
+}
