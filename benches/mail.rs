@@ -19,13 +19,21 @@ fn main() {
     let n = common::env_usize("MAILS", 400);
     let runs = common::env_usize("RUNS", 3);
     let pool = common::env_usize("POOL", 8) as u32;
-    let body = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/alertmanager/firing-critical.json")).unwrap();
+    let body = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/alertmanager/firing-critical.json"
+    ))
+    .unwrap();
     let event = parse_webhook(&body).unwrap().remove(0);
     let mail = alert_mail(&event, "https://grafana.example.com").unwrap();
     let from = "alertpipe <alertpipe@example.com>".parse().unwrap();
     let to = mailboxes(&["oncall@example.com".into()]).unwrap();
     let msg = message(&from, &to, &mail).unwrap();
-    println!("mail benchmark: {n} mails of {} bytes to aiosmtpd :{}, median of {runs}", msg.formatted().len(), stack["STACK_SMTP_PORT"]);
+    println!(
+        "mail benchmark: {n} mails of {} bytes to aiosmtpd :{}, median of {runs}",
+        msg.formatted().len(),
+        stack["STACK_SMTP_PORT"]
+    );
     let rt = actix_web::rt::System::new();
     let rate = |pool_size: u32, concurrency: usize| {
         let cfg = SmtpConfig {
@@ -52,5 +60,8 @@ fn main() {
     let single = rate(1, 1);
     let pooled = rate(pool, pool as usize * 2);
     println!("one connection            {single:>8.0} mails/s");
-    println!("pooled ({pool} connections)  {pooled:>8.0} mails/s   ({:.1}x)", pooled / single);
+    println!(
+        "pooled ({pool} connections)  {pooled:>8.0} mails/s   ({:.1}x)",
+        pooled / single
+    );
 }
