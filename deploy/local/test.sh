@@ -29,4 +29,4 @@ cargo clippy --locked --all-targets -- -D warnings
 
 step "tests"
 # Integration tests mostly wait on peers: run more of them at once than there are cores.
-cargo test --locked --all-targets -- --test-threads "${TEST_THREADS:-8}"
+cargo test --locked --lib --bins --tests -- --test-threads "${TEST_THREADS:-8}"
