@@ -477,7 +477,7 @@ impl Default for KafkaConfig {
             create_topics: true,
             partitions: 3,
             message_timeout_ms: 10_000,
-            producer: BTreeMap::from([("linger.ms".to_owned(), "2".to_owned())]),
+            producer: BTreeMap::from([("linger.ms".to_owned(), "5".to_owned())]),
         }
     }
 }

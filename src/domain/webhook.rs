@@ -68,16 +68,29 @@ pub fn parse_webhook(body: &[u8]) -> Result<Vec<AlertEvent>, PayloadError> {
             message: "empty body; expected an Alertmanager webhook JSON object".into(),
         });
     }
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    let payload: WebhookPayload = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let field = (path != "." && !path.is_empty()).then_some(path);
-        PayloadError {
-            field,
-            message: format!("invalid webhook payload: {inner}"),
+    // The fast path parses plainly; only a refused body is parsed again, tracking the path of
+    // every field, to name the one that is wrong.
+    let payload: WebhookPayload = match serde_json::from_slice(body) {
+        Ok(p) => p,
+        Err(_) => {
+            let de = &mut serde_json::Deserializer::from_slice(body);
+            let e = match serde_path_to_error::deserialize::<_, WebhookPayload>(de) {
+                Ok(p) => return finish(p),
+                Err(e) => e,
+            };
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let field = (path != "." && !path.is_empty()).then_some(path);
+            return Err(PayloadError {
+                field,
+                message: format!("invalid webhook payload: {inner}"),
+            });
         }
-    })?;
+    };
+    finish(payload)
+}
+
+fn finish(payload: WebhookPayload) -> Result<Vec<AlertEvent>, PayloadError> {
     if payload.version != SUPPORTED_VERSION {
         return Err(PayloadError::at(
             "version",

@@ -51,22 +51,22 @@ fn all_rows(files: &[Value]) -> Vec<Value> {
 /// everything with the independent reader.
 async fn wait_rows(root: &Path, n: usize) -> Vec<Value> {
     let op = alertpipe::archive::storage::operator(root.to_str().unwrap(), 9870).unwrap();
-    eventually(
-        Duration::from_secs(60),
-        &format!("{n} archived rows"),
-        || {
-            let op = op.clone();
-            async move {
-                let files = alertpipe::archive::read::list(&op)
-                    .await
-                    .unwrap_or_default();
-                let rows: i64 = files.iter().map(|f| f.rows).sum();
-                (rows as usize >= n).then_some(())
-            }
-        },
-    )
-    .await;
-    pyarrow(root)
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let files = alertpipe::archive::read::list(&op)
+            .await
+            .unwrap_or_default();
+        let rows: i64 = files.iter().map(|f| f.rows).sum();
+        if rows as usize >= n {
+            return pyarrow(root);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {n} archived rows: {rows} in {} files",
+            files.len()
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 async fn push(app: &TestApp, body: Vec<u8>, content_type: &str, gzip: bool) -> (u16, String) {
