@@ -13,7 +13,8 @@ use crate::notify::retry::RetryPolicy;
 use crate::notify::{Deliver, Delivered, NotifyError};
 
 pub struct MailActor {
-    transport: Transport,
+    /// Always Some while the actor lives; see `Drop`.
+    transport: Option<Transport>,
     from: Mailbox,
     grafana_url: String,
     policy: RetryPolicy,
@@ -29,11 +30,24 @@ impl MailActor {
         dead: Addr<DeadLetterActor>,
     ) -> Self {
         MailActor {
-            transport,
+            transport: Some(transport),
             from,
             grafana_url,
             policy,
             dead,
+        }
+    }
+}
+
+impl Drop for MailActor {
+    fn drop(&mut self) {
+        // lettre's pool spawns a cleanup task when dropped, which panics without a Tokio
+        // runtime: at process exit (after the System's runtime ended) forget it instead; the
+        // OS closes the connections.
+        if tokio::runtime::Handle::try_current().is_err() {
+            if let Some(t) = self.transport.take() {
+                std::mem::forget(t);
+            }
         }
     }
 }
@@ -46,12 +60,10 @@ impl Handler<Deliver> for MailActor {
     type Result = ResponseFuture<Result<Delivered, NotifyError>>;
 
     fn handle(&mut self, msg: Deliver, _: &mut Self::Context) -> Self::Result {
-        let (t, from, policy, dead) = (
-            self.transport.clone(),
-            self.from.clone(),
-            self.policy,
-            self.dead.clone(),
-        );
+        let Some(t) = self.transport.clone() else {
+            return Box::pin(async { Err(NotifyError("mail transport closed".into())) });
+        };
+        let (from, policy, dead) = (self.from.clone(), self.policy, self.dead.clone());
         let grafana = self.grafana_url.clone();
         Box::pin(async move {
             let rendered = if msg.events.len() == 1 {

@@ -106,3 +106,81 @@ async fn a_full_pipeline_answers_503_at_once() {
         "refused at once, waited {waited:?}"
     );
 }
+
+/// Every role, so every actor's shutdown (lettre's SMTP pool among them) is exercised.
+#[actix_web::test]
+async fn sigterm_drains_and_exits_cleanly() {
+    use std::process::{Command, Stdio};
+    let stack = crate::support::Stack::get();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("alertpipe.log");
+    let db = crate::support::TestDb::new();
+    let u = crate::support::unique;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_alertpipe"))
+        .args(["serve", "--roles", "all"])
+        .env("ALERTPIPE__DATABASE__URL", &db.url)
+        .env(
+            "ALERTPIPE__NOTIFY__SMTP__PORT",
+            stack.var("STACK_SMTP_PORT"),
+        )
+        .env("ALERTPIPE__NOTIFY__GROUP", u("notify"))
+        .env("ALERTPIPE__NOTIFY__DLQ_TOPIC", u("dlq"))
+        .env("ALERTPIPE__PERSIST__GROUP", u("persist"))
+        .env("ALERTPIPE__ARCHIVE__GROUP", u("archive"))
+        .env("ALERTPIPE__KAFKA__LOGS_TOPIC", u("logs"))
+        .env("ALERTPIPE__ARCHIVE__ROOT", dir.path().join("archive"))
+        .env("ALERTPIPE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "ALERTPIPE__KAFKA__BROKERS",
+            stack.var("STACK_KAFKA_BROKERS"),
+        )
+        .env(
+            "ALERTPIPE__KAFKA__ALERTS_TOPIC",
+            crate::support::unique("alerts"),
+        )
+        .env("ALERTPIPE__TELEMETRY__LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .finish();
+    let base = format!("http://127.0.0.1:{port}");
+    eventually(Duration::from_secs(30), "ready", || {
+        let (c, u) = (client.clone(), format!("{base}/readyz"));
+        async move { (c.get(u).send().await.ok()?.status().as_u16() == 200).then_some(()) }
+    })
+    .await;
+    let r = client
+        .post(format!("{base}/api/v1/alerts"))
+        .insert_header(("content-type", "application/json"))
+        .send_body(fixture("alertmanager/firing-critical.json"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // Let the notify consumer send its mail, so the SMTP pool holds a connection at shutdown.
+    actix_web::rt::time::sleep(Duration::from_secs(2)).await;
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not exit after SIGTERM"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    };
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "exit {status:?}\n{text}");
+    assert!(text.contains("signal received; draining"), "{text}");
+    assert!(text.contains("alertpipe stopped"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+}
