@@ -131,6 +131,10 @@ pub struct KafkaConfig {
     pub message_timeout_ms: u64,
     /// Extra librdkafka producer properties (e.g. `"linger.ms" = "5"`).
     pub producer: BTreeMap<String, String>,
+    /// Static group membership (KIP-345): a stable name for this process (a StatefulSet pod
+    /// name, a host name). A restarted process takes its partitions back at once instead of
+    /// waiting for the old member's session to expire.
+    pub group_instance_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -478,6 +482,7 @@ impl Default for KafkaConfig {
             partitions: 3,
             message_timeout_ms: 10_000,
             producer: BTreeMap::from([("linger.ms".to_owned(), "5".to_owned())]),
+            group_instance_id: None,
         }
     }
 }

@@ -213,6 +213,7 @@ fn start_archive(cfg: &Config) -> anyhow::Result<StageHealth> {
         batch_size: cfg.archive.batch_size,
         linger: Duration::from_millis(50),
         tick: Some(Duration::from_millis(500).min(Duration::from_secs(cfg.archive.max_age_s))),
+        instance_id: cfg.kafka.group_instance_id.clone(),
     };
     let h = health.clone();
     actix_web::rt::spawn(async move {
@@ -271,6 +272,7 @@ fn start_persist(cfg: &Config, pool: PgPool) -> StageHealth {
         batch_size: cfg.persist.batch_size,
         linger: Duration::from_millis(cfg.persist.linger_ms),
         tick: None,
+        instance_id: cfg.kafka.group_instance_id.clone(),
     };
     let h = health.clone();
     actix_web::rt::spawn(async move {
@@ -341,6 +343,7 @@ fn start_notify(cfg: &Config, pool: PgPool) -> anyhow::Result<StageHealth> {
         batch_size: n.batch_size,
         linger: Duration::from_millis(n.linger_ms),
         tick: None,
+        instance_id: cfg.kafka.group_instance_id.clone(),
     };
     let routes = Arc::new(n.routes);
     let h = health.clone();

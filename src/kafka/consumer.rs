@@ -33,6 +33,8 @@ pub struct ConsumerSettings {
     /// When set, an idle consumer calls the sink with an empty batch this often (for sinks
     /// that flush on age, like the archive).
     pub tick: Option<Duration>,
+    /// `group.instance.id` (static membership), when configured.
+    pub instance_id: Option<String>,
 }
 
 /// What a sink lets the loop commit once it returns Ok.
@@ -82,7 +84,11 @@ fn own(m: &rdkafka::message::BorrowedMessage<'_>) -> RawMessage {
 }
 
 pub fn create(s: &ConsumerSettings) -> Result<StreamConsumer, KafkaError> {
-    let consumer: StreamConsumer = ClientConfig::new()
+    let mut c = ClientConfig::new();
+    if let Some(id) = &s.instance_id {
+        c.set("group.instance.id", id);
+    }
+    let consumer: StreamConsumer = c
         .set("bootstrap.servers", &s.brokers)
         .set("group.id", &s.group)
         .set("enable.auto.commit", "false")

@@ -49,6 +49,13 @@ fn all_rows(files: &[Value]) -> Vec<Value> {
 
 /// Waits (polling file footers, which is cheap) until `n` rows are archived, then reads
 /// everything with the independent reader.
+/// The tail of the test binaries' log (`<root>.log`), for failure messages.
+fn log_tail(root: &Path) -> String {
+    let text = std::fs::read_to_string(root.with_extension("log")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
 async fn wait_rows(root: &Path, n: usize) -> Vec<Value> {
     let op = alertpipe::archive::storage::operator(root.to_str().unwrap(), 9870).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
@@ -62,8 +69,9 @@ async fn wait_rows(root: &Path, n: usize) -> Vec<Value> {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "timed out waiting for {n} archived rows: {rows} in {} files",
-            files.len()
+            "timed out waiting for {n} archived rows: {rows} in {} files\n{}",
+            files.len(),
+            log_tail(root)
         );
         actix_web::rt::time::sleep(Duration::from_millis(250)).await;
     }
@@ -380,12 +388,23 @@ fn start_binary(root: &Path, port: u16, brokers: &str, topic: &str, group: &str)
         .env("ALERTPIPE__KAFKA__PARTITIONS", "2")
         .env("ALERTPIPE__ARCHIVE__ROOT", root)
         .env("ALERTPIPE__ARCHIVE__GROUP", group)
+        // The same process identity across the restart, as a StatefulSet pod keeps its name.
+        .env("ALERTPIPE__KAFKA__GROUP_INSTANCE_ID", format!("{group}-0"))
         .env("ALERTPIPE__ARCHIVE__MAX_FILE_BYTES", "4096")
         .env("ALERTPIPE__ARCHIVE__MAX_AGE_S", "1")
         .env("ALERTPIPE__ARCHIVE__BATCH_SIZE", "7")
-        .env("ALERTPIPE__TELEMETRY__LOG_LEVEL", "warn")
+        .env(
+            "ALERTPIPE__TELEMETRY__LOG_LEVEL",
+            "info,librdkafka=info,rdkafka=info",
+        )
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(root.with_extension("log"))
+                .unwrap(),
+        )
         .spawn()
         .expect("alertpipe binary starts");
     Proc { child }
