@@ -98,3 +98,36 @@ impl Handler<DeadLetter> for DeadLetterActor {
         })
     }
 }
+
+/// How every send ends: counted as sent (with its retries), or kept by the DeadLetterActor.
+/// Err only when the dead-letter store itself failed (the consumer then retries the batch).
+pub async fn settle(
+    dead: &Addr<DeadLetterActor>,
+    kind: &'static str,
+    item: DeadNotification,
+    outcome: Result<u32, (u32, String)>,
+) -> Result<crate::notify::Delivered, crate::notify::NotifyError> {
+    use crate::notify::{Delivered, NotifyError};
+    match outcome {
+        Ok(attempts) => {
+            metrics::counter!(m::NOTIFY_SENT, "receiver" => item.receiver, "kind" => kind)
+                .increment(1);
+            if attempts > 1 {
+                metrics::counter!(m::NOTIFY_RETRIED, "kind" => kind)
+                    .increment(u64::from(attempts - 1));
+            }
+            Ok(Delivered::Sent)
+        }
+        Err((attempts, reason)) => {
+            dead.send(DeadLetter {
+                item,
+                attempts,
+                reason,
+            })
+            .await
+            .map_err(|e| NotifyError(e.to_string()))?
+            .map_err(NotifyError)?;
+            Ok(Delivered::DeadLettered)
+        }
+    }
+}

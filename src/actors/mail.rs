@@ -5,8 +5,7 @@
 use actix::prelude::*;
 use lettre::message::Mailbox;
 
-use super::dead_letter::{DeadLetter, DeadLetterActor, DeadNotification};
-use crate::metrics as m;
+use super::dead_letter::{settle, DeadLetterActor, DeadNotification};
 use crate::notify::mail::{mailboxes, message, send_once, Transport};
 use crate::notify::render::{alert_mail, digest_mail};
 use crate::notify::retry::RetryPolicy;
@@ -82,32 +81,11 @@ impl Handler<Deliver> for MailActor {
                     .map_err(|g| (g.attempts, g.reason)),
                 Err(e) => Err((0, e)),
             };
-            let receiver = msg.receiver.name.clone();
-            match outcome {
-                Ok(attempts) => {
-                    metrics::counter!(m::NOTIFY_SENT, "receiver" => receiver, "kind" => "email")
-                        .increment(1);
-                    if attempts > 1 {
-                        metrics::counter!(m::NOTIFY_RETRIED, "kind" => "email")
-                            .increment(u64::from(attempts - 1));
-                    }
-                    Ok(Delivered::Sent)
-                }
-                Err((attempts, reason)) => {
-                    dead.send(DeadLetter {
-                        item: DeadNotification {
-                            receiver,
-                            events: msg.events,
-                        },
-                        attempts,
-                        reason,
-                    })
-                    .await
-                    .map_err(|e| NotifyError(e.to_string()))?
-                    .map_err(NotifyError)?;
-                    Ok(Delivered::DeadLettered)
-                }
-            }
+            let item = DeadNotification {
+                receiver: msg.receiver.name.clone(),
+                events: msg.events,
+            };
+            settle(&dead, "email", item, outcome).await
         })
     }
 }

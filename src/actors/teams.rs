@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::dead_letter::{DeadLetter, DeadLetterActor, DeadNotification};
-use crate::metrics as m;
+use super::dead_letter::{settle, DeadLetterActor, DeadNotification};
 use crate::notify::retry::{Failure, RetryPolicy};
 use crate::notify::{teams, Deliver, Delivered, NotifyError};
 
@@ -102,11 +101,13 @@ impl Handler<Deliver> for TeamsActor {
         let (client, policy, dead) = (self.client.clone(), self.policy, self.dead.clone());
         let body = teams::message(&msg.events, &self.grafana_url);
         Box::pin(async move {
-            let receiver = msg.receiver.name.clone();
             let outcome = if url.is_empty() {
                 Err((
                     0,
-                    format!("receiver {receiver} has no webhook URL (set its webhook_url_env)"),
+                    format!(
+                        "receiver {} has no webhook URL (set its webhook_url_env)",
+                        msg.receiver.name
+                    ),
                 ))
             } else {
                 actix_web::rt::time::sleep_until(slot.into()).await;
@@ -115,27 +116,11 @@ impl Handler<Deliver> for TeamsActor {
                     .await
                     .map_err(|g| (g.attempts, g.reason))
             };
-            match outcome {
-                Ok(_) => {
-                    metrics::counter!(m::NOTIFY_SENT, "receiver" => receiver, "kind" => "teams")
-                        .increment(1);
-                    Ok(Delivered::Sent)
-                }
-                Err((attempts, reason)) => {
-                    dead.send(DeadLetter {
-                        item: DeadNotification {
-                            receiver,
-                            events: msg.events,
-                        },
-                        attempts,
-                        reason,
-                    })
-                    .await
-                    .map_err(|e| NotifyError(e.to_string()))?
-                    .map_err(NotifyError)?;
-                    Ok(Delivered::DeadLettered)
-                }
-            }
+            let item = DeadNotification {
+                receiver: msg.receiver.name.clone(),
+                events: msg.events,
+            };
+            settle(&dead, "teams", item, outcome).await
         })
     }
 }
