@@ -214,6 +214,8 @@ fn main() {
     // 3. End to end through the broker, and the push endpoint on its own.
     let stack = common::stack();
     let conc = common::env_usize("CONCURRENCY", 4);
+    let logs_topic = format!("bench-logs-{}", std::process::id());
+    let brokers = stack["STACK_KAFKA_BROKERS"].clone();
     let (push_rate, push_mb, e2e) = rt.block_on(async move {
         let root = tempfile::tempdir().unwrap();
         let mut cfg = Config::default();
@@ -291,6 +293,17 @@ fn main() {
     });
     println!("push endpoint, {conc} senders, 1 MiB batches     {push_rate:>8.1} req/s  {push_mb:.1} MB/s raw (acked by Kafka)");
     println!("end to end push -> closed files (incl. ≤1 s age flush) {e2e:>8.1} MB/s raw");
+    // What bounds it: the same topic read by a bare consumer, decoding and writing nothing.
+    let idle = Duration::from_secs(3);
+    let (msgs, d) = common::timed(|| {
+        alertpipe::kafka::read_topic(&brokers, &logs_topic, usize::MAX, idle).unwrap()
+    });
+    println!(
+        "bare consumer, same topic: {} records, {:.1} MB/s of raw lines (fetch alone)",
+        msgs.len(),
+        raw as f64 / 1e6 / (d.saturating_sub(idle)).as_secs_f64().max(1e-3)
+    );
+
     println!(
         "peak RSS of the benchmark process: {:.0} MB",
         common::peak_rss_mb()

@@ -141,6 +141,7 @@ fn main() {
     exec(&url, "TRUNCATE alerts");
     let brokers = stack["STACK_KAFKA_BROKERS"].clone();
     let topic = format!("bench-persist-{}", std::process::id());
+    let (brokers2, topic2) = (brokers.clone(), topic.clone());
     let e2e = actix_web::rt::System::new().block_on(async move {
         let mut kcfg = alertpipe::config::KafkaConfig {
             brokers: brokers.clone(),
@@ -201,6 +202,15 @@ fn main() {
         rate
     });
     println!("end to end via broker, b=1000 {e2e:>10.0} rows/s  (consumer start + fetch + store; one run)");
+    // What bounds it: the same topic read by a bare consumer, storing nothing.
+    let (msgs, d) = common::timed(|| {
+        alertpipe::kafka::read_topic(&brokers2, &topic2, rows, Duration::from_secs(5)).unwrap()
+    });
+    assert_eq!(msgs.len(), rows);
+    println!(
+        "bare consumer, same topic     {:>10.0} rows/s  (fetch alone)",
+        rows as f64 / d.as_secs_f64()
+    );
     println!("stage/COPY at batch 1000: {:.2}", stage[2] / copy);
     let _ = std::fs::remove_file(&csv);
     exec(
