@@ -120,6 +120,11 @@ def compose_checks(binary):
     check("compose publishes alertpipe's listen port", any(p.endswith(f":{port}") for p in ap.get("ports", [])),
           f"listen port {port}, ports {ap.get('ports')}")
     check("compose health check uses `alertpipe healthcheck`", ap["healthcheck"]["test"][1:] == ["alertpipe", "healthcheck"])
+    # The container is non-root with no writable path: the archive must go to a store.
+    root = urlparse(env.get("ALERTPIPE__ARCHIVE__ROOT", "./data/archive"))
+    check("compose archives to the compose HDFS", root.scheme in ("webhdfs", "hdfs") and root.hostname in svcs,
+          env.get("ALERTPIPE__ARCHIVE__ROOT", "(default: local disk, not writable in the container)"))
+    check("compose mails to the compose SMTP server", env.get("ALERTPIPE__NOTIFY__SMTP__HOST") in svcs)
     # Alertmanager: the webhook target is alertpipe's route, on that port, with that token.
     am = load_yaml(rel("config/alertmanager/alertmanager.yml"))[0]
     am_mounts = {v.split(":")[1]: v.split(":")[0] for v in svcs["alertmanager"]["volumes"]}
@@ -165,7 +170,7 @@ def k8s_checks(binary):
     dep = docs["Deployment"]
     pod = dep["spec"]["template"]
     c = pod["spec"]["containers"][0]
-    env = {e["name"]: e["value"] for e in c.get("env", [])}
+    env = {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     cfg_path = c["args"][c["args"].index("--config") + 1]
     check("k8s mounts the config file it names", os.path.dirname(cfg_path) in mounts, cfg_path)
@@ -198,6 +203,15 @@ def k8s_checks(binary):
     check("pods carry Prometheus scrape annotations for /metrics",
           ann.get("prometheus.io/path") == "/metrics" and ann.get("prometheus.io/port") == str(port))
     check("resource requests are set", "requests" in c.get("resources", {}))
+    read_only = c.get("securityContext", {}).get("readOnlyRootFilesystem")
+    archive_root = re.search(r'\[archive\][^\[]*root = "([^"]+)"', toml_text)
+    check("a read-only pod archives to a remote store",
+          not read_only or (archive_root and urlparse(archive_root.group(1)).scheme in ("hdfs", "webhdfs", "s3")),
+          archive_root.group(1) if archive_root else "(default: local disk)")
+    for e in c.get("env", []):
+        ref = e.get("valueFrom", {}).get("secretKeyRef")
+        if ref:
+            check(f"env {e['name']} comes from a key of the Secret", ref["name"] == docs["Secret"]["metadata"]["name"] and ref["key"] in secret_keys)
     svc = docs["Service"]["spec"]
     check("Service targets the container port", all(p["targetPort"] in ports or p["targetPort"] == port for p in svc["ports"]))
     check("Service selects the pods", svc["selector"].items() <= pod["metadata"]["labels"].items())
