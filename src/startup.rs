@@ -24,7 +24,7 @@ use crate::actors::throttle::{Rate, ThrottleActor};
 use crate::config::{Config, Role};
 use crate::db::PgPool;
 use crate::http::{self, AppState};
-use crate::kafka::consumer::{run_batches, Commit, ConsumerSettings, StageHealth};
+use crate::kafka::consumer::{self, Commit, ConsumerSettings, StageHealth};
 use crate::notify::retry::RetryPolicy;
 
 pub struct Application {
@@ -207,35 +207,30 @@ fn start_archive(cfg: &Config) -> anyhow::Result<StageHealth> {
     });
     let health = StageHealth::new("archive");
     let consumer = ConsumerSettings {
-        brokers: cfg.kafka.brokers.clone(),
-        group: cfg.archive.group.clone(),
-        topic: cfg.kafka.logs_topic.clone(),
-        batch_size: cfg.archive.batch_size,
-        linger: Duration::from_millis(50),
+        // Idle ticks let age-based flushes happen when no logs arrive.
         tick: Some(Duration::from_millis(500).min(Duration::from_secs(cfg.archive.max_age_s))),
-        instance_id: cfg.kafka.group_instance_id.clone(),
+        ..ConsumerSettings::new(
+            &cfg.kafka,
+            &cfg.archive.group,
+            &cfg.kafka.logs_topic,
+            cfg.archive.batch_size,
+            Duration::from_millis(50),
+        )
     };
-    let h = health.clone();
-    actix_web::rt::spawn(async move {
-        let result = run_batches(consumer, h, move |batch| {
-            let archive = archive.clone();
-            async move {
-                loop {
-                    let progress = archive
-                        .send(ArchiveBatch {
-                            messages: batch.clone(),
-                        })
-                        .await
-                        .map_err(|e| format!("archive actor: {e}"))??;
-                    if !progress.more {
-                        return Ok(progress.commit);
-                    }
+    consumer::spawn(consumer, health.clone(), move |batch| {
+        let archive = archive.clone();
+        async move {
+            loop {
+                let progress = archive
+                    .send(ArchiveBatch {
+                        messages: batch.clone(),
+                    })
+                    .await
+                    .map_err(|e| format!("archive actor: {e}"))??;
+                if !progress.more {
+                    return Ok(progress.commit);
                 }
             }
-        })
-        .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "archive consumer stopped");
         }
     });
     Ok(health)
@@ -265,30 +260,21 @@ fn start_persist(cfg: &Config, pool: PgPool) -> StageHealth {
     let p = pool.clone();
     let persist = SyncArbiter::start(cfg.persist.workers, move || PersistActor::new(p.clone()));
     let health = StageHealth::new("persist");
-    let settings = ConsumerSettings {
-        brokers: cfg.kafka.brokers.clone(),
-        group: cfg.persist.group.clone(),
-        topic: cfg.kafka.alerts_topic.clone(),
-        batch_size: cfg.persist.batch_size,
-        linger: Duration::from_millis(cfg.persist.linger_ms),
-        tick: None,
-        instance_id: cfg.kafka.group_instance_id.clone(),
-    };
-    let h = health.clone();
-    actix_web::rt::spawn(async move {
-        let result = run_batches(settings, h, move |batch| {
-            let persist = persist.clone();
-            async move {
-                match persist.send(PersistBatch::decode(&batch)).await {
-                    Ok(Ok(_)) => Ok(Commit::Batch),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(e) => Err(format!("persist actor: {e}")),
-                }
+    let settings = ConsumerSettings::new(
+        &cfg.kafka,
+        &cfg.persist.group,
+        &cfg.kafka.alerts_topic,
+        cfg.persist.batch_size,
+        Duration::from_millis(cfg.persist.linger_ms),
+    );
+    consumer::spawn(settings, health.clone(), move |batch| {
+        let persist = persist.clone();
+        async move {
+            match persist.send(PersistBatch::decode(&batch)).await {
+                Ok(Ok(_)) => Ok(Commit::Batch),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(format!("persist actor: {e}")),
             }
-        })
-        .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "persist consumer stopped");
         }
     });
     health
@@ -336,25 +322,16 @@ fn start_notify(cfg: &Config, pool: PgPool) -> anyhow::Result<StageHealth> {
     )
     .start();
     let health = StageHealth::new("notify");
-    let settings = ConsumerSettings {
-        brokers: cfg.kafka.brokers.clone(),
-        group: n.group.clone(),
-        topic: cfg.kafka.alerts_topic.clone(),
-        batch_size: n.batch_size,
-        linger: Duration::from_millis(n.linger_ms),
-        tick: None,
-        instance_id: cfg.kafka.group_instance_id.clone(),
-    };
+    let settings = ConsumerSettings::new(
+        &cfg.kafka,
+        &n.group,
+        &cfg.kafka.alerts_topic,
+        n.batch_size,
+        Duration::from_millis(n.linger_ms),
+    );
     let routes = Arc::new(n.routes);
-    let h = health.clone();
-    actix_web::rt::spawn(async move {
-        let result = run_batches(settings, h, move |batch| {
-            crate::notify::notify_batch(batch, routes.clone(), pool.clone(), throttle.clone())
-        })
-        .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "notify consumer stopped");
-        }
+    consumer::spawn(settings, health.clone(), move |batch| {
+        crate::notify::notify_batch(batch, routes.clone(), pool.clone(), throttle.clone())
     });
     Ok(health)
 }

@@ -37,6 +37,41 @@ pub struct ConsumerSettings {
     pub instance_id: Option<String>,
 }
 
+impl ConsumerSettings {
+    /// A consumer group on `topic` with the shared Kafka settings (brokers, static membership).
+    pub fn new(
+        kafka: &crate::config::KafkaConfig,
+        group: &str,
+        topic: &str,
+        batch_size: usize,
+        linger: Duration,
+    ) -> Self {
+        ConsumerSettings {
+            brokers: kafka.brokers.clone(),
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            batch_size,
+            linger,
+            tick: None,
+            instance_id: kafka.group_instance_id.clone(),
+        }
+    }
+}
+
+/// Runs `run_batches` as a task of the current System, logging why it ended if it does.
+pub fn spawn<F, Fut>(settings: ConsumerSettings, health: StageHealth, sink: F)
+where
+    F: FnMut(Arc<Vec<RawMessage>>) -> Fut + 'static,
+    Fut: Future<Output = Result<Commit, String>> + 'static,
+{
+    actix_web::rt::spawn(async move {
+        let group = settings.group.clone();
+        if let Err(e) = run_batches(settings, health, sink).await {
+            tracing::error!(%group, error = %e, "consumer stopped");
+        }
+    });
+}
+
 /// What a sink lets the loop commit once it returns Ok.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Commit {
