@@ -25,7 +25,7 @@ set -a; . "$STATE/stack.env"; set +a
 
 echo "[demo] building alertpipe"
 cargo build --quiet --locked
-BIN=$REPO/target/debug/alertpipe
+BIN=${CARGO_TARGET_DIR:-$REPO/target}/debug/alertpipe
 
 stop_alertpipe
 export ALERTPIPE__SERVER__LISTEN=$STACK_ALERTPIPE_LISTEN
@@ -131,7 +131,7 @@ curl -fs "$API/metrics" | grep -E '^alertpipe_(alerts_(received|deduplicated|per
 echo
 echo "alertpipe:    http://$STACK_ALERTPIPE_LISTEN  (log $STATE/alertpipe.log; stop: bash deploy/local/demo.sh stop)"
 echo "alertmanager: $STACK_ALERTMANAGER_URL"
-echo "kafka:        $STACK_KAFKA_BROKERS  (read: target/debug/alertpipe tail --topic alerts)"
+echo "kafka:        $STACK_KAFKA_BROKERS  (read: $BIN tail --topic alerts)"
 echo "postgres:     $STACK_PG_URL"
 echo "smtp:         $STACK_SMTP_HOST:$STACK_SMTP_PORT  maildir $STACK_MAILDIR"
 echo "stack down:   bash deploy/local/stack.sh down"
