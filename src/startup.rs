@@ -2,7 +2,7 @@
 //! `main` and the integration tests both call `Application::build`.
 
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use crate::actors::teams::TeamsActor;
 use crate::actors::throttle::{Rate, ThrottleActor};
 use crate::config::{Config, Role};
 use crate::db::PgPool;
+use crate::http::budget::Budget;
 use crate::http::{self, AppState};
 use crate::kafka::consumer::{self, Commit, ConsumerSettings, StageHealth};
 use crate::notify::retry::RetryPolicy;
@@ -60,16 +61,17 @@ impl Application {
             ingress: ingest.as_ref().map(|i| i.ingress.clone()),
             producer: ingest.as_ref().map(|i| i.alerts.clone()),
             logs_producer: ingest.as_ref().map(|i| i.logs.clone()),
-            push_inflight: Arc::new(AtomicUsize::new(0)),
-            push_max_inflight_bytes: cfg.ingest.push_max_inflight_bytes,
+            push_budget: Budget::new(cfg.ingest.push_max_inflight_bytes, None),
             db,
             stages,
             auth: cfg.auth.clone(),
             body_limit: cfg.server.body_limit_bytes,
-            max_inflight: cfg.ingest.max_inflight_alerts,
             retry_after_s: cfg.ingest.retry_after_s,
             ingest_timeout: http::alerts::ingest_timeout(cfg.kafka.message_timeout_ms),
-            inflight: Arc::new(AtomicUsize::new(0)),
+            alert_budget: Budget::new(
+                cfg.ingest.max_inflight_alerts,
+                Some(crate::metrics::INGEST_INFLIGHT),
+            ),
             draining: draining.clone(),
             metrics: crate::metrics::handle(),
         });

@@ -4,7 +4,6 @@
 //! broker is down or the pipeline is full: Alertmanager retries only 5xx); 400 naming the bad
 //! field; 401; 413.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix::MailboxError;
@@ -32,7 +31,7 @@ pub async fn post_alerts(
         ApiError::bad_request(e.message, e.field)
     })?;
     let n = alerts.len();
-    let _slot = InflightSlot::take(&state, n).ok_or_else(|| {
+    let _slot = state.alert_budget.take(n).ok_or_else(|| {
         metrics::counter!(m::REJECTED, "reason" => "full").increment(n as u64);
         ApiError::unavailable("alert pipeline is full; retry later", retry_after)
     })?;
@@ -72,36 +71,6 @@ pub async fn post_alerts(
         "duplicates": report.duplicates,
         "produced": report.produced,
     })))
-}
-
-/// Holds `n` of the in-flight alert budget until dropped.
-struct InflightSlot {
-    state: web::Data<AppState>,
-    n: usize,
-}
-
-impl InflightSlot {
-    fn take(state: &web::Data<AppState>, n: usize) -> Option<Self> {
-        let max = state.max_inflight;
-        let prev = state.inflight.fetch_add(n, Ordering::AcqRel);
-        // One request larger than the whole budget is still let through when alone.
-        if prev > 0 && prev + n > max {
-            state.inflight.fetch_sub(n, Ordering::AcqRel);
-            return None;
-        }
-        metrics::gauge!(m::INGEST_INFLIGHT).set((prev + n) as f64);
-        Some(InflightSlot {
-            state: state.clone(),
-            n,
-        })
-    }
-}
-
-impl Drop for InflightSlot {
-    fn drop(&mut self) {
-        let now = self.state.inflight.fetch_sub(self.n, Ordering::AcqRel) - self.n;
-        metrics::gauge!(m::INGEST_INFLIGHT).set(now as f64);
-    }
 }
 
 /// Upper bound a webhook waits: the producer's own timeout plus queueing slack.

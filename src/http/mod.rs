@@ -3,12 +3,13 @@
 pub mod alerts;
 pub mod auth;
 pub mod body;
+pub mod budget;
 pub mod error;
 pub mod health;
 pub mod history;
 pub mod push;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,18 +34,19 @@ pub struct AppState {
     pub producer: Option<Addr<KafkaProducerActor>>,
     /// Producer of the `logs` topic (ingest role).
     pub logs_producer: Option<Addr<KafkaProducerActor>>,
-    pub push_inflight: Arc<AtomicUsize>,
-    pub push_max_inflight_bytes: usize,
+    /// Raw log bytes pushed and not yet acknowledged by Kafka.
+    pub push_budget: budget::Budget,
     /// Present when the process runs the persist role.
     pub db: Option<PgPool>,
     /// Consumer stages whose failures make the process not ready.
     pub stages: Vec<StageHealth>,
     pub auth: AuthConfig,
     pub body_limit: usize,
-    pub max_inflight: usize,
+
     pub retry_after_s: u64,
     pub ingest_timeout: Duration,
-    pub inflight: Arc<AtomicUsize>,
+    /// Alerts accepted and not yet acknowledged by Kafka.
+    pub alert_budget: budget::Budget,
     pub draining: Arc<AtomicBool>,
     pub metrics: PrometheusHandle,
 }

@@ -4,8 +4,6 @@
 //! 400/422 as Loki answers them (text/plain); 413; 429 when the pipeline is full and 503 when
 //! Kafka is unreachable (Promtail retries 429, 5xx and connection errors).
 
-use std::sync::atomic::Ordering;
-
 use actix::MailboxError;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -103,21 +101,13 @@ pub async fn push(
     let raw: usize = streams.iter().map(Stream::raw_bytes).sum();
     let lines: usize = streams.iter().map(|s| s.entries.len()).sum();
     // The in-flight budget, in raw bytes of lines.
-    let prev = state.push_inflight.fetch_add(raw, Ordering::AcqRel);
-    struct Slot<'a>(&'a std::sync::atomic::AtomicUsize, usize);
-    impl Drop for Slot<'_> {
-        fn drop(&mut self) {
-            self.0.fetch_sub(self.1, Ordering::AcqRel);
-        }
-    }
-    let _slot = Slot(&state.push_inflight, raw);
-    if prev > 0 && prev + raw > state.push_max_inflight_bytes {
+    let Some(_slot) = state.push_budget.take(raw) else {
         metrics::counter!(m::REJECTED, "reason" => "push_full").increment(1);
         return text(
             StatusCode::TOO_MANY_REQUESTS,
             "log pipeline is full; retry later",
         );
-    }
+    };
     let sent = producer
         .send(Produce {
             records: records(&streams),
