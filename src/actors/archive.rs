@@ -48,11 +48,6 @@ pub struct Progress {
     pub more: bool,
 }
 
-/// Close every open buffer now (shutdown).
-#[derive(Message)]
-#[rtype(result = "Result<Progress, String>")]
-pub struct FlushAll;
-
 type BufferKey = (String, String, NaiveDate);
 
 struct Buffer {
@@ -347,19 +342,5 @@ impl Handler<ArchiveBatch> for ArchiveActor {
             return AtomicResponse::new(Box::pin(fut::ready(Ok(p))));
         }
         self.flush(due, msg.messages)
-    }
-}
-
-impl Handler<FlushAll> for ArchiveActor {
-    type Result = AtomicResponse<Self, Result<Progress, String>>;
-
-    fn handle(&mut self, _: FlushAll, _: &mut Self::Context) -> Self::Result {
-        let due = self
-            .partitions
-            .iter()
-            .filter(|(_, p)| !p.buffers.is_empty())
-            .map(|(k, _)| k.clone())
-            .collect();
-        self.flush(due, Arc::new(Vec::new()))
     }
 }
