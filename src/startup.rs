@@ -40,6 +40,9 @@ impl Application {
     /// Starts the actors of the configured roles on the current actix System and binds the
     /// HTTP listener.
     pub async fn build(cfg: Config) -> anyhow::Result<Application> {
+        if cfg.kafka.create_topics {
+            spawn_topic_creation(cfg.kafka.clone(), topics_used(&cfg));
+        }
         let ingest = cfg.server.runs(Role::Ingest).then(|| start_ingest(&cfg));
         let mut stages = Vec::new();
         let db = if cfg.server.runs(Role::Persist) || cfg.server.runs(Role::Notify) {
@@ -166,12 +169,6 @@ struct Ingest {
 /// for the push endpoint; each under a supervisor.
 fn start_ingest(cfg: &Config) -> Ingest {
     let topic = cfg.kafka.alerts_topic.clone();
-    if cfg.kafka.create_topics {
-        spawn_topic_creation(
-            cfg.kafka.clone(),
-            vec![topic.clone(), cfg.kafka.logs_topic.clone()],
-        );
-    }
     let (window, max, cap) = (
         Duration::from_secs(cfg.dedup.window_s),
         cfg.dedup.max_entries,
@@ -196,9 +193,6 @@ fn start_ingest(cfg: &Config) -> Ingest {
 /// `alertpipe-archive` consumer, which commits only what is in closed files.
 fn start_archive(cfg: &Config) -> anyhow::Result<StageHealth> {
     let storage = crate::archive::storage::operator(&cfg.archive.root, cfg.archive.webhdfs_port)?;
-    if cfg.kafka.create_topics {
-        spawn_topic_creation(cfg.kafka.clone(), vec![cfg.kafka.logs_topic.clone()]);
-    }
     let settings = ArchiveSettings {
         default_env: cfg.archive.default_env.clone(),
         max_file_bytes: cfg.archive.max_file_bytes,
@@ -256,9 +250,6 @@ async fn open_database(cfg: &Config) -> anyhow::Result<PgPool> {
 /// PersistActor on a SyncArbiter, and the `alertpipe-persist` consumer feeding it one awaited
 /// batch at a time.
 fn start_persist(cfg: &Config, pool: PgPool) -> StageHealth {
-    if cfg.kafka.create_topics {
-        spawn_topic_creation(cfg.kafka.clone(), vec![cfg.kafka.alerts_topic.clone()]);
-    }
     let p = pool.clone();
     let persist = SyncArbiter::start(cfg.persist.workers, move || PersistActor::new(p.clone()));
     let health = StageHealth::new("persist");
@@ -286,12 +277,6 @@ fn start_persist(cfg: &Config, pool: PgPool) -> StageHealth {
 /// route each alert, skip notifications already done, send through the throttle, record.
 fn start_notify(cfg: &Config, pool: PgPool) -> anyhow::Result<StageHealth> {
     let n = cfg.notify.clone();
-    if cfg.kafka.create_topics {
-        spawn_topic_creation(
-            cfg.kafka.clone(),
-            vec![cfg.kafka.alerts_topic.clone(), n.dlq_topic.clone()],
-        );
-    }
     let (kafka_cfg, dlq_topic) = (cfg.kafka.clone(), n.dlq_topic.clone());
     let dlq = Supervisor::start(move |_| KafkaProducerActor::new(kafka_cfg, dlq_topic, 64));
     let dead = DeadLetterActor::new(pool.clone(), dlq).start();
@@ -336,6 +321,23 @@ fn start_notify(cfg: &Config, pool: PgPool) -> anyhow::Result<StageHealth> {
         crate::notify::notify_batch(batch, routes.clone(), pool.clone(), throttle.clone())
     });
     Ok(health)
+}
+
+/// The topics this process's roles produce to or consume from.
+fn topics_used(cfg: &Config) -> Vec<String> {
+    let k = &cfg.kafka;
+    let mut t = Vec::new();
+    let runs = |r| cfg.server.runs(r);
+    if runs(Role::Ingest) || runs(Role::Persist) || runs(Role::Notify) {
+        t.push(k.alerts_topic.clone());
+    }
+    if runs(Role::Ingest) || runs(Role::Archive) {
+        t.push(k.logs_topic.clone());
+    }
+    if runs(Role::Notify) {
+        t.push(cfg.notify.dlq_topic.clone());
+    }
+    t
 }
 
 /// The broker may start after us or lack the topic: keep trying until the topic exists.
