@@ -142,6 +142,20 @@ async fn outcomes(db: &TestDb) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A webhook body of `n` firing alerts; `f(i)` gives alert i's labels and summary.
+fn webhook(n: usize, f: impl Fn(usize) -> (Value, String)) -> Vec<u8> {
+    let alerts: Vec<Value> = (0..n)
+        .map(|i| {
+            let (labels, summary) = f(i);
+            json!({"status": "firing", "labels": labels, "annotations": {"summary": summary},
+                "startsAt": "2026-01-01T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "", "fingerprint": format!("{i:016x}")})
+        })
+        .collect();
+    let body = json!({"version": "4", "status": "firing", "receiver": "x", "groupKey": "g", "alerts": alerts});
+    serde_json::to_vec(&body).unwrap()
+}
+
 async fn post(app: &TestApp, name: &str) {
     let (status, _, body) = app
         .post_alerts(fixture(&format!("alertmanager/{name}.json")), None)
@@ -343,15 +357,13 @@ async fn a_burst_over_the_rate_becomes_one_digest_naming_every_alert() {
         c.kafka.partitions = 1;
     })
     .await;
-    let alerts: Vec<Value> = (0..10)
-        .map(|i| json!({"status": "firing", "labels": {"alertname": "Burst", "service": "payment", "severity": "critical", "n": i.to_string()},
-            "annotations": {"summary": format!("burst alert {i}")}, "startsAt": "2026-01-01T00:00:00Z",
-            "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "", "fingerprint": format!("{i:016x}")}))
-        .collect();
-    let body = json!({"version": "4", "status": "firing", "receiver": "x", "groupKey": "g", "alerts": alerts});
-    let (status, _, _) = app
-        .post_alerts(serde_json::to_vec(&body).unwrap(), None)
-        .await;
+    let body = webhook(10, |i| {
+        (
+            json!({"alertname": "Burst", "service": "payment", "severity": "critical", "n": i.to_string()}),
+            format!("burst alert {i}"),
+        )
+    });
+    let (status, _, _) = app.post_alerts(body, None).await;
     assert_eq!(status, 200);
     let mails = smtp.wait_mails(3).await;
     actix_web::rt::time::sleep(Duration::from_secs(3)).await;
@@ -540,15 +552,13 @@ async fn teams_requests_are_paced_per_webhook() {
         c.notify.teams_max_per_s = 4;
     })
     .await;
-    let alerts: Vec<Value> = (0..8)
-        .map(|i| json!({"status": "firing", "labels": {"alertname": "Pace", "service": format!("s{i}"), "severity": "custom"},
-            "annotations": {"summary": format!("pace {i}")}, "startsAt": "2026-01-01T00:00:00Z",
-            "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "", "fingerprint": format!("{i:016x}")}))
-        .collect();
-    let body = json!({"version": "4", "status": "firing", "receiver": "x", "groupKey": "g", "alerts": alerts});
-    let (status, _, _) = app
-        .post_alerts(serde_json::to_vec(&body).unwrap(), None)
-        .await;
+    let body = webhook(8, |i| {
+        (
+            json!({"alertname": "Pace", "service": format!("s{i}"), "severity": "custom"}),
+            format!("pace {i}"),
+        )
+    });
+    let (status, _, _) = app.post_alerts(body, None).await;
     assert_eq!(status, 200);
     eventually(Duration::from_secs(20), "8 cards", || async {
         (teams.seen.lock().unwrap().len() >= 8).then_some(())
