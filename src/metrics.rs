@@ -35,6 +35,10 @@ pub const NOTIFY_RETRIED: &str = "alertpipe_notification_retries_total";
 pub const NOTIFY_UNROUTED: &str = "alertpipe_alerts_unrouted_total";
 pub const NOTIFY_SKIPPED: &str = "alertpipe_notifications_already_sent_total";
 pub const ACTOR_RESTARTS: &str = "alertpipe_actor_restarts_total";
+/// 1 while a consumer stage's sink is failing (its partitions paused), else 0.
+pub const CONSUMER_FAILING: &str = "alertpipe_consumer_sink_failing";
+/// Batches a consumer stage made durable (and committed).
+pub const CONSUMER_BATCHES: &str = "alertpipe_consumer_batches_total";
 
 const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

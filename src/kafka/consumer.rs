@@ -102,6 +102,12 @@ impl StageHealth {
         self.last_error.lock().ok().and_then(|e| e.clone())
     }
     fn set(&self, e: Option<String>) {
+        // 1 while the stage's sink fails: Prometheus' "consumer making no progress" rule.
+        let failing = if e.is_some() { 1.0 } else { 0.0 };
+        metrics::gauge!(crate::metrics::CONSUMER_FAILING, "stage" => self.name).set(failing);
+        if e.is_none() {
+            metrics::counter!(crate::metrics::CONSUMER_BATCHES, "stage" => self.name).increment(1);
+        }
         if let Ok(mut g) = self.last_error.lock() {
             *g = e;
         }
