@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The main job: local stack up, alertpipe started, a demo alert storm sent through the real
-# Alertmanager's API, then a report of where everything landed.
+# The main job: local stack up, alertpipe started, then the whole chain: a demo payment
+# service writes log files -> Promtail -> Loki -> the ruler's LogQL rule -> Alertmanager ->
+# alertpipe -> Kafka -> PostgreSQL + mail, and the same lines -> alertpipe -> Parquet archive;
+# then an alert storm through Alertmanager's API; then a report of where everything landed.
 #   bash deploy/local/demo.sh          run it (alertpipe stays up; log in .state/alertpipe.log)
 #   bash deploy/local/demo.sh stop     stop alertpipe (SIGTERM: it drains, then exits)
 set -euo pipefail
@@ -48,6 +50,27 @@ echo "[demo] alertpipe ready on http://$STACK_ALERTPIPE_LISTEN"
 
 RUN=$(date +%s)
 NOW=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+
+echo "[demo] the demo payment service writes logs into $STACK_DEMO_LOGS/payment (JSON, logfmt, classic);"
+echo "       after 3 s it loses its database; halfway a new service (checkout) starts logging"
+MARKER=$STATE/demo-first-error-ns
+rm -f "$MARKER"
+"$STACK_SYS_PYTHON" deploy/local/demo_service.py "$STACK_DEMO_LOGS" --seconds 16 --errors-at 3 \
+  --marker "$MARKER" --run "$RUN" &
+SERVICE_PID=$!
+# The log-born alert: Promtail ships within 1 s, the ruler evaluates every 2 s, Alertmanager
+# waits 2 s for its group, alertpipe mails it. Wait for that mail (or give up after 90 s).
+MAIL_FILE=""
+for _ in $(seq 1 450); do
+  if [ -s "$MARKER" ]; then
+    MAIL_FILE=$(grep -l '^Subject: \[CRITICAL\] Payment Service Failure' \
+      $(find "$STACK_MAILDIR/new" -type f -newer "$MARKER" 2>/dev/null) /dev/null 2>/dev/null | head -1 || true)
+    [ -n "$MAIL_FILE" ] && break
+  fi
+  sleep 0.2
+done
+wait "$SERVICE_PID" || true
+
 alert() { # name service instance severity summary [endsAt]
   local ends=""
   [ -n "${6:-}" ] && ends=",\"endsAt\":\"$6\""
@@ -94,12 +117,6 @@ if mine:
     v = mine[0]["value"]
     print("  sample:", json.dumps({k: v[k] for k in ("timestamp", "service", "message", "severity", "status", "fingerprint")}))
 PY
-echo "[demo] pushing the sample Promtail batches to the Loki push endpoint"
-for f in push-multistream push-single-error push-structured-metadata; do
-  curl -fsS -XPOST -H 'Content-Type: application/x-protobuf' --data-binary @"tests/fixtures/promtail/$f.pb.snappy" \
-    "http://$STACK_ALERTPIPE_LISTEN/loki/api/v1/push"
-done
-sleep 4
 echo
 API=http://$STACK_ALERTPIPE_LISTEN
 curl -fs "$API/api/v1/incidents?limit=1000" >"$STATE/demo-incidents.json"
@@ -118,6 +135,9 @@ for s in json.load(open(sys.argv[2]))["services"]:
           f"{f(s['resolve_p50_s']):>6} {f(s['resolve_max_s']):>6} {s['critical_open_minutes']:>8.2f}")
 PY
 echo
+echo "== the chain, from a log line to a mail"
+API=$API LOKI=$STACK_LOKI_URL MAIL_FILE=$MAIL_FILE MARKER=$MARKER BIN=$BIN RUN=$RUN \
+  "$STACK_SYS_PYTHON" deploy/local/demo_report.py
 echo
 echo "Mail (SMTP -> Maildir $STACK_MAILDIR): $(ls "$STACK_MAILDIR/new" 2>/dev/null | wc -l) messages in all; the newest subjects:"
 grep -h '^Subject:' $(ls -t "$STACK_MAILDIR"/new/* 2>/dev/null | head -6) 2>/dev/null | sed 's/^/  /' || true

@@ -8,7 +8,12 @@
 # Peers: PostgreSQL (Debian postgresql: initdb + pg_ctl on a free port), a Kafka-protocol broker
 # (tansu from crates.io, built once into a git-ignored tools directory), Prometheus Alertmanager
 # (Debian prometheus-alertmanager, with config/alertmanager/alertmanager.yml pointed at
-# alertpipe), and an SMTP server (Debian python3-aiosmtpd) storing mail in a Maildir.
+# alertpipe), an SMTP server (Debian python3-aiosmtpd) storing mail in a Maildir, Loki 3.4.6
+# (single binary, its ruler evaluating config/loki/rules/ and sending to the Alertmanager),
+# Promtail 3.4.6 (tailing the demo log directory, pushing to Loki and to alertpipe) and
+# Prometheus (Debian prometheus, scraping alertpipe, with alertpipe's health rules).
+# Loki, Promtail and logcli are found on PATH, else unpacked once from $ALERTPIPE_PEERS_DIR
+# (the upstream 3.4.6 programs, xz-compressed) into the per-machine tools cache.
 # Every address lands in $ALERTPIPE_STATE/stack.env (default .state/stack.env).
 set -euo pipefail
 
@@ -18,6 +23,7 @@ TOOLS=${ALERTPIPE_TOOLS:-$REPO/.tools}
 # Built tools are also kept per machine, so a fresh clone (CI) reuses them instead of rebuilding.
 TOOL_CACHE=${ALERTPIPE_TOOL_CACHE:-$HOME/.cache/alertpipe/tools}
 TANSU_VERSION=0.6.0
+LOKI_VERSION=3.4.6
 ENV_FILE=$STATE/stack.env
 PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
 SYS_PY=/usr/bin/python3   # Debian's python: the only one that sees python3-aiosmtpd
@@ -46,6 +52,8 @@ install_packages() {
   command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
   "$SYS_PY" -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
   command -v curl >/dev/null || missing+=(curl)
+  command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
+  command -v xz >/dev/null || missing+=(xz-utils)
   # Build dependency of alertpipe itself: diesel links libpq.
   [ -e /usr/include/postgresql/libpq-fe.h ] || missing+=(libpq-dev)
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -70,6 +78,28 @@ install_tansu() {
   fi
   mkdir -p "$TOOLS/bin"
   ln -sf "$cached" "$bin"
+}
+
+# Loki, Promtail, logcli: a real installation on PATH first, else the upstream programs from
+# $ALERTPIPE_PEERS_DIR, unpacked (checksums verified) once into the per-machine tools cache.
+# Sets LOKI_BIN, PROMTAIL_BIN, LOGCLI_BIN.
+install_grafana_peers() {
+  local name dir=$TOOL_CACHE/grafana-$LOKI_VERSION found
+  for name in loki promtail logcli; do
+    found=$(command -v "$name" || true)
+    if [ -z "$found" ] && [ -x "$dir/$name" ]; then found=$dir/$name; fi
+    if [ -z "$found" ] && [ -n "${ALERTPIPE_PEERS_DIR:-}" ] \
+      && [ -f "$ALERTPIPE_PEERS_DIR/$name-$LOKI_VERSION-linux-amd64.xz" ]; then
+      log "unpacking Loki, Promtail, logcli $LOKI_VERSION from $ALERTPIPE_PEERS_DIR into $dir"
+      mkdir -p "$dir"
+      bash "$ALERTPIPE_PEERS_DIR/install.sh" "$dir" >"$STATE/peers-install.log" 2>&1 \
+        || die "unpacking Loki/Promtail/logcli failed; see $STATE/peers-install.log"
+      found=$dir/$name
+    fi
+    [ -n "$found" ] || die "$name $LOKI_VERSION not found. Put loki, promtail and logcli on PATH, or set
+  ALERTPIPE_PEERS_DIR to a directory holding $name-$LOKI_VERSION-linux-amd64.xz (CI uses ../shared/peers)."
+    printf -v "$(echo "$name" | tr a-z A-Z)_BIN" '%s' "$found"
+  done
 }
 
 # Python tools for the tests (pyarrow as the independent Parquet reader, schema validators),
@@ -162,9 +192,67 @@ start_smtp() {
   wait_tcp 127.0.0.1 "$port" 20 smtp
 }
 
+wait_http() { # url seconds name
+  local i
+  for ((i = 0; i < $2 * 5; i++)); do
+    curl -fs "$1" >/dev/null 2>&1 && return 0
+    alive "$3" || die "$3 exited at start (log: $STATE/$3.log)"
+    sleep 0.2
+  done
+  die "$3 not ready at $1 within $2 s (log: $STATE/$3.log)"
+}
+
+# The ruler's rules: config/loki/rules/ with the demo's short timings (evaluate every 2 s,
+# no pending period); expressions, labels and annotations untouched.
+stage_loki_rules() {
+  rm -rf "$STATE/loki-rules" && mkdir -p "$STATE/loki-rules"
+  cp -r "$REPO/config/loki/rules/." "$STATE/loki-rules/"
+  sed -i -e 's/^\(    interval:\) .*/\1 2s/' -e 's/^\(        for:\) .*/\1 0s/' "$STATE"/loki-rules/*/*.yml
+}
+
+start_loki() {
+  local http=$1 grpc=$2 am=$3
+  mkdir -p "$STATE/loki"
+  stage_loki_rules
+  LOKI_LISTEN_ADDRESS=127.0.0.1 LOKI_INSTANCE_ADDR=127.0.0.1 LOKI_HTTP_PORT=$http LOKI_GRPC_PORT=$grpc \
+    LOKI_DATA_DIR=$STATE/loki LOKI_RULES_DIR=$STATE/loki-rules LOKI_ALERTMANAGER_URL=$am \
+    LOKI_RULER_INTERVAL=2s LOKI_RULER_POLL=5s LOKI_LOG_LEVEL=warn \
+    setsid "$LOKI_BIN" -config.file="$REPO/config/loki/loki.yml" -config.expand-env=true \
+    >"$STATE/loki.log" 2>&1 </dev/null &
+  echo $! >"$STATE/loki.pid"
+}
+
+start_promtail() {
+  local port=$1 loki=$2 alertpipe=$3
+  mkdir -p "$STATE/promtail" "$STATE/demo-logs"
+  HOSTNAME=${HOSTNAME:-$(hostname)} PROMTAIL_LISTEN_ADDRESS=127.0.0.1 PROMTAIL_HTTP_PORT=$port \
+    PROMTAIL_POSITIONS=$STATE/promtail/positions.yaml PROMTAIL_LOG_GLOB="$STATE/demo-logs/*/*.log" \
+    LOKI_PUSH_URL=$loki/loki/api/v1/push ALERTPIPE_PUSH_URL=http://$alertpipe/loki/api/v1/push \
+    setsid "$PROMTAIL_BIN" -config.file="$REPO/config/promtail/promtail.yml" -config.expand-env=true \
+    >"$STATE/promtail.log" 2>&1 </dev/null &
+  echo $! >"$STATE/promtail.pid"
+  wait_http "http://127.0.0.1:$port/metrics" 30 promtail   # /ready stays 500 until a file matches
+}
+
+start_prometheus() {
+  local port=$1 am=$2 alertpipe=$3
+  mkdir -p "$STATE/prometheus/rules"
+  cp "$REPO/config/prometheus/rules/"*.yml "$STATE/prometheus/rules/"
+  # The project's file: alertpipe and Alertmanager addresses, and demo timings.
+  sed -e "s#alertpipe:8080#$alertpipe#" -e "s#alertmanager:9093#${am#http://}#" \
+    -e 's#scrape_interval: 15s#scrape_interval: 2s#' -e 's#evaluation_interval: 15s#evaluation_interval: 2s#' \
+    "$REPO/config/prometheus/prometheus.yml" >"$STATE/prometheus/prometheus.yml"
+  setsid prometheus --config.file="$STATE/prometheus/prometheus.yml" \
+    --storage.tsdb.path="$STATE/prometheus/data" --web.listen-address="127.0.0.1:$port" \
+    >"$STATE/prometheus.log" 2>&1 </dev/null &
+  echo $! >"$STATE/prometheus.pid"
+  wait_http "http://127.0.0.1:$port/-/ready" 30 prometheus
+}
+
 cmd_up() {
   mkdir -p "$STATE"
-  if [ -f "$ENV_FILE" ] && alive tansu && alive alertmanager && alive smtp \
+  if [ -f "$ENV_FILE" ] && alive tansu && alive alertmanager && alive smtp && alive loki \
+    && alive promtail && alive prometheus \
     && "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$(sed -n 's/^STACK_PG_PORT=//p' "$ENV_FILE")" 2>/dev/null; then
     install_python_tools
     grep -q "^STACK_PYTHON=$VENV/bin/python$" "$ENV_FILE" || { sed -i '/^STACK_PYTHON=/d' "$ENV_FILE"; echo "STACK_PYTHON=$VENV/bin/python" >>"$ENV_FILE"; }
@@ -174,14 +262,21 @@ cmd_up() {
   cmd_down >/dev/null 2>&1 || true
   install_packages
   install_tansu
+  install_grafana_peers
   install_python_tools
   AUTH_SECRET=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
-  local kafka am smtp ap
+  local kafka am smtp ap loki loki_grpc promtail prom
   kafka=$(free_port); am=$(free_port); smtp=$(free_port); ap=$(free_port)
+  loki=$(free_port); loki_grpc=$(free_port); promtail=$(free_port); prom=$(free_port)
+  # Loki takes 5-35 s to be ready: start it first and wait for it last.
+  start_loki "$loki" "$loki_grpc" "http://127.0.0.1:$am"
   start_postgres
   start_tansu "$kafka"
   start_alertmanager "$am" "$ap"
   start_smtp "$smtp"
+  start_prometheus "$prom" "http://127.0.0.1:$am" "127.0.0.1:$ap"
+  wait_http "http://127.0.0.1:$loki/ready" 90 loki
+  start_promtail "$promtail" "http://127.0.0.1:$loki" "127.0.0.1:$ap"
   cat >"$ENV_FILE" <<EOF
 # written by deploy/local/stack.sh up; sourced by the demo, the tests and the benchmarks
 STACK_STATE=$STATE
@@ -201,13 +296,22 @@ STACK_SMTP_PORT=$smtp
 STACK_MAILDIR=$STATE/maildir
 STACK_SYS_PYTHON=$SYS_PY
 STACK_PYTHON=$VENV/bin/python
+STACK_LOKI_URL=http://127.0.0.1:$loki
+STACK_LOKI_BIN=$LOKI_BIN
+STACK_PROMTAIL_BIN=$PROMTAIL_BIN
+STACK_LOGCLI_BIN=$LOGCLI_BIN
+STACK_PROMTAIL_URL=http://127.0.0.1:$promtail
+STACK_DEMO_LOGS=$STATE/demo-logs
+STACK_PROMETHEUS_URL=http://127.0.0.1:$prom
+STACK_PROMETHEUS_BIN=$(command -v prometheus)
 EOF
-  log "up: postgres :$PG_PORT, kafka (tansu) :$kafka, alertmanager :$am, smtp :$smtp; env in $ENV_FILE"
+  log "up: postgres :$PG_PORT, kafka (tansu) :$kafka, alertmanager :$am, smtp :$smtp,"
+  log "    loki :$loki, promtail :$promtail (tailing $STATE/demo-logs), prometheus :$prom; env in $ENV_FILE"
 }
 
 cmd_down() {
   local name
-  for name in alertmanager smtp tansu; do
+  for name in promtail loki prometheus alertmanager smtp tansu; do
     if alive "$name"; then kill "$(cat "$STATE/$name.pid")" 2>/dev/null || true; fi
     rm -f "$STATE/$name.pid"
   done
@@ -222,7 +326,7 @@ cmd_status() {
   [ -f "$ENV_FILE" ] || { echo "stack is down (no $ENV_FILE)"; return 1; }
   cat "$ENV_FILE"
   local name
-  for name in tansu alertmanager smtp; do
+  for name in tansu alertmanager smtp loki promtail prometheus; do
     if alive "$name"; then echo "$name: running"; else echo "$name: DOWN"; fi
   done
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine (as root) or a developer's: installs what
-# is missing, brings up the local stack (real PostgreSQL, tansu, Alertmanager, SMTP), checks
-# formatting, lints, validates the shipped configs, and runs every unit and integration test.
+# is missing, brings up the local stack (real PostgreSQL, tansu, Alertmanager, SMTP, Loki,
+# Promtail, Prometheus), checks formatting, lints, validates the shipped configs, and runs every
+# unit and integration test (which run the shipped configs with the real programs).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$REPO"
@@ -17,6 +18,10 @@ set -a; . "${ALERTPIPE_STATE:-$REPO/.state}/stack.env"; set +a
 
 step "config checks"
 amtool check-config config/alertmanager/alertmanager.yml
+promtool check config config/prometheus/prometheus.yml
+for f in config/loki/loki.yml config/loki/loki-distributed.yml; do
+  "$STACK_LOKI_BIN" -config.file="$f" -config.expand-env=true -verify-config -log.level=warn
+done
 cargo build --quiet --locked
 BIN=${CARGO_TARGET_DIR:-$REPO/target}/debug/alertpipe
 "$BIN" check-config --config config/alertpipe.toml >/dev/null

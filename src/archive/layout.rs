@@ -1,13 +1,13 @@
 //! Where a file goes: `<root>/<env>/<service>/<YYYY>/<MM>/<DD>/<HHMMSS>-<4 hex>.snappy.parquet`.
-//! env: label `env`, else `cluster`, else the configured default; service: `service_name`,
-//! `service`, then `job`. The 4 hex digits come from (partition, first offset), so a retried
+//! env: the contract's cluster label (`cluster`, then `env`), else the configured default;
+//! service: `service`, `service_name`, then `job` (crate::domain::labels, as for alerts). The 4 hex digits come from (partition, first offset), so a retried
 //! flush of the same rows writes the same name instead of a second file.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
 
-pub const UNKNOWN_SERVICE: &str = "unknown";
+use crate::domain::labels::{first_of, CLUSTER_LABELS, SERVICE_LABELS, UNKNOWN_SERVICE};
 
 /// A path segment that cannot climb out of its directory or split in two.
 pub fn segment(s: &str) -> String {
@@ -29,20 +29,13 @@ pub fn segment(s: &str) -> String {
 }
 
 pub fn env_of(labels: &BTreeMap<String, String>, default_env: &str) -> String {
-    let v = ["env", "cluster"]
-        .iter()
-        .find_map(|k| labels.get(*k).filter(|v| !v.is_empty()))
-        .map(String::as_str)
-        .unwrap_or(default_env);
+    let v = first_of(&CLUSTER_LABELS, |k| labels.get(k).map(String::as_str)).unwrap_or(default_env);
     segment(v)
 }
 
 pub fn service_of(labels: &BTreeMap<String, String>) -> String {
-    let v = ["service_name", "service", "job"]
-        .iter()
-        .find_map(|k| labels.get(*k).filter(|v| !v.is_empty()))
-        .map(String::as_str)
-        .unwrap_or(UNKNOWN_SERVICE);
+    let v =
+        first_of(&SERVICE_LABELS, |k| labels.get(k).map(String::as_str)).unwrap_or(UNKNOWN_SERVICE);
     segment(v)
 }
 
@@ -118,14 +111,17 @@ mod tests {
                 .collect::<BTreeMap<_, _>>()
         };
         assert_eq!(
-            env_of(&l(&[("env", "prod"), ("cluster", "c")]), "d"),
+            env_of(&l(&[("env", "e"), ("cluster", "prod")]), "d"),
             "prod"
         );
-        assert_eq!(env_of(&l(&[("cluster", "c")]), "d"), "c");
+        assert_eq!(env_of(&l(&[("env", "e")]), "d"), "e");
         assert_eq!(env_of(&l(&[]), "d"), "d");
         let all = l(&[("service_name", "pay"), ("service", "s"), ("job", "j")]);
-        assert_eq!(service_of(&all), "pay");
-        assert_eq!(service_of(&l(&[("service", "s"), ("job", "j")])), "s");
+        assert_eq!(service_of(&all), "s");
+        assert_eq!(
+            service_of(&l(&[("service_name", "pay"), ("job", "j")])),
+            "pay"
+        );
         assert_eq!(
             service_of(&l(&[("job", "payment-service")])),
             "payment-service"

@@ -88,8 +88,8 @@ pub struct AlertEvent {
     pub generator_url: String,
 }
 
-/// Used when none of `service`, `service_name`, `job` is set.
-pub const UNKNOWN_SERVICE: &str = "unknown";
+pub use super::labels::UNKNOWN_SERVICE;
+use super::labels::{first_of, SERVICE_LABELS};
 
 impl AlertEvent {
     /// Maps a validated webhook alert. Pure: the same input always gives the same event.
@@ -101,9 +101,7 @@ impl AlertEvent {
                 .map(|v| v.trim())
                 .filter(|v| !v.is_empty())
         };
-        let service = ["service", "service_name", "job"]
-            .iter()
-            .find_map(|k| label(k))
+        let service = first_of(&SERVICE_LABELS, label)
             .unwrap_or(UNKNOWN_SERVICE)
             .to_owned();
         let alertname = label("alertname").unwrap_or_default().to_owned();

@@ -94,7 +94,7 @@ pub fn grafana_link(base: &str, e: &AlertEvent) -> String {
         + 30 * 60 * 1000;
     let left = serde_json::json!({
         "datasource": "loki",
-        "queries": [{"refId": "A", "expr": format!("{{service_name=\"{}\"}}", e.service.replace('"', "\\\""))}],
+        "queries": [{"refId": "A", "expr": format!("{{service=\"{}\"}}", e.service.replace('"', "\\\""))}],
         "range": {"from": from.to_string(), "to": to.to_string()},
     });
     let enc: String = left
@@ -302,7 +302,7 @@ mod tests {
     fn grafana_link_is_an_explore_url_for_the_service() {
         let l = grafana_link("https://grafana.example.com/", &event("x"));
         assert!(l.starts_with("https://grafana.example.com/explore?orgId=1&left=%7B"));
-        assert!(l.contains("service_name"));
+        assert!(l.contains("service%3D"));
         assert!(!l.contains(' ') && !l.contains('"'));
     }
 }

@@ -243,9 +243,10 @@ def grafana_checks():
     for g in rules["groups"]:
         for r in g["rules"]:
             used |= {d["datasourceUid"] for d in r["data"] if d["datasourceUid"] != "__expr__"}
-            check(f"rule {r['title']} is labelled with cluster and severity",
-                  {"cluster", "severity"} <= set(r["labels"]) and r["labels"]["severity"] in ("critical", "custom", "warning"))
-            check(f"rule {r['title']} groups by service", "service_name" in r["data"][0]["model"]["expr"])
+            check(f"rule {r['title']} sets severity (the route) and keeps cluster/service from the query",
+                  r["labels"].get("severity") in ("critical", "custom", "warning")
+                  and "by (cluster, service)" in r["data"][0]["model"]["expr"])
+    loki_ruler_matches_grafana(rules)
     missing = used - set(uids)
     check("dashboards and rules use only provisioned datasources", not missing, str(missing))
     with open(rel("migrations/2026-11-24-000003_sla/up.sql")) as f:
@@ -253,6 +254,63 @@ def grafana_checks():
     for obj in ["incidents", "alert_sla"]:
         dash_sql = open(rel("config/grafana/dashboards/alert-history.json")).read()
         check(f"alert-history dashboard reads {obj}, which a migration creates", obj in dash_sql and obj in sql)
+
+
+def alloy_matches_promtail():
+    """Alloy cannot run here; Promtail runs the same pipeline in the tests. Keep the two in step:
+    the same match selectors, regexes and templates, in order, and the same static labels."""
+    pt = load_yaml(rel("config/promtail/promtail.yml"))[0]["scrape_configs"][0]
+    want = {"selector": [], "expression": [], "template": []}
+
+    def walk(stages):
+        for st in stages:
+            for kind, body in st.items():
+                if kind == "match":
+                    want["selector"].append(body["selector"])
+                    walk(body["stages"])
+                elif kind == "regex":
+                    want["expression"].append(body["expression"])
+                elif kind == "template":
+                    want["template"].append(body["template"])
+    walk(pt["pipeline_stages"])
+    with open(rel("config/alloy/config.alloy")) as f:
+        alloy = f.read()
+    unq = lambda v: v.replace('\\"', '"').replace("\\\\", "\\")
+    for key, values in want.items():
+        got = [unq(v) for v in re.findall(rf'^\s*{key}\s*=\s*"((?:[^"\\]|\\.)*)"', alloy, re.M)]
+        check(f"alloy has Promtail's {key}s, in order", got == values, f"alloy {got} vs promtail {values}")
+    static = set(pt["static_configs"][0]["labels"]) - {"__path__"}
+    check("alloy attaches Promtail's static labels", all(f'"{k}"' in alloy for k in static), str(static))
+    check("neither config holds a backslash escape (-config.expand-env eats them)",
+          "\\" not in open(rel("config/promtail/promtail.yml")).read())
+
+
+def loki_ruler_matches_grafana(grafana):
+    """config/loki/rules/ must hold the Grafana-managed rules, rule for rule: the same name,
+    LogQL (Grafana's query, then its threshold as a comparison), `for`, labels, annotations."""
+    def norm(e):
+        return re.sub(r"\s+", " ", e).strip()
+    want = {}
+    for g in grafana["groups"]:
+        for r in g["rules"]:
+            query = next(d for d in r["data"] if d["datasourceUid"] == "loki")["model"]["expr"]
+            cond = next(d for d in r["data"] if d["refId"] == r["condition"])["model"]
+            ev = cond["conditions"][0]["evaluator"]
+            op = {"gt": ">", "lt": "<"}[ev["type"]]
+            want[r["title"]] = {"expr": norm(f"({query}) {op} {ev['params'][0]}"), "for": r.get("for"),
+                                "labels": r["labels"], "annotations": r["annotations"]}
+    got = {}
+    for path in glob.glob(rel("config/loki/rules/*/*.yml")):
+        for g in load_yaml(path)[0]["groups"]:
+            for r in g["rules"]:
+                got[r["alert"]] = {"expr": norm(r["expr"]), "for": r.get("for"),
+                                   "labels": r.get("labels", {}), "annotations": r.get("annotations", {})}
+    check("Loki ruler and Grafana have the same rule names", set(got) == set(want),
+          f"loki {sorted(got)} vs grafana {sorted(want)}")
+    for name in set(got) & set(want):
+        for key in ("expr", "for", "labels", "annotations"):
+            check(f"Loki rule {name}: {key} as in Grafana", got[name][key] == want[name][key],
+                  f"loki {got[name][key]!r} vs grafana {want[name][key]!r}")
 
 
 def main():
@@ -265,6 +323,7 @@ def main():
     compose_checks(os.path.abspath(args.alertpipe))
     k8s_checks(os.path.abspath(args.alertpipe))
     grafana_checks()
+    alloy_matches_promtail()
     passed, failed = RESULTS.count(True), RESULTS.count(False)
     print(f"deploy checks: {passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)

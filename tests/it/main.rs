@@ -3,8 +3,12 @@
 
 mod alertmanager;
 mod archive;
+mod chain;
+mod loki_distributed;
 mod notify;
 mod outage;
 mod persist;
+mod promtail;
+mod queries;
 mod support;
 mod webhook;

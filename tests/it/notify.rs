@@ -1,8 +1,7 @@
 //! Notifications against a real SMTP server (Debian's aiosmtpd, one per test, storing mail in
 //! a Maildir and answering 451/550 on demand) and a local Teams webhook receiver.
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,96 +9,10 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use alertpipe::config::{Config, Role};
 use serde_json::{json, Value};
 
+use crate::support::smtp::Smtp;
 use crate::support::{
-    eventually, fixture, free_port, spawn_app, spawn_app_with, unique, Proc, Stack, TestApp, TestDb,
+    eventually, fixture, free_port, spawn_app, spawn_app_with, unique, TestApp, TestDb,
 };
-
-struct Smtp {
-    _proc: Proc,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Smtp {
-    fn start() -> Smtp {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let maildir = dir.path().join("maildir");
-        let child = Command::new(Stack::get().var("STACK_SYS_PYTHON"))
-            .args([
-                "-m",
-                "aiosmtpd",
-                "-n",
-                "-l",
-                &format!("127.0.0.1:{port}"),
-                "-c",
-                "smtp_sink.MaildirSink",
-            ])
-            .arg(&maildir)
-            .env(
-                "PYTHONPATH",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local"),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("aiosmtpd starts");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "aiosmtpd did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Smtp {
-            _proc: Proc { child },
-            dir,
-            port,
-        }
-    }
-
-    /// `451 N`: the next N messages get 451; `550`: every message gets 550.
-    fn fault(&self, spec: Option<&str>) {
-        let f = self.dir.path().join("fault");
-        match spec {
-            Some(s) => std::fs::write(f, s).unwrap(),
-            None => {
-                let _ = std::fs::remove_file(f);
-            }
-        }
-    }
-
-    fn maildir(&self) -> PathBuf {
-        self.dir.path().join("maildir")
-    }
-
-    fn mails(&self) -> Vec<Value> {
-        let out = Command::new(Stack::get().var("STACK_SYS_PYTHON"))
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/it/read_maildir.py"
-            ))
-            .arg(self.maildir())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    async fn wait_mails(&self, n: usize) -> Vec<Value> {
-        eventually(Duration::from_secs(30), &format!("{n} mails"), || {
-            let m = if self.maildir().join("new").exists() {
-                self.mails()
-            } else {
-                Vec::new()
-            };
-            async move { (m.len() >= n).then_some(m) }
-        })
-        .await
-    }
-}
 
 fn notify_cfg(db: &TestDb, smtp_port: u16, teams_url: Option<String>) -> impl FnOnce(&mut Config) {
     let url = db.url.clone();

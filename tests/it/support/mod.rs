@@ -1,6 +1,10 @@
 //! Test utilities: the local stack's addresses, the real app booted on port 0 with its own
 //! topic, private peers (a broker, an Alertmanager) that a test may stop and start.
 
+pub mod logs;
+pub mod parquet;
+pub mod smtp;
+
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -182,6 +186,18 @@ impl TestApp {
         let bytes = resp.body().limit(1 << 20).await.expect("response body");
         let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
         (resp.status().as_u16(), retry_after, json)
+    }
+
+    /// The app's /metrics text.
+    pub async fn metrics(&self) -> String {
+        let mut resp = self
+            .client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .expect("metrics reachable");
+        let body = resp.body().limit(16 << 20).await.expect("metrics body");
+        String::from_utf8_lossy(&body).into_owned()
     }
 
     /// Everything on this app's topic, waiting until `expect` messages or `idle` of silence.
