@@ -152,7 +152,7 @@ fn main() {
         alertpipe::kafka::ensure_topics(&kcfg, &[&topic], Duration::from_secs(10))
             .await
             .unwrap();
-        let producer = alertpipe::kafka::producer(&kcfg).unwrap();
+        let producer = alertpipe::kafka::future_producer(&kcfg).unwrap();
         let acks: Vec<_> = evs
             .iter()
             .map(|e| {

@@ -1,15 +1,16 @@
 //! alertpipe: every custom link of the alerting and cold-log pipeline, as one actix service.
 //! Start at `startup::Application`; ARCHITECTURE.md maps the rest.
 
-pub mod actors;
 pub mod archive;
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod http;
+pub mod ingest;
 pub mod kafka;
 pub mod loadgen;
 pub mod metrics;
 pub mod notify;
+pub mod persist;
 pub mod startup;
 pub mod telemetry;

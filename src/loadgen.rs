@@ -199,7 +199,7 @@ async fn run_alertpipe(args: &LoadgenArgs) -> RunResult {
 }
 
 async fn run_baseline(cfg: &Config, args: &LoadgenArgs) -> anyhow::Result<RunResult> {
-    let producer = Rc::new(crate::kafka::producer(&cfg.kafka)?);
+    let producer = Rc::new(crate::kafka::future_producer(&cfg.kafka)?);
     let topic = Rc::new(args.baseline_topic.clone());
     let deadline = Duration::from_secs(args.duration_s);
     let start = Instant::now();

@@ -198,8 +198,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Archive(cmd) => {
             let cfg = Config::load(cli.config.as_deref())?;
-            let op =
-                alertpipe::archive::storage::operator(&cfg.archive.root, cfg.archive.webhdfs_port)?;
+            let op = alertpipe::archive::storage::open(&cfg.archive.root()?)?;
             actix_web::rt::System::new().block_on(async move {
                 use alertpipe::archive::read;
                 use std::io::Write;

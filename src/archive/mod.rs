@@ -1,10 +1,62 @@
-//! The cold log archive: Loki push bodies in, snappy Parquet files out.
+//! The archive stage: `logs` -> ArchiveActor (`actor`) -> snappy Parquet files on storage.
 //! `push` decodes what Promtail sends, `parquet` encodes files, `layout` names them,
 //! `storage` opens the configured store, `read` serves `alertpipe archive ls/cat`.
 
+pub mod actor;
 pub mod layout;
 pub mod parquet;
 pub mod proto;
 pub mod push;
 pub mod read;
 pub mod storage;
+
+use std::time::Duration;
+
+use actix::Actor;
+
+use crate::config::Config;
+use crate::kafka::consumer::{self, ConsumerSettings, StageHealth};
+use actor::{ArchiveActor, ArchiveBatch, ArchiveSettings};
+
+/// ArchiveActor on a thread of its own (Parquet encoding is CPU work), fed by the
+/// `alertpipe-archive` consumer, which commits only what is in closed files.
+pub fn start(cfg: &Config) -> anyhow::Result<StageHealth> {
+    let storage = storage::open(&cfg.archive.root()?)?;
+    let settings = ArchiveSettings {
+        default_env: cfg.archive.default_env.clone(),
+        max_file_bytes: cfg.archive.max_file_bytes,
+        max_age: cfg.archive.max_age(),
+    };
+    let archive = ArchiveActor::start_in_arbiter(&actix::Arbiter::new().handle(), move |_| {
+        ArchiveActor::new(settings, storage)
+    });
+    let health = StageHealth::new("archive");
+    let consumer = ConsumerSettings {
+        // Idle ticks let age-based flushes happen when no logs arrive.
+        tick: Some(Duration::from_millis(500).min(cfg.archive.max_age())),
+        ..ConsumerSettings::new(
+            &cfg.kafka,
+            &cfg.archive.group,
+            &cfg.kafka.logs_topic,
+            cfg.archive.batch_size,
+            Duration::from_millis(50),
+        )
+    };
+    consumer::spawn(consumer, health.clone(), move |batch| {
+        let archive = archive.clone();
+        async move {
+            loop {
+                let progress = archive
+                    .send(ArchiveBatch {
+                        messages: batch.clone(),
+                    })
+                    .await
+                    .map_err(|e| format!("archive actor: {e}"))??;
+                if !progress.more {
+                    return Ok(progress.commit);
+                }
+            }
+        }
+    });
+    Ok(health)
+}

@@ -7,6 +7,8 @@
 
 use opendal::{services, Operator};
 
+use crate::config::ArchiveRoot;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("archive.root {0:?}: {1}")]
@@ -15,44 +17,24 @@ pub enum StorageError {
     Io(#[from] opendal::Error),
 }
 
+/// Opens the store `root` names (see `config::ArchiveRoot` for the URL forms).
 pub fn operator(root: &str, webhdfs_port: u16) -> Result<Operator, StorageError> {
-    let bad = |m: &str| StorageError::Url(root.to_owned(), m.to_owned());
-    let (scheme, rest) = root.split_once("://").unwrap_or(("file", root));
-    let (host, path) = match scheme {
-        "file" => ("", rest),
-        _ => rest.split_once('/').map_or((rest, "/"), |(h, p)| (h, p)),
-    };
-    let op = match scheme {
-        "file" => {
-            let abs = std::path::absolute(path).map_err(|e| bad(&e.to_string()))?;
-            Operator::new(services::Fs::default().root(&abs.to_string_lossy()))?.finish()
+    let parsed = ArchiveRoot::parse(root, webhdfs_port)
+        .map_err(|m| StorageError::Url(root.to_owned(), m))?;
+    open(&parsed)
+}
+
+/// Builds the OpenDAL client for a parsed root.
+pub fn open(root: &ArchiveRoot) -> Result<Operator, StorageError> {
+    let op = match root {
+        ArchiveRoot::Fs(path) => {
+            Operator::new(services::Fs::default().root(&path.to_string_lossy()))?.finish()
         }
-        "hdfs" | "webhdfs" => {
-            if host.is_empty() {
-                return Err(bad("needs a namenode host"));
-            }
-            let hostname = host.split(':').next().unwrap_or(host);
-            let port = if scheme == "webhdfs" {
-                host.split_once(':')
-                    .and_then(|(_, p)| p.parse().ok())
-                    .unwrap_or(webhdfs_port)
-            } else {
-                webhdfs_port
-            };
-            Operator::new(
-                services::Webhdfs::default()
-                    .endpoint(&format!("http://{hostname}:{port}"))
-                    .root(&format!("/{}", path.trim_matches('/'))),
-            )?
-            .finish()
+        ArchiveRoot::WebHdfs { endpoint, path } => {
+            Operator::new(services::Webhdfs::default().endpoint(endpoint).root(path))?.finish()
         }
-        "s3" => {
-            if host.is_empty() {
-                return Err(bad("needs a bucket: s3://bucket/prefix"));
-            }
-            let mut b = services::S3::default()
-                .bucket(host)
-                .root(&format!("/{}", path.trim_matches('/')));
+        ArchiveRoot::S3 { bucket, path } => {
+            let mut b = services::S3::default().bucket(bucket).root(path);
             // S3-compatible stores (MinIO, Ceph) ignore the region; AWS needs the right one.
             let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
             b = b.region(&region);
@@ -61,7 +43,6 @@ pub fn operator(root: &str, webhdfs_port: u16) -> Result<Operator, StorageError>
             }
             Operator::new(b)?.finish()
         }
-        other => return Err(bad(&format!("unsupported scheme {other}://"))),
     };
     Ok(op)
 }

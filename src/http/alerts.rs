@@ -4,15 +4,13 @@
 //! broker is down or the pipeline is full: Alertmanager retries only 5xx); 400 naming the bad
 //! field; 401; 413.
 
-use std::time::Duration;
-
 use actix::MailboxError;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::error::ApiError;
 use super::{auth, body, AppState};
-use crate::actors::ingress::{IngestAlerts, IngestError};
 use crate::domain::parse_webhook;
+use crate::ingest::ingress::{IngestAlerts, IngestError};
 use crate::metrics as m;
 
 pub async fn post_alerts(
@@ -71,9 +69,4 @@ pub async fn post_alerts(
         "duplicates": report.duplicates,
         "produced": report.produced,
     })))
-}
-
-/// Upper bound a webhook waits: the producer's own timeout plus queueing slack.
-pub fn ingest_timeout(message_timeout_ms: u64) -> Duration {
-    Duration::from_millis(message_timeout_ms) + Duration::from_secs(2)
 }

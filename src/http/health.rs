@@ -7,7 +7,7 @@ use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use super::AppState;
-use crate::actors::kafka_producer::Ping;
+use crate::kafka::producer::Ping;
 
 /// The process is up and serving HTTP.
 pub async fn healthz() -> HttpResponse {

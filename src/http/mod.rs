@@ -20,11 +20,11 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::actors::ingress::IngressActor;
-use crate::actors::kafka_producer::KafkaProducerActor;
 use crate::config::AuthConfig;
 use crate::db::PgPool;
+use crate::ingest::ingress::IngressActor;
 use crate::kafka::consumer::StageHealth;
+use crate::kafka::producer::KafkaProducerActor;
 use crate::metrics as m;
 
 /// What every handler can reach. Cheap to clone (addresses and Arcs).

@@ -10,8 +10,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use prost::Message as _;
 
 use super::{body, AppState};
-use crate::actors::kafka_producer::{Produce, Record};
 use crate::archive::push::{decode_json, decode_protobuf, stream_to_proto, Stream};
+use crate::kafka::producer::{Produce, Record};
 use crate::metrics as m;
 
 /// Largest Kafka record the push path writes (a long stream is split).

@@ -2,6 +2,7 @@
 //! for tools and tests; `consumer` runs the service's consumer groups.
 
 pub mod consumer;
+pub mod producer;
 
 use std::time::Duration;
 
@@ -29,7 +30,7 @@ pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
     c
 }
 
-pub fn producer(cfg: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
+pub fn future_producer(cfg: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
     producer_config(cfg).create()
 }
 

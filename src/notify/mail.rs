@@ -1,80 +1,91 @@
-//! SMTP: the lettre transport (pooled, TLS none / STARTTLS / implicit TLS, optional auth) and
-//! one send with its outcome classified for retries. Used by MailActor and `dlq replay`.
+//! MailActor, the "Outlook producer": renders the mail (askama), sends it over the pooled
+//! SMTP transport, retries transient failures with backoff, and hands permanent failures and
+//! exhausted retries to the DeadLetterActor.
 
-use std::time::Duration;
+use actix::prelude::*;
+use lettre::message::Mailbox;
 
-use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::PoolConfig;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use super::dead_letter::{settle, DeadLetterActor, DeadNotification};
+use super::deliver::{Deliver, Delivered, NotifyError};
+use crate::notify::render::{alert_mail, digest_mail};
+use crate::notify::retry::RetryPolicy;
+use crate::notify::smtp::{mailboxes, message, send_once, Transport};
 
-use super::render::Mail;
-use super::retry::Failure;
-use crate::config::{SmtpConfig, SmtpTls};
-
-pub type Transport = AsyncSmtpTransport<Tokio1Executor>;
-
-pub fn transport(cfg: &SmtpConfig) -> Result<Transport, lettre::transport::smtp::Error> {
-    let builder = match cfg.tls {
-        SmtpTls::None => Transport::builder_dangerous(&cfg.host),
-        SmtpTls::Starttls => Transport::starttls_relay(&cfg.host)?,
-        SmtpTls::Tls => Transport::relay(&cfg.host)?,
-    };
-    let mut builder = builder
-        .port(cfg.port)
-        .timeout(Some(Duration::from_secs(cfg.timeout_s)))
-        .pool_config(PoolConfig::new().max_size(cfg.pool_size.max(1)));
-    if !cfg.username.is_empty() {
-        builder = builder.credentials(Credentials::new(
-            cfg.username.clone(),
-            cfg.password.expose().to_owned(),
-        ));
-    }
-    Ok(builder.build())
+pub struct MailActor {
+    /// Always Some while the actor lives; see `Drop`.
+    transport: Option<Transport>,
+    from: Mailbox,
+    grafana_url: String,
+    policy: RetryPolicy,
+    dead: Addr<DeadLetterActor>,
 }
 
-/// The message: subject, multipart/alternative of plain text and HTML.
-pub fn message(from: &Mailbox, to: &[Mailbox], mail: &Mail) -> Result<Message, String> {
-    let mut b = Message::builder()
-        .from(from.clone())
-        .subject(mail.subject.clone());
-    for t in to {
-        b = b.to(t.clone());
+impl MailActor {
+    pub fn new(
+        transport: Transport,
+        from: Mailbox,
+        grafana_url: String,
+        policy: RetryPolicy,
+        dead: Addr<DeadLetterActor>,
+    ) -> Self {
+        MailActor {
+            transport: Some(transport),
+            from,
+            grafana_url,
+            policy,
+            dead,
+        }
     }
-    b.multipart(
-        MultiPart::alternative()
-            .singlepart(
-                SinglePart::builder()
-                    .header(ContentType::TEXT_PLAIN)
-                    .body(mail.text.clone()),
-            )
-            .singlepart(
-                SinglePart::builder()
-                    .header(ContentType::TEXT_HTML)
-                    .body(mail.html.clone()),
-            ),
-    )
-    .map_err(|e| format!("building the message: {e}"))
 }
 
-pub fn mailboxes(addrs: &[String]) -> Result<Vec<Mailbox>, String> {
-    addrs
-        .iter()
-        .map(|a| {
-            a.parse::<Mailbox>()
-                .map_err(|e| format!("bad address {a:?}: {e}"))
+impl Drop for MailActor {
+    fn drop(&mut self) {
+        // lettre's pool spawns a cleanup task when dropped, which panics without a Tokio
+        // runtime: at process exit (after the System's runtime ended) forget it instead; the
+        // OS closes the connections.
+        if tokio::runtime::Handle::try_current().is_err() {
+            if let Some(t) = self.transport.take() {
+                std::mem::forget(t);
+            }
+        }
+    }
+}
+
+impl Actor for MailActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Deliver> for MailActor {
+    type Result = ResponseFuture<Result<Delivered, NotifyError>>;
+
+    fn handle(&mut self, msg: Deliver, _: &mut Self::Context) -> Self::Result {
+        let Some(t) = self.transport.clone() else {
+            return Box::pin(async { Err(NotifyError("mail transport closed".into())) });
+        };
+        let (from, policy, dead) = (self.from.clone(), self.policy, self.dead.clone());
+        let grafana = self.grafana_url.clone();
+        Box::pin(async move {
+            let rendered = if msg.events.len() == 1 {
+                alert_mail(&msg.events[0], &grafana)
+            } else {
+                digest_mail(&msg.events, &msg.receiver.name, &grafana)
+            };
+            let built = rendered
+                .map_err(|e| format!("rendering: {e}"))
+                .and_then(|mail| Ok((mailboxes(&msg.receiver.to)?, mail)))
+                .and_then(|(to, mail)| message(&from, &to, &mail));
+            let outcome = match built {
+                Ok(m) => policy
+                    .run(|_| send_once(&t, m.clone()))
+                    .await
+                    .map_err(|g| (g.attempts, g.reason)),
+                Err(e) => Err((0, e)),
+            };
+            let item = DeadNotification {
+                receiver: msg.receiver.name.clone(),
+                events: msg.events,
+            };
+            settle(&dead, "email", item, outcome).await
         })
-        .collect()
-}
-
-/// One attempt. 4xx replies, timeouts and connection errors are transient; 5xx permanent.
-pub async fn send_once(t: &Transport, msg: Message) -> Result<(), Failure> {
-    match t.send(msg).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.is_permanent() => Err(Failure::Permanent(e.to_string())),
-        Err(e) => Err(Failure::Transient {
-            reason: e.to_string(),
-            after: None,
-        }),
     }
 }

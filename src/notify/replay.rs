@@ -4,14 +4,13 @@
 
 use std::time::Duration;
 
-use crate::actors::dead_letter::DeadNotification;
-use crate::actors::teams::post_once;
 use crate::config::{Config, ReceiverKind};
 use crate::db::notifications::{mark_replayed, replayable};
+use crate::notify::dead_letter::DeadNotification;
+use crate::notify::teams::post_once;
 
-use super::mail::{mailboxes, message, send_once, transport};
 use super::render::{alert_mail, digest_mail};
-use super::retry::RetryPolicy;
+use super::smtp::{mailboxes, message, send_once, transport};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayReport {
@@ -22,11 +21,7 @@ pub struct ReplayReport {
 pub async fn replay(cfg: &Config, id: Option<i64>) -> anyhow::Result<ReplayReport> {
     let pool = crate::db::pool(cfg.database.connect_url().expose(), 2);
     let n = &cfg.notify;
-    let policy = RetryPolicy {
-        max_attempts: n.max_attempts,
-        base: Duration::from_millis(n.backoff_base_ms),
-        max: Duration::from_millis(n.backoff_max_ms),
-    };
+    let policy = n.retry_policy();
     let p = pool.clone();
     let rows = actix_web::rt::task::spawn_blocking(move || replayable(&p, id)).await??;
     anyhow::ensure!(
@@ -34,11 +29,7 @@ pub async fn replay(cfg: &Config, id: Option<i64>) -> anyhow::Result<ReplayRepor
         "no replayable notification dead letter with id {id:?}"
     );
     let smtp = transport(&n.smtp)?;
-    let from = n
-        .smtp
-        .from
-        .parse()
-        .map_err(|e| anyhow::anyhow!("notify.smtp.from: {e}"))?;
+    let from = n.smtp.sender()?;
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(10))
         .finish();
@@ -68,7 +59,7 @@ pub async fn replay(cfg: &Config, id: Option<i64>) -> anyhow::Result<ReplayRepor
                         .map_err(|g| g.reason)
                 }
                 ReceiverKind::Teams => {
-                    let body = super::teams::message(&item.events, &n.grafana_url);
+                    let body = super::card::message(&item.events, &n.grafana_url);
                     let url = r.webhook_url.expose();
                     if url.is_empty() {
                         return Err(format!("receiver {} has no webhook URL", r.name));

@@ -3,12 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    pub max_attempts: u32,
-    pub base: Duration,
-    pub max: Duration,
-}
+pub use crate::config::RetryPolicy;
 
 /// How one attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq)]

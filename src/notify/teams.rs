@@ -1,163 +1,127 @@
-//! The Microsoft Teams message: an Adaptive Card for a Teams Workflows webhook, kept under
-//! Teams' 28 KB body limit by truncating long text (and saying so in the card).
+//! TeamsActor: posts the Adaptive Card to a Teams Workflows webhook. 200 and 202 are success;
+//! 429 honours Retry-After; 5xx and connection errors are retried; other 4xx are permanent.
+//! Paced to at most `max_per_s` requests per second per webhook. Same dead-letter path as mail.
 
-use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
-use super::render::{view, View};
-use crate::domain::AlertEvent;
+use actix::prelude::*;
 
-/// Teams refuses bodies over 28 KB; stay clear of it.
-pub const MAX_BODY_BYTES: usize = 27 * 1024;
+use super::card;
+use super::dead_letter::{settle, DeadLetterActor, DeadNotification};
+use super::deliver::{Deliver, Delivered, NotifyError};
+use crate::notify::retry::{Failure, RetryPolicy};
 
-fn card(
-    title: &str,
-    color: &str,
-    facts: Vec<(String, String)>,
-    text: &str,
-    link: &str,
-    note: Option<&str>,
-) -> Value {
-    let mut body = vec![
-        json!({"type": "TextBlock", "text": title, "weight": "Bolder", "size": "Medium", "wrap": true, "color": color}),
-        json!({"type": "FactSet", "facts": facts.iter().map(|(t, v)| json!({"title": t, "value": v})).collect::<Vec<_>>()}),
-        json!({"type": "TextBlock", "text": text, "wrap": true}),
-    ];
-    if let Some(n) = note {
-        body.push(json!({"type": "TextBlock", "text": n, "isSubtle": true, "size": "Small", "wrap": true}));
+pub struct TeamsActor {
+    client: awc::Client,
+    grafana_url: String,
+    policy: RetryPolicy,
+    dead: Addr<DeadLetterActor>,
+    interval: Duration,
+    next_slot: HashMap<String, Instant>,
+}
+
+impl TeamsActor {
+    pub fn new(
+        grafana_url: String,
+        policy: RetryPolicy,
+        dead: Addr<DeadLetterActor>,
+        max_per_s: u32,
+    ) -> Self {
+        TeamsActor {
+            client: awc::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .finish(),
+            grafana_url,
+            policy,
+            dead,
+            interval: Duration::from_secs(1) / max_per_s.max(1),
+            next_slot: HashMap::new(),
+        }
     }
-    json!({
-        "type": "message",
-        "attachments": [{
-            "contentType": "application/vnd.microsoft.card.adaptive",
-            "contentUrl": null,
-            "content": {
-                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-                "type": "AdaptiveCard",
-                "version": "1.4",
-                "body": body,
-                "actions": [{"type": "Action.OpenUrl", "title": "View in Grafana", "url": link}],
-            }
-        }]
-    })
-}
 
-fn facts(v: &View) -> Vec<(String, String)> {
-    vec![
-        ("Service".into(), v.service.clone()),
-        ("Time".into(), v.time.clone()),
-        ("Severity".into(), v.severity_upper.clone()),
-        ("Status".into(), v.status.clone()),
-    ]
-}
-
-fn cut(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
+    /// When the next request to `url` may go: one every `interval`.
+    fn slot(&mut self, url: &str) -> Instant {
+        let now = Instant::now();
+        let at = self
+            .next_slot
+            .get(url)
+            .copied()
+            .filter(|t| *t > now)
+            .unwrap_or(now);
+        self.next_slot.insert(url.to_owned(), at + self.interval);
+        at
     }
 }
 
-/// The card for one alert, or for a digest of several; truncated to fit.
-pub fn message(events: &[AlertEvent], grafana_url: &str) -> Value {
-    let views: Vec<View> = events.iter().map(|e| view(e, grafana_url)).collect();
-    let build = |limit: usize, note: Option<&str>| -> Value {
-        match views.as_slice() {
-            [v] => {
-                let text = if v.description.is_empty() {
-                    v.message.clone()
-                } else {
-                    format!("{}\n\n{}", v.message, v.description)
-                };
-                let color = if v.status == "resolved" {
-                    "Good"
-                } else {
-                    "Attention"
-                };
-                card(
-                    &cut(&v.subject, 200),
-                    color,
-                    facts(v),
-                    &cut(&text, limit),
-                    &v.grafana_link,
-                    note,
-                )
-            }
-            many => {
-                let lines: Vec<String> = many
-                    .iter()
-                    .map(|v| {
-                        format!(
-                            "- {} [{}] {} {}: {}",
-                            v.time,
-                            v.severity_upper,
-                            v.status,
-                            v.service,
-                            cut(&v.summary, 200)
-                        )
-                    })
-                    .collect();
-                let title = format!("Digest: {} alerts (sending was throttled)", many.len());
-                let link = format!("{}/alerting/list", grafana_url.trim_end_matches('/'));
-                card(
-                    &title,
-                    "Attention",
-                    vec![("Alerts".into(), many.len().to_string())],
-                    &cut(&lines.join("\n"), limit),
-                    &link,
-                    note,
-                )
+/// One POST, classified.
+pub async fn post_once(
+    client: &awc::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> Result<(), Failure> {
+    match client.post(url).send_json(body).await {
+        Ok(mut r) => {
+            let status = r.status().as_u16();
+            let _ = r.body().limit(64 * 1024).await;
+            match status {
+                200..=299 => Ok(()),
+                429 => Err(Failure::Transient {
+                    reason: "429 Too Many Requests".into(),
+                    after: r
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs),
+                }),
+                500..=599 | 408 => Err(Failure::Transient {
+                    reason: format!("HTTP {status}"),
+                    after: None,
+                }),
+                _ => Err(Failure::Permanent(format!("HTTP {status}"))),
             }
         }
-    };
-    let full = build(usize::MAX, None);
-    if full.to_string().len() <= MAX_BODY_BYTES {
-        return full;
-    }
-    let mut limit = 20_000;
-    loop {
-        let c = build(
-            limit,
-            Some("Text truncated to fit Teams' message size limit; see Grafana for the rest."),
-        );
-        if c.to_string().len() <= MAX_BODY_BYTES || limit < 100 {
-            return c;
-        }
-        limit = limit * 3 / 4;
+        Err(e) => Err(Failure::Transient {
+            reason: e.to_string(),
+            after: None,
+        }),
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl Actor for TeamsActor {
+    type Context = Context<Self>;
+}
 
-    fn event() -> AlertEvent {
-        let body = include_str!("../../tests/fixtures/alertmanager/firing-custom.json");
-        crate::domain::parse_webhook(body.as_bytes())
-            .unwrap()
-            .remove(0)
-    }
+impl Handler<Deliver> for TeamsActor {
+    type Result = ResponseFuture<Result<Delivered, NotifyError>>;
 
-    #[test]
-    fn card_has_the_adaptive_card_envelope() {
-        let m = message(&[event()], "https://g");
-        assert_eq!(m["type"], "message");
-        let a = &m["attachments"][0];
-        assert_eq!(a["contentType"], "application/vnd.microsoft.card.adaptive");
-        assert_eq!(a["content"]["type"], "AdaptiveCard");
-        assert_eq!(a["content"]["actions"][0]["type"], "Action.OpenUrl");
-    }
-
-    #[test]
-    fn long_text_is_truncated_under_the_limit_and_says_so() {
-        let mut e = event();
-        e.message = "x".repeat(1_000);
-        let digest = message(&vec![e.clone(); 300], "https://g").to_string();
-        assert!(digest.len() <= MAX_BODY_BYTES, "{}", digest.len());
-        assert!(digest.contains("truncated"));
-        e.annotations
-            .insert("description".into(), "y".repeat(100_000));
-        let one = message(&[e], "https://g").to_string();
-        assert!(one.len() <= MAX_BODY_BYTES, "{}", one.len());
-        assert!(one.contains("truncated"));
+    fn handle(&mut self, msg: Deliver, _: &mut Self::Context) -> Self::Result {
+        let url = msg.receiver.webhook_url.expose().to_owned();
+        let slot = self.slot(&url);
+        let (client, policy, dead) = (self.client.clone(), self.policy, self.dead.clone());
+        let body = card::message(&msg.events, &self.grafana_url);
+        Box::pin(async move {
+            let outcome = if url.is_empty() {
+                Err((
+                    0,
+                    format!(
+                        "receiver {} has no webhook URL (set its webhook_url_env)",
+                        msg.receiver.name
+                    ),
+                ))
+            } else {
+                actix_web::rt::time::sleep_until(slot.into()).await;
+                policy
+                    .run(|_| post_once(&client, &url, &body))
+                    .await
+                    .map_err(|g| (g.attempts, g.reason))
+            };
+            let item = DeadNotification {
+                receiver: msg.receiver.name.clone(),
+                events: msg.events,
+            };
+            settle(&dead, "teams", item, outcome).await
+        })
     }
 }

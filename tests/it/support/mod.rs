@@ -539,7 +539,7 @@ pub async fn produce_raw(brokers: &str, topic: &str, messages: &[(&str, Vec<u8>)
     alertpipe::kafka::ensure_topics(&cfg, &[topic], Duration::from_secs(10))
         .await
         .expect("topic created");
-    let producer = alertpipe::kafka::producer(&cfg).expect("producer");
+    let producer = alertpipe::kafka::future_producer(&cfg).expect("producer");
     for (key, payload) in messages {
         producer
             .send(

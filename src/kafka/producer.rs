@@ -74,7 +74,7 @@ impl KafkaProducerActor {
 
     fn connect(&mut self) {
         self.generation += 1;
-        match crate::kafka::producer(&self.cfg) {
+        match crate::kafka::future_producer(&self.cfg) {
             Ok(p) => self.producer = Some(p),
             Err(e) => {
                 tracing::error!(error = %e, "cannot create kafka producer");

@@ -8,8 +8,8 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::dedup::{Admit, DedupActor, Settle};
-use super::kafka_producer::{KafkaProducerActor, Produce, ProduceError, Record};
 use crate::domain::AlertEvent;
+use crate::kafka::producer::{KafkaProducerActor, Produce, ProduceError, Record};
 use crate::metrics as m;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

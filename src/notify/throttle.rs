@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use super::deliver::{Deliver, Delivered, NotifyError};
 use crate::config::{ReceiverConfig, ReceiverKind};
 use crate::domain::AlertEvent;
 use crate::metrics as m;
-use crate::notify::{Deliver, Delivered, NotifyError};
 
 #[derive(Message)]
 #[rtype(result = "Result<Delivered, NotifyError>")]

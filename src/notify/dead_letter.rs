@@ -5,10 +5,10 @@
 use actix::prelude::*;
 use diesel::RunQueryDsl;
 
-use super::kafka_producer::{KafkaProducerActor, Produce, Record};
 use crate::db::alerts::NewDeadLetter;
 use crate::db::schema::dead_letters;
 use crate::db::PgPool;
+use crate::kafka::producer::{KafkaProducerActor, Produce, Record};
 use crate::metrics as m;
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

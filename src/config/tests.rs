@@ -1,0 +1,92 @@
+//! Loading, overlaying and checking the whole config.
+
+use std::path::Path;
+
+use super::*;
+
+fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::from_sources(text, Path::new("test.toml"), &env)
+}
+
+#[test]
+fn project_config_file_parses_and_validates() {
+    let text = include_str!("../../config/alertpipe.toml");
+    let cfg = parse(text, &[]).unwrap();
+    cfg.validate().unwrap();
+}
+
+#[test]
+fn env_overrides_file() {
+    let cfg = parse(
+        "[kafka]\nbrokers = \"a:1\"\n",
+        &[
+            ("ALERTPIPE__KAFKA__BROKERS", "127.0.0.1:9999"),
+            ("ALERTPIPE__KAFKA__PARTITIONS", "7"),
+            ("ALERTPIPE__SERVER__LISTEN", "127.0.0.1:0"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(cfg.kafka.brokers, "127.0.0.1:9999");
+    assert_eq!(cfg.kafka.partitions, 7);
+    assert_eq!(cfg.server.listen.port(), 0);
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let err = parse("[kafka]\nbrokerz = \"x\"\n", &[]).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("brokerz"), "{msg}");
+    let err = parse("", &[("ALERTPIPE__DEDUP__WINDOW", "5")]).unwrap_err();
+    assert!(err.to_string().contains("window"), "{err}");
+}
+
+#[test]
+fn wrong_type_is_named() {
+    let err = parse("[dedup]\nwindow_s = \"soon\"\n", &[]).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("dedup.window_s"), "{msg}");
+}
+
+#[test]
+fn auth_without_secret_is_refused() {
+    let cfg = parse("[auth]\nmode = \"bearer\"\n", &[]).unwrap();
+    let err = cfg.validate().unwrap_err();
+    assert!(err.to_string().contains("auth.mode"), "{err}");
+}
+
+#[test]
+fn database_password_goes_into_the_url_but_not_the_file() {
+    let mut cfg = parse("[database]\nurl = \"postgres://ap@db:5432/x\"\n", &[]).unwrap();
+    cfg.database.password = Secret::new("p@ss:w/rd");
+    assert_eq!(
+        cfg.database.connect_url().expose(),
+        "postgres://ap:p%40ss%3Aw%2Frd@db:5432/x"
+    );
+    let cfg = parse("[database]\nurl = \"postgres://ap:pw@db/x\"\n", &[]).unwrap();
+    assert!(cfg
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("database.url"));
+}
+
+#[test]
+fn roles_parse() {
+    let cfg = parse("[server]\nroles = [\"ingest\"]\n", &[]).unwrap();
+    assert!(cfg.server.runs(Role::Ingest));
+    assert!(!cfg.server.runs(Role::Persist));
+    assert!(Config::default().server.runs(Role::Persist));
+}
+
+#[test]
+fn secrets_are_masked() {
+    let mut cfg = parse("[auth]\nmode = \"bearer\"\n", &[]).unwrap();
+    cfg.auth.secret = Secret::new("hunter2");
+    assert!(!cfg.to_masked_toml().contains("hunter2"));
+    assert!(!format!("{cfg:?}").contains("hunter2"));
+    assert!(cfg.to_masked_toml().contains("********"));
+}

@@ -1,0 +1,163 @@
+//! The Microsoft Teams message: an Adaptive Card for a Teams Workflows webhook, kept under
+//! Teams' 28 KB body limit by truncating long text (and saying so in the card).
+
+use serde_json::{json, Value};
+
+use super::render::{view, View};
+use crate::domain::AlertEvent;
+
+/// Teams refuses bodies over 28 KB; stay clear of it.
+pub const MAX_BODY_BYTES: usize = 27 * 1024;
+
+fn card(
+    title: &str,
+    color: &str,
+    facts: Vec<(String, String)>,
+    text: &str,
+    link: &str,
+    note: Option<&str>,
+) -> Value {
+    let mut body = vec![
+        json!({"type": "TextBlock", "text": title, "weight": "Bolder", "size": "Medium", "wrap": true, "color": color}),
+        json!({"type": "FactSet", "facts": facts.iter().map(|(t, v)| json!({"title": t, "value": v})).collect::<Vec<_>>()}),
+        json!({"type": "TextBlock", "text": text, "wrap": true}),
+    ];
+    if let Some(n) = note {
+        body.push(json!({"type": "TextBlock", "text": n, "isSubtle": true, "size": "Small", "wrap": true}));
+    }
+    json!({
+        "type": "message",
+        "attachments": [{
+            "contentType": "application/vnd.microsoft.card.adaptive",
+            "contentUrl": null,
+            "content": {
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard",
+                "version": "1.4",
+                "body": body,
+                "actions": [{"type": "Action.OpenUrl", "title": "View in Grafana", "url": link}],
+            }
+        }]
+    })
+}
+
+fn facts(v: &View) -> Vec<(String, String)> {
+    vec![
+        ("Service".into(), v.service.clone()),
+        ("Time".into(), v.time.clone()),
+        ("Severity".into(), v.severity_upper.clone()),
+        ("Status".into(), v.status.clone()),
+    ]
+}
+
+fn cut(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+/// The card for one alert, or for a digest of several; truncated to fit.
+pub fn message(events: &[AlertEvent], grafana_url: &str) -> Value {
+    let views: Vec<View> = events.iter().map(|e| view(e, grafana_url)).collect();
+    let build = |limit: usize, note: Option<&str>| -> Value {
+        match views.as_slice() {
+            [v] => {
+                let text = if v.description.is_empty() {
+                    v.message.clone()
+                } else {
+                    format!("{}\n\n{}", v.message, v.description)
+                };
+                let color = if v.status == "resolved" {
+                    "Good"
+                } else {
+                    "Attention"
+                };
+                card(
+                    &cut(&v.subject, 200),
+                    color,
+                    facts(v),
+                    &cut(&text, limit),
+                    &v.grafana_link,
+                    note,
+                )
+            }
+            many => {
+                let lines: Vec<String> = many
+                    .iter()
+                    .map(|v| {
+                        format!(
+                            "- {} [{}] {} {}: {}",
+                            v.time,
+                            v.severity_upper,
+                            v.status,
+                            v.service,
+                            cut(&v.summary, 200)
+                        )
+                    })
+                    .collect();
+                let title = format!("Digest: {} alerts (sending was throttled)", many.len());
+                let link = format!("{}/alerting/list", grafana_url.trim_end_matches('/'));
+                card(
+                    &title,
+                    "Attention",
+                    vec![("Alerts".into(), many.len().to_string())],
+                    &cut(&lines.join("\n"), limit),
+                    &link,
+                    note,
+                )
+            }
+        }
+    };
+    let full = build(usize::MAX, None);
+    if full.to_string().len() <= MAX_BODY_BYTES {
+        return full;
+    }
+    let mut limit = 20_000;
+    loop {
+        let c = build(
+            limit,
+            Some("Text truncated to fit Teams' message size limit; see Grafana for the rest."),
+        );
+        if c.to_string().len() <= MAX_BODY_BYTES || limit < 100 {
+            return c;
+        }
+        limit = limit * 3 / 4;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> AlertEvent {
+        let body = include_str!("../../tests/fixtures/alertmanager/firing-custom.json");
+        crate::domain::parse_webhook(body.as_bytes())
+            .unwrap()
+            .remove(0)
+    }
+
+    #[test]
+    fn card_has_the_adaptive_card_envelope() {
+        let m = message(&[event()], "https://g");
+        assert_eq!(m["type"], "message");
+        let a = &m["attachments"][0];
+        assert_eq!(a["contentType"], "application/vnd.microsoft.card.adaptive");
+        assert_eq!(a["content"]["type"], "AdaptiveCard");
+        assert_eq!(a["content"]["actions"][0]["type"], "Action.OpenUrl");
+    }
+
+    #[test]
+    fn long_text_is_truncated_under_the_limit_and_says_so() {
+        let mut e = event();
+        e.message = "x".repeat(1_000);
+        let digest = message(&vec![e.clone(); 300], "https://g").to_string();
+        assert!(digest.len() <= MAX_BODY_BYTES, "{}", digest.len());
+        assert!(digest.contains("truncated"));
+        e.annotations
+            .insert("description".into(), "y".repeat(100_000));
+        let one = message(&[e], "https://g").to_string();
+        assert!(one.len() <= MAX_BODY_BYTES, "{}", one.len());
+        assert!(one.contains("truncated"));
+    }
+}
