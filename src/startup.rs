@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Addr;
+use actix::{Addr, Supervisor};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
@@ -17,6 +17,7 @@ use crate::config::{Config, Role};
 use crate::db::PgPool;
 use crate::http::budget::Budget;
 use crate::http::{self, AppState};
+use crate::kafka::poison::{dlq_topic, PoisonStore};
 use crate::kafka::producer::{Flush, KafkaProducerActor};
 
 pub struct Application {
@@ -44,14 +45,22 @@ impl Application {
         } else {
             None
         };
+        // Every consumer stage keeps its poison messages the same way (kafka::poison).
+        let poison = |topic: &str| {
+            let (kafka, dlq) = (cfg.kafka.clone(), dlq_topic(topic));
+            let producer = Supervisor::start(move |_| KafkaProducerActor::new(kafka, dlq, 64));
+            PoisonStore::new(producer, db.clone())
+        };
         if let (true, Some(pool)) = (cfg.server.runs(Role::Persist), &db) {
-            stages.push(crate::persist::start(&cfg, pool.clone()));
+            let p = poison(&cfg.kafka.alerts_topic);
+            stages.push(crate::persist::start(&cfg, pool.clone(), p));
         }
         if let (true, Some(pool)) = (cfg.server.runs(Role::Notify), &db) {
-            stages.push(crate::notify::start(&cfg, pool.clone())?);
+            let p = poison(&cfg.kafka.alerts_topic);
+            stages.push(crate::notify::start(&cfg, pool.clone(), p)?);
         }
         if cfg.server.runs(Role::Archive) {
-            stages.push(crate::archive::start(&cfg)?);
+            stages.push(crate::archive::start(&cfg, poison(&cfg.kafka.logs_topic))?);
         }
         let draining = Arc::new(AtomicBool::new(false));
         let state = web::Data::new(AppState {
@@ -176,12 +185,20 @@ fn topics_used(cfg: &Config) -> Vec<String> {
     if runs(Role::Ingest) || runs(Role::Persist) || runs(Role::Notify) {
         t.push(k.alerts_topic.clone());
     }
+    if runs(Role::Persist) || runs(Role::Notify) {
+        t.push(dlq_topic(&k.alerts_topic));
+    }
     if runs(Role::Ingest) || runs(Role::Archive) {
         t.push(k.logs_topic.clone());
+    }
+    if runs(Role::Archive) {
+        t.push(dlq_topic(&k.logs_topic));
     }
     if runs(Role::Notify) {
         t.push(cfg.notify.dlq_topic.clone());
     }
+    t.sort();
+    t.dedup();
     t
 }
 

@@ -14,13 +14,12 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use chrono::NaiveDate;
 use opendal::Operator;
-use prost::Message as _;
 
 use crate::archive::layout;
 use crate::archive::parquet::{self as pq, Promoted, Provenance, Row};
-use crate::archive::proto::StreamAdapter;
-use crate::archive::push::stream_from_proto;
-use crate::kafka::consumer::{Commit, RawMessage};
+use crate::archive::push::Stream;
+use crate::kafka::consumer::Commit;
+use crate::kafka::sink::Decoded;
 use crate::metrics as m;
 
 #[derive(Debug, Clone)]
@@ -35,9 +34,20 @@ pub struct ArchiveSettings {
 /// Consumed messages (possibly none: a tick). Send the same batch again while the answer says
 /// `more` (an epoch closed part-way through it); already-buffered offsets are skipped.
 #[derive(Message)]
-#[rtype(result = "Result<Progress, String>")]
+#[rtype(result = "Result<Progress, ArchiveError>")]
 pub struct ArchiveBatch {
-    pub messages: Arc<Vec<RawMessage>>,
+    pub messages: Arc<Vec<Decoded<Stream>>>,
+}
+
+/// A flush that did not complete; the same batch is sent again (nothing is skipped).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("encoding parquet: {0}")]
+    Encode(String),
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("16 name collisions in one second: refusing to overwrite {0}")]
+    Collisions(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,27 +104,14 @@ impl ArchiveActor {
     }
 
     /// Adds messages; returns partitions whose epoch must close before going on.
-    fn add(&mut self, msgs: &[RawMessage]) -> Result<(), (String, i32)> {
+    fn add(&mut self, msgs: &[Decoded<Stream>]) -> Result<(), (String, i32)> {
         for msg in msgs {
             let key = (msg.topic.clone(), msg.partition);
             let p = self.partitions.entry(key.clone()).or_default();
             if msg.offset < p.next_offset {
                 continue; // already buffered (a retried batch, or a redelivery)
             }
-            let stream = match StreamAdapter::decode(msg.payload.as_slice())
-                .map_err(|e| e.to_string())
-                .and_then(|s| stream_from_proto(s).map_err(|e| e.message))
-            {
-                Ok(s) => s,
-                Err(e) => {
-                    // Only our own producer writes this topic; count and skip what cannot be
-                    // read (it stays in Kafka until retention).
-                    tracing::error!(partition = msg.partition, offset = msg.offset, error = %e, "undecodable logs message");
-                    metrics::counter!(m::DEAD_LETTERED, "stage" => "archive").increment(1);
-                    p.next_offset = msg.offset + 1;
-                    continue;
-                }
-            };
+            let stream = &msg.item;
             let newest = stream.entries.iter().map(|e| layout::day_of(e.ts_ns)).max();
             if let (Some(seen), Some(day)) = (p.newest_day, newest) {
                 if day > seen && !p.buffers.is_empty() {
@@ -126,8 +123,8 @@ impl ArchiveActor {
             }
             let env = layout::env_of(&stream.labels, &self.settings.default_env);
             let service = layout::service_of(&stream.labels);
-            let labels = Arc::new(stream.labels);
-            for e in stream.entries {
+            let labels = Arc::new(stream.labels.clone());
+            for e in &stream.entries {
                 let day = layout::day_of(e.ts_ns);
                 let b = p
                     .buffers
@@ -140,9 +137,9 @@ impl ArchiveActor {
                 p.bytes += e.line.len();
                 b.rows.push(Row {
                     ts_ns: e.ts_ns,
-                    line: e.line,
+                    line: e.line.clone(),
                     labels: labels.clone(),
-                    metadata: e.metadata,
+                    metadata: e.metadata.clone(),
                     partition: msg.partition,
                     offset: msg.offset,
                 });
@@ -174,7 +171,7 @@ impl ArchiveActor {
     }
 
     /// Encodes a partition's buffers (CPU; the actor has its own thread).
-    fn encode(&self, key: &(String, i32)) -> Result<Vec<Pending>, String> {
+    fn encode(&self, key: &(String, i32)) -> Result<Vec<Pending>, ArchiveError> {
         let Some(p) = self.partitions.get(key) else {
             return Ok(Vec::new());
         };
@@ -190,7 +187,7 @@ impl ArchiveActor {
                 last_offset: last,
             };
             let bytes = pq::encode(&mut rows, &Promoted { service, env }, provenance)
-                .map_err(|e| format!("encoding parquet: {e}"))?;
+                .map_err(|e| ArchiveError::Encode(e.to_string()))?;
             out.push(Pending {
                 env: env.clone(),
                 service: service.clone(),
@@ -226,7 +223,7 @@ impl ArchiveActor {
 
 /// Writes one file, choosing its name: the deterministic one, unless a file of *other* rows
 /// already has it (a 16-bit suffix can collide), then the next attempt's name.
-async fn write_file(storage: &Operator, f: Pending) -> Result<String, String> {
+async fn write_file(storage: &Operator, f: Pending) -> Result<String, ArchiveError> {
     for attempt in 0..16 {
         let path = layout::file_path(
             &f.env,
@@ -239,10 +236,10 @@ async fn write_file(storage: &Operator, f: Pending) -> Result<String, String> {
         let existing = match storage.exists(&path).await {
             Ok(true) => match storage.read(&path).await {
                 Ok(buf) => pq::provenance(buf.to_bytes()),
-                Err(e) => return Err(format!("reading {path}: {e}")),
+                Err(e) => return Err(ArchiveError::Storage(format!("reading {path}: {e}"))),
             },
             Ok(false) => None,
-            Err(e) => return Err(format!("checking {path}: {e}")),
+            Err(e) => return Err(ArchiveError::Storage(format!("checking {path}: {e}"))),
         };
         let ours = existing.is_none_or(|p| {
             p.partition == f.provenance.partition && p.first_offset == f.provenance.first_offset
@@ -255,7 +252,7 @@ async fn write_file(storage: &Operator, f: Pending) -> Result<String, String> {
         storage
             .write(&path, f.bytes)
             .await
-            .map_err(|e| format!("writing {path}: {e}"))?;
+            .map_err(|e| ArchiveError::Storage(format!("writing {path}: {e}")))?;
         metrics::histogram!(m::ARCHIVE_WRITE_SECONDS).record(started.elapsed().as_secs_f64());
         metrics::counter!(m::ARCHIVE_FILES).increment(1);
         metrics::counter!(m::ARCHIVE_LINES).increment(f.rows as u64);
@@ -264,7 +261,7 @@ async fn write_file(storage: &Operator, f: Pending) -> Result<String, String> {
         tracing::info!(%path, rows = f.rows, bytes = size, "archive file closed");
         return Ok(path);
     }
-    Err("16 name collisions in one second: refusing to overwrite".into())
+    Err(ArchiveError::Collisions(f.env.clone() + "/" + &f.service))
 }
 
 impl Actor for ArchiveActor {
@@ -277,8 +274,8 @@ impl ArchiveActor {
     fn flush(
         &mut self,
         due: Vec<(String, i32)>,
-        batch: Arc<Vec<RawMessage>>,
-    ) -> AtomicResponse<Self, Result<Progress, String>> {
+        batch: Arc<Vec<Decoded<Stream>>>,
+    ) -> AtomicResponse<Self, Result<Progress, ArchiveError>> {
         let mut pending = Vec::new();
         for key in &due {
             match self.encode(key) {
@@ -295,7 +292,7 @@ impl ArchiveActor {
                 }
                 done.push(key);
             }
-            Ok::<_, String>(done)
+            Ok::<_, ArchiveError>(done)
         };
         AtomicResponse::new(Box::pin(write.into_actor(self).map(move |res, act, _| {
             let done = res.inspect_err(|e| {
@@ -312,7 +309,7 @@ impl ArchiveActor {
         })))
     }
 
-    fn pending_in(&self, batch: &[RawMessage]) -> bool {
+    fn pending_in(&self, batch: &[Decoded<Stream>]) -> bool {
         batch.iter().any(|m| {
             self.partitions
                 .get(&(m.topic.clone(), m.partition))
@@ -322,7 +319,7 @@ impl ArchiveActor {
 }
 
 impl Handler<ArchiveBatch> for ArchiveActor {
-    type Result = AtomicResponse<Self, Result<Progress, String>>;
+    type Result = AtomicResponse<Self, Result<Progress, ArchiveError>>;
 
     fn handle(&mut self, msg: ArchiveBatch, _: &mut Self::Context) -> Self::Result {
         let mut due = match self.add(&msg.messages) {

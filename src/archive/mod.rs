@@ -8,6 +8,7 @@ pub mod parquet;
 pub mod proto;
 pub mod push;
 pub mod read;
+pub mod sink;
 pub mod storage;
 
 use std::time::Duration;
@@ -15,12 +16,13 @@ use std::time::Duration;
 use actix::Actor;
 
 use crate::config::Config;
-use crate::kafka::consumer::{self, ConsumerSettings, StageHealth};
-use actor::{ArchiveActor, ArchiveBatch, ArchiveSettings};
+use crate::kafka::consumer::{ConsumerSettings, StageHealth};
+use crate::kafka::poison::PoisonStore;
+use actor::{ArchiveActor, ArchiveSettings};
 
 /// ArchiveActor on a thread of its own (Parquet encoding is CPU work), fed by the
 /// `alertpipe-archive` consumer, which commits only what is in closed files.
-pub fn start(cfg: &Config) -> anyhow::Result<StageHealth> {
+pub fn start(cfg: &Config, poison: PoisonStore) -> anyhow::Result<StageHealth> {
     let storage = storage::open(&cfg.archive.root()?)?;
     let settings = ArchiveSettings {
         default_env: cfg.archive.default_env.clone(),
@@ -30,7 +32,6 @@ pub fn start(cfg: &Config) -> anyhow::Result<StageHealth> {
     let archive = ArchiveActor::start_in_arbiter(&actix::Arbiter::new().handle(), move |_| {
         ArchiveActor::new(settings, storage)
     });
-    let health = StageHealth::new("archive");
     let consumer = ConsumerSettings {
         // Idle ticks let age-based flushes happen when no logs arrive.
         tick: Some(Duration::from_millis(500).min(cfg.archive.max_age())),
@@ -42,21 +43,6 @@ pub fn start(cfg: &Config) -> anyhow::Result<StageHealth> {
             Duration::from_millis(50),
         )
     };
-    consumer::spawn(consumer, health.clone(), move |batch| {
-        let archive = archive.clone();
-        async move {
-            loop {
-                let progress = archive
-                    .send(ArchiveBatch {
-                        messages: batch.clone(),
-                    })
-                    .await
-                    .map_err(|e| format!("archive actor: {e}"))??;
-                if !progress.more {
-                    return Ok(progress.commit);
-                }
-            }
-        }
-    });
+    let health = crate::kafka::sink::spawn(consumer, sink::ArchiveSink { actor: archive }, poison);
     Ok(health)
 }

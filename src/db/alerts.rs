@@ -80,6 +80,16 @@ pub struct NewDeadLetter<'a> {
     pub payload: &'a [u8],
 }
 
+/// Dead letters of any stage, idempotent per (stage, topic, partition, offset).
+pub fn insert_dead_letters(pool: &PgPool, rows: &[NewDeadLetter<'_>]) -> Result<(), DbError> {
+    let mut c = super::conn(pool)?;
+    diesel::insert_into(dead_letters::table)
+        .values(rows)
+        .on_conflict_do_nothing()
+        .execute(&mut c)?;
+    Ok(())
+}
+
 /// Cuts to at most `max` characters (never inside a character). Whether it cut.
 fn fit(s: &str, max: usize) -> (String, bool) {
     match s.char_indices().nth(max) {

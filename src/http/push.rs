@@ -44,6 +44,7 @@ pub fn records(streams: &[Stream]) -> Vec<Record> {
             out.push(Record {
                 key: key.clone(),
                 payload: stream_to_proto(s, &s.entries[start..end]).encode_to_vec(),
+                headers: Vec::new(),
             });
             start = end;
         }

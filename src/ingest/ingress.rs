@@ -91,6 +91,7 @@ impl Handler<IngestAlerts> for IngressActor {
                 records.push(Record {
                     key: alert.fingerprint.as_str().to_owned(),
                     payload,
+                    headers: Vec::new(),
                 });
                 admitted.push(key);
             }

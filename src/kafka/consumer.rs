@@ -59,7 +59,8 @@ impl ConsumerSettings {
 }
 
 /// Runs `run_batches` as a task of the current System, logging why it ended if it does.
-pub fn spawn<F, Fut>(settings: ConsumerSettings, health: StageHealth, sink: F)
+/// Stages use it through `kafka::sink::spawn`, which gives every stage the same contract.
+pub(super) fn spawn<F, Fut>(settings: ConsumerSettings, health: StageHealth, sink: F)
 where
     F: FnMut(Arc<Vec<RawMessage>>) -> Fut + 'static,
     Fut: Future<Output = Result<Commit, String>> + 'static,
@@ -146,7 +147,7 @@ pub fn create(s: &ConsumerSettings) -> Result<StreamConsumer, KafkaError> {
 
 /// Runs until the task is dropped. `sink` gets each batch (shared, so retries are cheap) and
 /// answers Ok once the effect is durable, or Err(reason) to have the same batch retried.
-pub async fn run_batches<F, Fut>(
+async fn run_batches<F, Fut>(
     s: ConsumerSettings,
     health: StageHealth,
     mut sink: F,

@@ -2,7 +2,9 @@
 //! for tools and tests; `consumer` runs the service's consumer groups.
 
 pub mod consumer;
+pub mod poison;
 pub mod producer;
+pub mod sink;
 
 use std::time::Duration;
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures_util::future::join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use crate::config::KafkaConfig;
@@ -29,6 +30,8 @@ pub enum ProduceError {
 pub struct Record {
     pub key: String,
     pub payload: Vec<u8>,
+    /// Kafka record headers (dead letters carry their reason and source here).
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 /// Produce all records; resolves after every ack.
@@ -146,9 +149,18 @@ impl Handler<Produce> for KafkaProducerActor {
         let mut acks = Vec::with_capacity(msg.records.len());
         let mut enqueue_err = None;
         for r in &msg.records {
-            let rec = FutureRecord::to(&self.topic)
+            let mut rec = FutureRecord::to(&self.topic)
                 .key(&r.key)
                 .payload(&r.payload);
+            if !r.headers.is_empty() {
+                let headers = r.headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+                    h.insert(Header {
+                        key: k,
+                        value: Some(v),
+                    })
+                });
+                rec = rec.headers(headers);
+            }
             match producer.send_result(rec) {
                 Ok(ack) => acks.push(ack),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {

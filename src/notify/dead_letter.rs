@@ -63,6 +63,7 @@ impl Handler<DeadLetter> for DeadLetterActor {
                     records: vec![Record {
                         key,
                         payload: record,
+                        headers: Vec::new(),
                     }],
                 })
                 .await

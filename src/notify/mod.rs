@@ -26,7 +26,8 @@ use anyhow::Context as _;
 
 use crate::config::Config;
 use crate::db::PgPool;
-use crate::kafka::consumer::{self, ConsumerSettings, StageHealth};
+use crate::kafka::consumer::{ConsumerSettings, StageHealth};
+use crate::kafka::poison::PoisonStore;
 use crate::kafka::producer::KafkaProducerActor;
 use dead_letter::DeadLetterActor;
 use mail::MailActor;
@@ -35,7 +36,7 @@ use throttle::{Rate, ThrottleActor};
 
 /// DeadLetterActor, MailActor, TeamsActor, ThrottleActor, and the `alertpipe-notify` consumer:
 /// route each alert, skip notifications already done, send through the throttle, record.
-pub fn start(cfg: &Config, pool: PgPool) -> anyhow::Result<StageHealth> {
+pub fn start(cfg: &Config, pool: PgPool, poison: PoisonStore) -> anyhow::Result<StageHealth> {
     let n = cfg.notify.clone();
     let (kafka_cfg, dlq_topic) = (cfg.kafka.clone(), n.dlq_topic.clone());
     let dlq = Supervisor::start(move |_| KafkaProducerActor::new(kafka_cfg, dlq_topic, 64));
@@ -60,7 +61,6 @@ pub fn start(cfg: &Config, pool: PgPool) -> anyhow::Result<StageHealth> {
         n.digest_window(),
     )
     .start();
-    let health = StageHealth::new("notify");
     let settings = ConsumerSettings::new(
         &cfg.kafka,
         &n.group,
@@ -68,9 +68,11 @@ pub fn start(cfg: &Config, pool: PgPool) -> anyhow::Result<StageHealth> {
         n.batch_size,
         n.linger(),
     );
-    let routes = Arc::new(n.routes);
-    consumer::spawn(settings, health.clone(), move |batch| {
-        sink::notify_batch(batch, routes.clone(), pool.clone(), throttle.clone())
-    });
+    let sink = sink::NotifySink {
+        routes: Arc::new(n.routes),
+        pool,
+        throttle,
+    };
+    let health = crate::kafka::sink::spawn(settings, sink, poison);
     Ok(health)
 }

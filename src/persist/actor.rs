@@ -2,32 +2,18 @@
 //! per batch (diesel on a SyncArbiter, r2d2 pool). SyncArbiter mailboxes are unbounded, so the
 //! bound is the consumer: it awaits each batch before reading the next.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
 
 use crate::db::alerts::{store_batch, Inbound, StoreReport};
 use crate::db::{DbError, PgPool};
-use crate::kafka::consumer::RawMessage;
 use crate::metrics as m;
 
 #[derive(Message)]
 #[rtype(result = "Result<StoreReport, DbError>")]
 pub struct PersistBatch {
     pub items: Vec<Inbound>,
-}
-
-impl PersistBatch {
-    /// Decodes consumed messages; undecodable ones travel along to be dead-lettered.
-    pub fn decode(batch: &Arc<Vec<RawMessage>>) -> Self {
-        PersistBatch {
-            items: batch
-                .iter()
-                .map(|r| Inbound::decode(&r.topic, r.partition, r.offset, r.payload.clone()))
-                .collect(),
-        }
-    }
 }
 
 pub struct PersistActor {

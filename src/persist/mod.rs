@@ -2,20 +2,21 @@
 //! history, one row per alert occurrence.
 
 pub mod actor;
+pub mod sink;
 
 use actix::SyncArbiter;
 
 use crate::config::Config;
 use crate::db::PgPool;
-use crate::kafka::consumer::{self, Commit, ConsumerSettings, StageHealth};
-use actor::{PersistActor, PersistBatch};
+use crate::kafka::consumer::{ConsumerSettings, StageHealth};
+use crate::kafka::poison::PoisonStore;
+use actor::PersistActor;
 
 /// PersistActor on a SyncArbiter, and the `alertpipe-persist` consumer feeding it one awaited
 /// batch at a time.
-pub fn start(cfg: &Config, pool: PgPool) -> StageHealth {
+pub fn start(cfg: &Config, pool: PgPool, poison: PoisonStore) -> StageHealth {
     let p = pool.clone();
     let persist = SyncArbiter::start(cfg.persist.workers, move || PersistActor::new(p.clone()));
-    let health = StageHealth::new("persist");
     let settings = ConsumerSettings::new(
         &cfg.kafka,
         &cfg.persist.group,
@@ -23,15 +24,5 @@ pub fn start(cfg: &Config, pool: PgPool) -> StageHealth {
         cfg.persist.batch_size,
         cfg.persist.linger(),
     );
-    consumer::spawn(settings, health.clone(), move |batch| {
-        let persist = persist.clone();
-        async move {
-            match persist.send(PersistBatch::decode(&batch)).await {
-                Ok(Ok(_)) => Ok(Commit::Batch),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(format!("persist actor: {e}")),
-            }
-        }
-    });
-    health
+    crate::kafka::sink::spawn(settings, sink::PersistSink { actor: persist }, poison)
 }

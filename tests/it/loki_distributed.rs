@@ -8,11 +8,12 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::json;
 
-use crate::support::logs::{loki_get, loki_process};
+use crate::support::logs::{loki_get, try_loki_process};
 use crate::support::{eventually, free_port, unique, Proc};
 
-#[actix_web::test]
-async fn push_through_the_distributor_and_read_back_through_the_querier() {
+type Split = (tempfile::TempDir, Vec<Proc>, Vec<u16>);
+
+fn start_split() -> Result<Split, String> {
     let dir = tempfile::tempdir().unwrap();
     let ml: Vec<u16> = (0..4).map(|_| free_port()).collect();
     let http: Vec<u16> = (0..4).map(|_| free_port()).collect();
@@ -36,15 +37,31 @@ async fn push_through_the_distributor_and_read_back_through_the_querier() {
             ),
         ];
         // One data directory: the filesystem object store the processes share.
-        procs.push(loki_process(
+        procs.push(try_loki_process(
             "config/loki/loki-distributed.yml",
             dir.path(),
             target,
             http[i],
             &env,
             Some(target),
-        ));
+        )?);
     }
+    Ok((dir, procs, http))
+}
+
+#[actix_web::test]
+async fn push_through_the_distributor_and_read_back_through_the_querier() {
+    // Ports are picked free, then bound by Loki a moment later: another test may take one in
+    // between. Start the four again on fresh ports when one of them cannot start.
+    let mut attempt = 0;
+    let (dir, procs, http) = loop {
+        attempt += 1;
+        match start_split() {
+            Ok(started) => break started,
+            Err(e) if attempt < 3 => eprintln!("split Loki did not start ({e}); again"),
+            Err(e) => panic!("split Loki did not start: {e}"),
+        }
+    };
     let distributor = format!("http://127.0.0.1:{}", http[1]);
     let querier = format!("http://127.0.0.1:{}", http[2]);
     let svc = unique("split");
@@ -101,4 +118,5 @@ async fn push_through_the_distributor_and_read_back_through_the_querier() {
         "the querier serves no push API"
     );
     drop(procs);
+    drop(dir);
 }

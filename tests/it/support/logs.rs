@@ -31,6 +31,19 @@ pub fn terminate(p: &mut Proc, within: Duration) {
 }
 
 fn wait_http_ok(url: &str, within: Duration, what: &str, log: &Path, proc: &mut Proc) {
+    if let Err(e) = try_wait_http_ok(url, within, what, log, proc) {
+        panic!("{e}");
+    }
+}
+
+/// Waits for 200 at `url`; Err (with the log's tail) when the program exits or times out.
+fn try_wait_http_ok(
+    url: &str,
+    within: Duration,
+    what: &str,
+    log: &Path,
+    proc: &mut Proc,
+) -> Result<(), String> {
     let deadline = Instant::now() + within;
     loop {
         let ok = Command::new("curl")
@@ -39,17 +52,17 @@ fn wait_http_ok(url: &str, within: Duration, what: &str, log: &Path, proc: &mut 
             .map(|s| s.success())
             .unwrap_or(false);
         if ok {
-            return;
+            return Ok(());
         }
         let exited = proc.child.try_wait().ok().flatten();
         if exited.is_some() || Instant::now() > deadline {
             let text = std::fs::read_to_string(log).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            panic!(
+            return Err(format!(
                 "{what} not ready at {url} ({}):\n{}",
                 exited.map_or("timed out".to_owned(), |s| format!("exited: {s}")),
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
+            ));
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -115,7 +128,6 @@ impl Loki {
             None => std::fs::create_dir_all(dir.path().join("rules/fake")).unwrap(),
         }
         let alertmanager = alertmanager.unwrap_or("http://127.0.0.1:9");
-        let http = free_port();
         let env = [
             (
                 "LOKI_RULES_DIR",
@@ -125,7 +137,17 @@ impl Loki {
             ("LOKI_RULER_INTERVAL", "1s".to_owned()),
             ("LOKI_RULER_POLL", "1s".to_owned()),
         ];
-        let proc = loki_process("config/loki/loki.yml", dir.path(), "loki", http, &env, None);
+        // A port picked free may be taken before Loki binds it: try fresh ports again.
+        let mut attempt = 0;
+        let (proc, http) = loop {
+            attempt += 1;
+            let http = free_port();
+            match try_loki_process("config/loki/loki.yml", dir.path(), "loki", http, &env, None) {
+                Ok(p) => break (p, http),
+                Err(e) if attempt < 3 => eprintln!("private Loki did not start ({e}); again"),
+                Err(e) => panic!("{e}"),
+            }
+        };
         Loki {
             url: format!("http://127.0.0.1:{http}"),
             _proc: Some(proc),
@@ -217,15 +239,16 @@ pub async fn loki_get(base: &str, path: &str, params: &[(&str, &str)]) -> (u16, 
     (resp.status().as_u16(), v)
 }
 
-/// Starts the real Loki on `config` (a shipped file) with its data in `dir`, waits for /ready.
-pub fn loki_process(
+/// Starts the real Loki on `config` (a shipped file) with its data in `dir` and waits for
+/// /ready; Err when Loki exits at start (a port taken meanwhile, say) or times out.
+pub fn try_loki_process(
     config: &str,
     dir: &Path,
     name: &str,
     http: u16,
     env: &[(&str, String)],
     target: Option<&str>,
-) -> Proc {
+) -> Result<Proc, String> {
     let log_path = dir.join(format!("{name}.log"));
     let log = std::fs::File::create(&log_path).unwrap();
     let mut cmd = Command::new(Stack::get().var("STACK_LOKI_BIN"));
@@ -248,14 +271,14 @@ pub fn loki_process(
     let mut proc = Proc {
         child: cmd.spawn().expect("loki starts"),
     };
-    wait_http_ok(
+    try_wait_http_ok(
         &format!("http://127.0.0.1:{http}/ready"),
         Duration::from_secs(120),
         name,
         &log_path,
         &mut proc,
-    );
-    proc
+    )?;
+    Ok(proc)
 }
 
 /// A private Promtail running `config/promtail/promtail.yml`, tailing `<dir>/logs/*/*.log`:

@@ -1,0 +1,66 @@
+//! The archive stage's sink: a `logs` message decodes to its stream; a batch goes to the
+//! ArchiveActor until every stream of it is buffered; what may be committed is what lies in
+//! closed files.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use actix::{Addr, MailboxError};
+use prost::Message as _;
+
+use super::actor::{ArchiveActor, ArchiveBatch, ArchiveError};
+use super::proto::StreamAdapter;
+use super::push::{stream_from_proto, Stream};
+use crate::kafka::consumer::{Commit, RawMessage};
+use crate::kafka::sink::{Decoded, Retryable, Sink};
+
+pub struct ArchiveSink {
+    pub actor: Addr<ArchiveActor>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveSinkError {
+    #[error(transparent)]
+    Flush(#[from] ArchiveError),
+    #[error("archive actor: {0}")]
+    Mailbox(#[from] MailboxError),
+}
+
+impl Retryable for ArchiveSinkError {
+    /// Storage down, a write cut short, the actor restarting: all worth retrying, and the
+    /// buffered lines of earlier batches depend on it (a batch is never dropped here).
+    fn is_transient(&self) -> bool {
+        true
+    }
+}
+
+impl Sink for ArchiveSink {
+    type Item = Stream;
+    type Error = ArchiveSinkError;
+    const STAGE: &'static str = "archive";
+
+    fn decode(&self, msg: &RawMessage) -> Result<Stream, String> {
+        let adapter = StreamAdapter::decode(msg.payload.as_slice())
+            .map_err(|e| format!("not a Loki stream (protobuf): {e}"))?;
+        stream_from_proto(adapter).map_err(|e| format!("not a Loki stream: {}", e.message))
+    }
+
+    fn write(
+        &self,
+        batch: Arc<Vec<Decoded<Stream>>>,
+    ) -> impl Future<Output = Result<Commit, ArchiveSinkError>> + 'static {
+        let actor = self.actor.clone();
+        async move {
+            loop {
+                let progress = actor
+                    .send(ArchiveBatch {
+                        messages: batch.clone(),
+                    })
+                    .await??;
+                if !progress.more {
+                    return Ok(progress.commit);
+                }
+            }
+        }
+    }
+}

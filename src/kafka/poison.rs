@@ -1,0 +1,118 @@
+//! Where every consumer stage keeps what it cannot use: the message whole, with the reason.
+//! Always the Kafka topic `<source topic>.dlq` (same key, same bytes; the stage, reason and
+//! source partition/offset in headers), and the `dead_letters` table too when the process has
+//! the database. Both are idempotent per (stage, topic, partition, offset) for the table;
+//! a redelivered poison message may appear twice in the topic.
+
+use actix::Addr;
+
+use super::consumer::RawMessage;
+use super::producer::{KafkaProducerActor, Produce, ProduceError, Record};
+use crate::db::alerts::{insert_dead_letters, NewDeadLetter};
+use crate::db::{DbError, PgPool};
+use crate::metrics as m;
+
+/// One message a stage could not use.
+#[derive(Debug, Clone)]
+pub struct Poison {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub reason: String,
+}
+
+impl Poison {
+    pub fn of(m: &RawMessage, reason: String) -> Poison {
+        Poison {
+            topic: m.topic.clone(),
+            partition: m.partition,
+            offset: m.offset,
+            key: m.key.clone(),
+            payload: m.payload.clone(),
+            reason,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoisonError {
+    #[error("dead-letter topic: {0}")]
+    Kafka(#[from] ProduceError),
+    #[error("producer actor: {0}")]
+    Mailbox(#[from] actix::MailboxError),
+    #[error("dead_letters table: {0}")]
+    Db(#[from] DbError),
+    #[error("dead_letters table: {0}")]
+    Join(String),
+}
+
+/// The dead-letter topic of a source topic.
+pub fn dlq_topic(source: &str) -> String {
+    format!("{source}.dlq")
+}
+
+#[derive(Clone)]
+pub struct PoisonStore {
+    producer: Addr<KafkaProducerActor>,
+    db: Option<PgPool>,
+}
+
+impl PoisonStore {
+    /// `producer` writes to `dlq_topic(source)`; `db` when the process has the database.
+    pub fn new(producer: Addr<KafkaProducerActor>, db: Option<PgPool>) -> Self {
+        PoisonStore { producer, db }
+    }
+
+    /// Keeps them all, durably, or says why not (then the batch is retried, not committed).
+    pub async fn keep(&self, stage: &'static str, items: &[Poison]) -> Result<(), PoisonError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let records = items
+            .iter()
+            .map(|p| Record {
+                key: String::from_utf8_lossy(p.key.as_deref().unwrap_or_default()).into_owned(),
+                payload: p.payload.clone(),
+                headers: vec![
+                    ("alertpipe-stage".into(), stage.as_bytes().to_vec()),
+                    ("alertpipe-reason".into(), p.reason.as_bytes().to_vec()),
+                    ("alertpipe-source-topic".into(), p.topic.as_bytes().to_vec()),
+                    (
+                        "alertpipe-source-partition".into(),
+                        p.partition.to_string().into_bytes(),
+                    ),
+                    (
+                        "alertpipe-source-offset".into(),
+                        p.offset.to_string().into_bytes(),
+                    ),
+                ],
+            })
+            .collect();
+        self.producer.send(Produce { records }).await??;
+        if let Some(pool) = &self.db {
+            let (pool, rows) = (pool.clone(), items.to_vec());
+            actix_web::rt::task::spawn_blocking(move || {
+                let rows: Vec<NewDeadLetter<'_>> = rows
+                    .iter()
+                    .map(|p| NewDeadLetter {
+                        stage,
+                        topic: Some(&p.topic),
+                        kafka_partition: Some(p.partition),
+                        kafka_offset: Some(p.offset),
+                        receiver: None,
+                        attempts: 1,
+                        reason: &p.reason,
+                        payload: &p.payload,
+                    })
+                    .collect();
+                insert_dead_letters(&pool, &rows)
+            })
+            .await
+            .map_err(|e| PoisonError::Join(e.to_string()))??;
+        }
+        metrics::counter!(m::DEAD_LETTERED, "stage" => stage).increment(items.len() as u64);
+        Ok(())
+    }
+}
