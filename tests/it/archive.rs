@@ -450,3 +450,38 @@ async fn sigkill_mid_flush_then_restart_loses_and_doubles_nothing() {
     assert_eq!(rows_after.len(), want);
     proc2.kill9();
 }
+
+#[actix_web::test]
+async fn an_undecodable_logs_message_is_dead_lettered_whole_and_the_stage_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = unique("logs");
+    let (root, topic) = (dir.path().display().to_string(), logs.clone());
+    let app = spawn_app(move |c: &mut Config| {
+        c.server.roles = vec![Role::Ingest, Role::Archive];
+        c.archive.root = root;
+        c.archive.max_age_s = 1;
+        c.archive.group = unique("archive");
+        c.kafka.logs_topic = topic;
+    })
+    .await;
+    crate::support::produce_raw(
+        &app.brokers,
+        &logs,
+        &[("{job=\"x\"}", b"this is not a Loki stream".to_vec())],
+    )
+    .await;
+    let (status, body) = push(
+        &app,
+        fixture("promtail/push-single-error.pb.snappy"),
+        "application/x-protobuf",
+        false,
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    // The good push behind the poison message is archived: the stage did not stop.
+    assert!(!all_rows(&wait_rows(dir.path(), 1).await).is_empty());
+    let dlq = alertpipe::kafka::poison::dlq_topic(&logs);
+    let dead = crate::support::read_payloads(&app.brokers, &dlq, 1, Duration::from_secs(5)).await;
+    assert_eq!(dead.len(), 1, "one dead letter in {dlq}");
+    assert_eq!(dead[0], b"this is not a Loki stream", "kept whole");
+}

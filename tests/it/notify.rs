@@ -484,3 +484,36 @@ async fn teams_requests_are_paced_per_webhook() {
         "8 requests at <= 4/s take >= 1.75 s, took {span:?}"
     );
 }
+
+#[actix_web::test]
+async fn an_undecodable_alerts_message_is_dead_lettered_by_notify_too() {
+    let (db, smtp) = (TestDb::new(), Smtp::start());
+    let app = spawn_app(notify_cfg(&db, smtp.port, None)).await;
+    crate::support::produce_raw(&app.brokers, &app.topic, &[("x", b"{not json".to_vec())]).await;
+    post(&app, "firing-critical").await;
+    assert_eq!(smtp.wait_mails(1).await.len(), 1, "the stage went on");
+    let dead = eventually(Duration::from_secs(10), "notify's dead letter", || {
+        use diesel::prelude::*;
+        #[derive(QueryableByName)]
+        struct D {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            reason: String,
+            #[diesel(sql_type = diesel::sql_types::Binary)]
+            payload: Vec<u8>,
+        }
+        let rows: Vec<D> = diesel::sql_query(
+            "SELECT reason, payload FROM dead_letters WHERE stage = 'notify' AND receiver IS NULL",
+        )
+        .load(&mut db.conn())
+        .unwrap();
+        async move { (!rows.is_empty()).then_some(rows) }
+    })
+    .await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].payload, b"{not json", "kept whole");
+    assert!(
+        dead[0].reason.starts_with("not an alert event"),
+        "{}",
+        dead[0].reason
+    );
+}

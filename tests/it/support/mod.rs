@@ -228,6 +228,23 @@ pub async fn read_json(
         .collect()
 }
 
+/// The payloads on `topic`, waiting until `expect` messages or `idle` of silence.
+pub async fn read_payloads(
+    brokers: &str,
+    topic: &str,
+    expect: usize,
+    idle: Duration,
+) -> Vec<Vec<u8>> {
+    let (b, t) = (brokers.to_owned(), topic.to_owned());
+    actix_web::rt::task::spawn_blocking(move || read_topic(&b, &t, expect, idle))
+        .await
+        .unwrap()
+        .expect("topic readable")
+        .into_iter()
+        .map(|m| m.payload)
+        .collect()
+}
+
 /// A child process killed when dropped.
 pub struct Proc {
     pub child: Child,
