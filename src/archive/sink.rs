@@ -12,7 +12,7 @@ use super::actor::{ArchiveActor, ArchiveBatch, ArchiveError};
 use super::proto::StreamAdapter;
 use super::push::{stream_from_proto, Stream};
 use crate::kafka::consumer::{Commit, RawMessage};
-use crate::kafka::sink::{Decoded, Retryable, Sink};
+use crate::kafka::sink::{Decoded, Retryable, Sink, Undecodable};
 
 pub struct ArchiveSink {
     pub actor: Addr<ArchiveActor>,
@@ -39,10 +39,11 @@ impl Sink for ArchiveSink {
     type Error = ArchiveSinkError;
     const STAGE: &'static str = "archive";
 
-    fn decode(&self, msg: &RawMessage) -> Result<Stream, String> {
+    fn decode(&self, msg: &RawMessage) -> Result<Stream, Undecodable> {
         let adapter = StreamAdapter::decode(msg.payload.as_slice())
-            .map_err(|e| format!("not a Loki stream (protobuf): {e}"))?;
-        stream_from_proto(adapter).map_err(|e| format!("not a Loki stream: {}", e.message))
+            .map_err(|e| Undecodable(format!("not a Loki stream (protobuf): {e}")))?;
+        stream_from_proto(adapter)
+            .map_err(|e| Undecodable(format!("not a Loki stream: {}", e.message)))
     }
 
     fn write(

@@ -26,7 +26,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         });
         match ping.timeout(Duration::from_secs(3)).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return not_ready(&e),
+            Ok(Err(e)) => return not_ready(&e.to_string()),
             Err(e) => return not_ready(&format!("kafka probe: {e}")),
         }
     }

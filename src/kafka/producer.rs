@@ -43,7 +43,7 @@ pub struct Produce {
 
 /// Is the broker reachable? (metadata round-trip)
 #[derive(Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<(), ProduceError>")]
 pub struct Ping {
     pub timeout: Duration,
 }
@@ -208,13 +208,13 @@ impl Handler<Produce> for KafkaProducerActor {
 }
 
 impl Handler<Ping> for KafkaProducerActor {
-    type Result = ResponseFuture<Result<(), String>>;
+    type Result = ResponseFuture<Result<(), ProduceError>>;
 
     fn handle(&mut self, msg: Ping, _: &mut Self::Context) -> Self::Result {
         let producer = self.producer.clone();
         let topic = self.topic.clone();
         Box::pin(async move {
-            let producer = producer.ok_or("kafka producer is restarting")?;
+            let producer = producer.ok_or(ProduceError::Restarting)?;
             let probe = tokio::task::spawn_blocking(move || {
                 producer
                     .client()
@@ -222,11 +222,11 @@ impl Handler<Ping> for KafkaProducerActor {
                     .map(|md| md.topics().iter().any(|t| t.error().is_none()))
             })
             .await
-            .map_err(|e| format!("metadata probe failed: {e}"))?;
+            .map_err(|e| ProduceError::Kafka(format!("metadata probe failed: {e}")))?;
             match probe {
                 Ok(true) => Ok(()),
-                Ok(false) => Err("topic metadata has an error".into()),
-                Err(e) => Err(format!("kafka unreachable: {e}")),
+                Ok(false) => Err(ProduceError::Kafka("topic metadata has an error".into())),
+                Err(e) => Err(ProduceError::Kafka(format!("unreachable: {e}"))),
             }
         })
     }

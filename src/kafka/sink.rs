@@ -20,6 +20,11 @@ pub trait Retryable: std::error::Error {
     fn is_transient(&self) -> bool;
 }
 
+/// Why a message cannot be used: the reason stored with its dead letter.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct Undecodable(pub String);
+
 /// A consumed message as its stage decoded it, with where it came from.
 #[derive(Debug, Clone)]
 pub struct Decoded<T> {
@@ -37,8 +42,8 @@ pub trait Sink: 'static {
     /// The stage's name: readiness, metrics, dead letters.
     const STAGE: &'static str;
 
-    /// Decodes one message; `Err(reason)` makes it a poison message.
-    fn decode(&self, msg: &RawMessage) -> Result<Self::Item, String>;
+    /// Decodes one message; an error makes it a poison message, kept with that reason.
+    fn decode(&self, msg: &RawMessage) -> Result<Self::Item, Undecodable>;
 
     /// Makes the batch durable (it may be empty: an idle tick) and says what may be committed.
     /// Called again with the same batch after a transient error: writes must be idempotent.
@@ -110,7 +115,7 @@ fn decode_all<S: Sink>(sink: &S, batch: &[RawMessage]) -> (Vec<Decoded<S::Item>>
             }),
             Err(reason) => {
                 tracing::warn!(stage = S::STAGE, partition = m.partition, offset = m.offset, %reason, "poison message");
-                bad.push(Poison::of(m, reason));
+                bad.push(Poison::of(m, reason.0));
             }
         }
     }

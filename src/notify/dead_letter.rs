@@ -8,7 +8,7 @@ use diesel::RunQueryDsl;
 use crate::db::alerts::NewDeadLetter;
 use crate::db::schema::dead_letters;
 use crate::db::PgPool;
-use crate::kafka::producer::{KafkaProducerActor, Produce, Record};
+use crate::kafka::producer::{KafkaProducerActor, Produce, ProduceError, Record};
 use crate::metrics as m;
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -18,11 +18,26 @@ pub struct DeadNotification {
 }
 
 #[derive(Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<(), DeadLetterError>")]
 pub struct DeadLetter {
     pub item: DeadNotification,
     pub attempts: u32,
     pub reason: String,
+}
+
+/// The dead-letter store itself failed: the notification is neither sent nor kept.
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    #[error("encoding the dead letter: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("dead-letter topic: {0}")]
+    Kafka(#[from] ProduceError),
+    #[error("dead-letter producer: {0}")]
+    Mailbox(#[from] actix::MailboxError),
+    #[error("dead_letters table: {0}")]
+    Db(#[from] crate::db::DbError),
+    #[error("dead_letters table: {0}")]
+    Join(String),
 }
 
 pub struct DeadLetterActor {
@@ -41,17 +56,16 @@ impl Actor for DeadLetterActor {
 }
 
 impl Handler<DeadLetter> for DeadLetterActor {
-    type Result = ResponseFuture<Result<(), String>>;
+    type Result = ResponseFuture<Result<(), DeadLetterError>>;
 
     fn handle(&mut self, msg: DeadLetter, _: &mut Self::Context) -> Self::Result {
         let (pool, topic) = (self.pool.clone(), self.topic.clone());
         Box::pin(async move {
-            let payload = serde_json::to_vec(&msg.item).map_err(|e| e.to_string())?;
+            let payload = serde_json::to_vec(&msg.item)?;
             let record = serde_json::to_vec(&serde_json::json!({
                 "receiver": msg.item.receiver, "attempts": msg.attempts, "reason": msg.reason,
                 "events": msg.item.events,
-            }))
-            .map_err(|e| e.to_string())?;
+            }))?;
             let key = msg
                 .item
                 .events
@@ -66,16 +80,14 @@ impl Handler<DeadLetter> for DeadLetterActor {
                         headers: Vec::new(),
                     }],
                 })
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("dead-letter topic: {e}"))?;
+                .await??;
             let (receiver, reason, attempts) = (
                 msg.item.receiver.clone(),
                 msg.reason.clone(),
                 msg.attempts as i32,
             );
             actix_web::rt::task::spawn_blocking(move || {
-                let mut c = crate::db::conn(&pool).map_err(|e| e.to_string())?;
+                let mut c = crate::db::conn(&pool)?;
                 diesel::insert_into(dead_letters::table)
                     .values(NewDeadLetter {
                         stage: "notify",
@@ -89,10 +101,10 @@ impl Handler<DeadLetter> for DeadLetterActor {
                     })
                     .execute(&mut c)
                     .map(|_| ())
-                    .map_err(|e| format!("dead_letters table: {e}"))
+                    .map_err(crate::db::DbError::from)
             })
             .await
-            .map_err(|e| e.to_string())??;
+            .map_err(|e| DeadLetterError::Join(e.to_string()))??;
             metrics::counter!(m::DEAD_LETTERED, "stage" => "notify").increment(1);
             tracing::warn!(receiver = %msg.item.receiver, attempts = msg.attempts, reason = %msg.reason, "notification dead-lettered");
             Ok(())
@@ -127,7 +139,7 @@ pub async fn settle(
             })
             .await
             .map_err(|e| NotifyError(e.to_string()))?
-            .map_err(NotifyError)?;
+            .map_err(|e| NotifyError(e.to_string()))?;
             Ok(Delivered::DeadLettered)
         }
     }

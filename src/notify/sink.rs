@@ -10,7 +10,7 @@ use crate::config::RouteConfig;
 use crate::db::{DbError, PgPool};
 use crate::domain::AlertEvent;
 use crate::kafka::consumer::{Commit, RawMessage};
-use crate::kafka::sink::{Decoded, Retryable, Sink};
+use crate::kafka::sink::{Decoded, Retryable, Sink, Undecodable};
 
 use super::deliver::{Delivered, NotifyError};
 use super::route::route;
@@ -48,8 +48,9 @@ impl Sink for NotifySink {
     type Error = NotifySinkError;
     const STAGE: &'static str = "notify";
 
-    fn decode(&self, msg: &RawMessage) -> Result<AlertEvent, String> {
-        serde_json::from_slice(&msg.payload).map_err(|e| format!("not an alert event: {e}"))
+    fn decode(&self, msg: &RawMessage) -> Result<AlertEvent, Undecodable> {
+        serde_json::from_slice(&msg.payload)
+            .map_err(|e| Undecodable(format!("not an alert event: {e}")))
     }
 
     fn write(

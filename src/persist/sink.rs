@@ -11,7 +11,7 @@ use super::actor::{PersistActor, PersistBatch};
 use crate::db::alerts::Inbound;
 use crate::db::DbError;
 use crate::kafka::consumer::{Commit, RawMessage};
-use crate::kafka::sink::{Decoded, Retryable, Sink};
+use crate::kafka::sink::{Decoded, Retryable, Sink, Undecodable};
 
 pub struct PersistSink {
     pub actor: Addr<PersistActor>,
@@ -38,11 +38,11 @@ impl Sink for PersistSink {
     type Error = PersistError;
     const STAGE: &'static str = "persist";
 
-    fn decode(&self, msg: &RawMessage) -> Result<Inbound, String> {
+    fn decode(&self, msg: &RawMessage) -> Result<Inbound, Undecodable> {
         let inbound = Inbound::decode(&msg.topic, msg.partition, msg.offset, msg.payload.clone());
         match &inbound.event {
             Ok(_) => Ok(inbound),
-            Err(reason) => Err(reason.clone()),
+            Err(reason) => Err(Undecodable(reason.clone())),
         }
     }
 
