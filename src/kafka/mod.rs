@@ -74,6 +74,52 @@ pub struct ReadMessage {
     pub payload: Vec<u8>,
 }
 
+/// Messages on `topic` that consumer group `group` has not committed yet, over all partitions
+/// (a group that never committed counts from the low watermark). Tools and tests use it to
+/// wait for a stage to drain.
+pub fn group_lag(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<i64, KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let partitions: Vec<i32> = {
+        let md = consumer.fetch_metadata(Some(topic), timeout)?;
+        md.topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect()
+    };
+    let mut tpl = TopicPartitionList::new();
+    for p in &partitions {
+        tpl.add_partition(topic, *p);
+    }
+    // Drop every list the consumer returned before the consumer (librdkafka #3796).
+    let committed: Vec<Option<i64>> = {
+        let c = consumer.committed_offsets(tpl, timeout)?;
+        partitions
+            .iter()
+            .map(|p| match c.find_partition(topic, *p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut lag = 0;
+    for (p, at) in partitions.iter().zip(committed) {
+        let (low, high) = consumer.fetch_watermarks(topic, *p, timeout)?;
+        lag += (high - at.unwrap_or(low)).max(0);
+    }
+    Ok(lag)
+}
+
 /// Reads a topic from the beginning with a throwaway consumer group until `max` messages or
 /// until nothing arrived for `idle`. For tools and tests, not the service's consumers.
 pub fn read_topic(

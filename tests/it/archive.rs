@@ -10,51 +10,31 @@ use std::time::Duration;
 use alertpipe::config::{Config, Role};
 use serde_json::Value;
 
+use crate::support::app::archive;
 use crate::support::parquet::{all_rows, pyarrow, wait_rows};
-use crate::support::{eventually, fixture, free_port, spawn_app, unique, Proc, Stack, TestApp};
-
-fn archive_roles(root: &Path) -> impl FnOnce(&mut Config) {
-    let root = root.display().to_string();
-    move |c: &mut Config| {
-        c.server.roles = vec![Role::Ingest, Role::Archive];
-        c.archive.root = root;
-        c.archive.max_age_s = 1;
-        c.archive.group = unique("archive");
-        c.kafka.logs_topic = unique("logs");
-        c.server.body_limit_bytes = 256 * 1024;
-    }
-}
-
-async fn push(app: &TestApp, body: Vec<u8>, content_type: &str, gzip: bool) -> (u16, String) {
-    let mut req = app
-        .client
-        .post(format!("{}/loki/api/v1/push", app.url))
-        .insert_header(("content-type", content_type));
-    if gzip {
-        req = req.insert_header(("content-encoding", "gzip"));
-    }
-    let mut resp = req.send_body(body).await.expect("push reaches the app");
-    let text = String::from_utf8_lossy(&resp.body().await.unwrap()).into_owned();
-    (resp.status().as_u16(), text)
-}
+use crate::support::{eventually, fixture, free_port, spawn_app, unique, Proc, Stack};
 
 #[actix_web::test]
 async fn promtail_and_json_pushes_become_parquet_any_reader_can_read() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app(archive_roles(dir.path())).await;
+    let app = spawn_app(|c| {
+        archive(dir.path())(c);
+        c.server.body_limit_bytes = 256 * 1024;
+    })
+    .await;
     let mut expected = BTreeMap::new();
     for name in [
         "push-multistream",
         "push-single-error",
         "push-structured-metadata",
     ] {
-        let (status, body) = push(
-            &app,
-            fixture(&format!("promtail/{name}.pb.snappy")),
-            "application/x-protobuf",
-            false,
-        )
-        .await;
+        let (status, body) = app
+            .push_logs(
+                fixture(&format!("promtail/{name}.pb.snappy")),
+                "application/x-protobuf",
+                false,
+            )
+            .await;
         assert_eq!(status, 204, "{name}: {body}");
         let decoded: Value =
             serde_json::from_slice(&fixture(&format!("promtail/{name}.decoded.json"))).unwrap();
@@ -67,27 +47,27 @@ async fn promtail_and_json_pushes_become_parquet_any_reader_can_read() {
             }
         }
     }
-    let (s1, _) = push(
-        &app,
-        fixture("promtail/json-push.json"),
-        "application/json",
-        false,
-    )
-    .await;
-    let (s2, _) = push(
-        &app,
-        fixture("promtail/json-push-structured-metadata.json"),
-        "application/json",
-        false,
-    )
-    .await;
-    let (s3, _) = push(
-        &app,
-        fixture("promtail/json-push-gzip.json.gz"),
-        "application/json",
-        true,
-    )
-    .await;
+    let (s1, _) = app
+        .push_logs(
+            fixture("promtail/json-push.json"),
+            "application/json",
+            false,
+        )
+        .await;
+    let (s2, _) = app
+        .push_logs(
+            fixture("promtail/json-push-structured-metadata.json"),
+            "application/json",
+            false,
+        )
+        .await;
+    let (s3, _) = app
+        .push_logs(
+            fixture("promtail/json-push-gzip.json.gz"),
+            "application/json",
+            true,
+        )
+        .await;
     assert_eq!((s1, s2, s3), (204, 204, 204));
     let mut json_lines = 0;
     for f in [
@@ -245,7 +225,11 @@ fn pb_body(labels: &str, lines: &[&[u8]]) -> Vec<u8> {
 #[actix_web::test]
 async fn bad_pushes_get_lokis_answers_and_nothing_valid_is_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app(archive_roles(dir.path())).await;
+    let app = spawn_app(|c| {
+        archive(dir.path())(c);
+        c.server.body_limit_bytes = 256 * 1024;
+    })
+    .await;
     let pb = "application/x-protobuf";
     let garbage_pb = snap::raw::Encoder::new()
         .compress_vec(&[0x0a, 0xff, 0xff, 0x01])
@@ -296,7 +280,7 @@ async fn bad_pushes_get_lokis_answers_and_nothing_valid_is_lost() {
     for (name, body, ct, want) in cases {
         let gzip = ct.ends_with("+gzip");
         let ct = ct.trim_end_matches("+gzip");
-        let (status, text) = push(&app, body, ct, gzip).await;
+        let (status, text) = app.push_logs(body, ct, gzip).await;
         assert_eq!(status, want, "{name}: {text}");
         assert!(
             !text.trim().is_empty(),
@@ -304,16 +288,16 @@ async fn bad_pushes_get_lokis_answers_and_nothing_valid_is_lost() {
         );
     }
     // A non-UTF-8 line is accepted (as Loki does) and kept byte for byte.
-    let (status, text) = push(
-        &app,
-        pb_body(
-            "{job=\"binary\", env=\"test\"}",
-            &[b"ok line", b"\xff\xfebad \xc3\x28"],
-        ),
-        pb,
-        false,
-    )
-    .await;
+    let (status, text) = app
+        .push_logs(
+            pb_body(
+                "{job=\"binary\", env=\"test\"}",
+                &[b"ok line", b"\xff\xfebad \xc3\x28"],
+            ),
+            pb,
+            false,
+        )
+        .await;
     assert_eq!(status, 204, "{text}");
     let rows = all_rows(&wait_rows(dir.path(), 2).await);
     assert_eq!(rows.len(), 2, "only the valid push landed: {rows:?}");
@@ -470,13 +454,13 @@ async fn an_undecodable_logs_message_is_dead_lettered_whole_and_the_stage_goes_o
         &[("{job=\"x\"}", b"this is not a Loki stream".to_vec())],
     )
     .await;
-    let (status, body) = push(
-        &app,
-        fixture("promtail/push-single-error.pb.snappy"),
-        "application/x-protobuf",
-        false,
-    )
-    .await;
+    let (status, body) = app
+        .push_logs(
+            fixture("promtail/push-single-error.pb.snappy"),
+            "application/x-protobuf",
+            false,
+        )
+        .await;
     assert_eq!(status, 204, "{body}");
     // The good push behind the poison message is archived: the stage did not stop.
     assert!(!all_rows(&wait_rows(dir.path(), 1).await).is_empty());

@@ -6,32 +6,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use alertpipe::config::{AuthMode, Config, Role, Secret};
+use alertpipe::config::{AuthMode, Role, Secret};
 use chrono::{SecondsFormat, Utc};
 
 use crate::support::logs::{Loki, Promtail};
-use crate::support::smtp::Smtp;
-use crate::support::{eventually, free_port, spawn_app, start_alertmanager, unique, TestDb};
+use crate::support::{eventually, free_port, start_alertmanager, unique, TestApp, TestDb};
 
 const TOKEN: &str = "chain-token";
-
-fn chain_roles(db: &TestDb, smtp_port: u16) -> impl FnOnce(&mut Config) {
-    let url = db.url.clone();
-    move |c: &mut Config| {
-        c.server.roles = vec![Role::Ingest, Role::Persist, Role::Notify];
-        c.auth.mode = AuthMode::Bearer;
-        c.auth.secret = Secret::new(TOKEN);
-        c.database.url = url;
-        c.database.pool_size = 4;
-        c.persist.group = unique("persist");
-        c.persist.linger_ms = 20;
-        c.notify.group = unique("notify");
-        c.notify.dlq_topic = unique("dlq");
-        c.notify.smtp.port = smtp_port;
-        c.notify.digest_window_s = 2;
-        c.kafka.logs_topic = unique("logs");
-    }
-}
 
 /// (alertname, service, severity, cluster, resolved) of every row in `alerts`.
 fn rows(db: &TestDb) -> Vec<(String, String, String, String, bool)> {
@@ -64,8 +45,15 @@ fn rows(db: &TestDb) -> Vec<(String, String, String, String, bool)> {
 
 #[actix_web::test]
 async fn db_errors_in_a_log_file_become_one_mail_and_one_history_row_per_alert() {
-    let (db, smtp) = (TestDb::new(), Smtp::start());
-    let app = spawn_app(chain_roles(&db, smtp.port)).await;
+    let app = TestApp::builder()
+        .with_roles(&[Role::Persist, Role::Notify])
+        .configure(|c| {
+            c.auth.mode = AuthMode::Bearer;
+            c.auth.secret = Secret::new(TOKEN);
+        })
+        .spawn()
+        .await;
+    let (db, smtp) = (app.db(), app.smtp());
     let dir = tempfile::tempdir().unwrap();
     let am_port = free_port();
     let _am = start_alertmanager(dir.path(), am_port, &app.url, TOKEN, None);
@@ -104,14 +92,14 @@ async fn db_errors_in_a_log_file_become_one_mail_and_one_history_row_per_alert()
     .into();
     let n = want.len();
     let got = eventually(Duration::from_secs(90), "a history row per alert", || {
-        let r = rows(&db);
+        let r = rows(db);
         async move { (r.len() >= n).then_some(r) }
     })
     .await;
     let mails = smtp.wait_mails(2).await;
     // Give a wrong repeat (ruler re-evaluations, Alertmanager flushes) time to show.
     actix_web::rt::time::sleep(Duration::from_secs(6)).await;
-    let got_now = rows(&db);
+    let got_now = rows(db);
     assert_eq!(got_now.len(), got.len(), "no second row: {got_now:?}");
     let names: BTreeMap<&str, &str> = got
         .iter()

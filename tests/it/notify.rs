@@ -6,37 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use alertpipe::config::{Config, Role};
+use alertpipe::config::Role;
 use serde_json::{json, Value};
 
+use crate::support::app::notify;
 use crate::support::smtp::Smtp;
 use crate::support::{
     eventually, fixture, free_port, spawn_app, spawn_app_with, unique, TestApp, TestDb,
 };
-
-fn notify_cfg(db: &TestDb, smtp_port: u16, teams_url: Option<String>) -> impl FnOnce(&mut Config) {
-    let url = db.url.clone();
-    move |c: &mut Config| {
-        c.server.roles = vec![Role::Ingest, Role::Notify];
-        c.database.url = url;
-        c.database.pool_size = 4;
-        c.notify.group = unique("notify");
-        c.notify.dlq_topic = unique("dlq");
-        c.notify.smtp.port = smtp_port;
-        c.notify.smtp.timeout_s = 3;
-        c.notify.backoff_base_ms = 50;
-        c.notify.backoff_max_ms = 200;
-        c.notify.digest_window_s = 2;
-        c.notify.grafana_url = "https://grafana.example.com".into();
-        if let Some(u) = teams_url {
-            for r in &mut c.notify.receivers {
-                if r.name == "teams" {
-                    r.webhook_url = alertpipe::config::Secret::new(u.clone());
-                }
-            }
-        }
-    }
-}
 
 async fn outcomes(db: &TestDb) -> Vec<(String, String)> {
     use diesel::prelude::*;
@@ -79,7 +56,7 @@ async fn post(app: &TestApp, name: &str) {
 #[actix_web::test]
 async fn a_critical_alert_becomes_an_outlook_mail_and_its_resolution_another() {
     let (db, smtp) = (TestDb::new(), Smtp::start());
-    let app = spawn_app(notify_cfg(&db, smtp.port, None)).await;
+    let app = spawn_app(notify(&db, smtp.port, None)).await;
     post(&app, "firing-critical").await;
     let m = &smtp.wait_mails(1).await[0];
     let e = &alertpipe::domain::parse_webhook(&fixture("alertmanager/firing-critical.json"))
@@ -124,7 +101,7 @@ async fn a_critical_alert_becomes_an_outlook_mail_and_its_resolution_another() {
 #[actix_web::test]
 async fn alert_text_is_escaped_and_cannot_inject_headers() {
     let (db, smtp) = (TestDb::new(), Smtp::start());
-    let app = spawn_app(notify_cfg(&db, smtp.port, None)).await;
+    let app = spawn_app(notify(&db, smtp.port, None)).await;
     let body = String::from_utf8(fixture("alertmanager/firing-critical.json"))
         .unwrap()
         .replace(
@@ -154,7 +131,7 @@ async fn alert_text_is_escaped_and_cannot_inject_headers() {
 async fn smtp_451_is_retried_and_sent_once() {
     let (db, smtp) = (TestDb::new(), Smtp::start());
     smtp.fault(Some("451 2"));
-    let app = spawn_app(notify_cfg(&db, smtp.port, None)).await;
+    let app = spawn_app(notify(&db, smtp.port, None)).await;
     post(&app, "firing-critical").await;
     assert_eq!(smtp.wait_mails(1).await.len(), 1);
     actix_web::rt::time::sleep(Duration::from_secs(2)).await;
@@ -171,7 +148,7 @@ async fn smtp_550_is_dead_lettered_then_replayed_by_the_cli() {
     smtp.fault(Some("550"));
     let dlq_topic = unique("dlq");
     let app = spawn_app(|c| {
-        notify_cfg(&db, smtp.port, None)(c);
+        notify(&db, smtp.port, None)(c);
         c.notify.dlq_topic = dlq_topic.clone();
     })
     .await;
@@ -228,7 +205,7 @@ async fn smtp_down_is_retried_then_dead_lettered() {
     let db = TestDb::new();
     let dead_port = free_port();
     let app = spawn_app(|c| {
-        notify_cfg(&db, dead_port, None)(c);
+        notify(&db, dead_port, None)(c);
         c.notify.max_attempts = 2;
     })
     .await;
@@ -263,7 +240,7 @@ async fn smtp_down_is_retried_then_dead_lettered() {
 async fn a_burst_over_the_rate_becomes_one_digest_naming_every_alert() {
     let (db, smtp) = (TestDb::new(), Smtp::start());
     let app = spawn_app(|c| {
-        notify_cfg(&db, smtp.port, None)(c);
+        notify(&db, smtp.port, None)(c);
         c.notify.rate_burst = 2;
         c.notify.rate_per_minute = 1;
         c.notify.linger_ms = 1000;
@@ -309,11 +286,11 @@ async fn a_burst_over_the_rate_becomes_one_digest_naming_every_alert() {
 #[actix_web::test]
 async fn a_kafka_redelivery_sends_no_second_mail() {
     let (db, smtp) = (TestDb::new(), Smtp::start());
-    let app = spawn_app(notify_cfg(&db, smtp.port, None)).await;
+    let app = spawn_app(notify(&db, smtp.port, None)).await;
     post(&app, "firing-critical").await;
     assert_eq!(smtp.wait_mails(1).await.len(), 1);
     // A second consumer group re-reads the whole topic: every message is delivered again.
-    let _again = spawn_app_with(Some(&app.brokers), {
+    let again = spawn_app_with(Some(&app.brokers), {
         let (url, topic, port) = (db.url.clone(), app.topic.clone(), smtp.port);
         move |c| {
             c.server.roles = vec![Role::Notify];
@@ -324,7 +301,9 @@ async fn a_kafka_redelivery_sends_no_second_mail() {
         }
     })
     .await;
-    actix_web::rt::time::sleep(Duration::from_secs(5)).await;
+    again
+        .wait_drained(Role::Notify, Duration::from_secs(30))
+        .await;
     assert_eq!(smtp.mails().len(), 1, "no second mail");
 }
 
@@ -437,7 +416,7 @@ async fn teams_receiver(script: Vec<u16>) -> TeamsReceiver {
 async fn teams_gets_a_valid_card_and_429_and_500_are_retried() {
     let (db, smtp) = (TestDb::new(), Smtp::start());
     let teams = teams_receiver(vec![429, 500]).await;
-    let app = spawn_app(notify_cfg(&db, smtp.port, Some(teams.url.clone()))).await;
+    let app = spawn_app(notify(&db, smtp.port, Some(teams.url.clone()))).await;
     post(&app, "firing-custom").await;
     eventually(Duration::from_secs(20), "sent to teams", || async {
         (outcomes(&db).await == [("teams".to_owned(), "sent".to_owned())]).then_some(())
@@ -458,13 +437,13 @@ async fn teams_gets_a_valid_card_and_429_and_500_are_retried() {
 
 #[actix_web::test]
 async fn teams_requests_are_paced_per_webhook() {
-    let (db, smtp) = (TestDb::new(), Smtp::start());
     let teams = teams_receiver(vec![]).await;
-    let app = spawn_app(|c| {
-        notify_cfg(&db, smtp.port, Some(teams.url.clone()))(c);
-        c.notify.teams_max_per_s = 4;
-    })
-    .await;
+    let app = TestApp::builder()
+        .with_roles(&[Role::Notify])
+        .with_teams(&teams.url)
+        .configure(|c| c.notify.teams_max_per_s = 4)
+        .spawn()
+        .await;
     let body = webhook(8, |i| {
         (
             json!({"alertname": "Pace", "service": format!("s{i}"), "severity": "custom"}),
@@ -487,8 +466,13 @@ async fn teams_requests_are_paced_per_webhook() {
 
 #[actix_web::test]
 async fn an_undecodable_alerts_message_is_dead_lettered_by_notify_too() {
-    let (db, smtp) = (TestDb::new(), Smtp::start());
-    let app = spawn_app(notify_cfg(&db, smtp.port, None)).await;
+    let app = TestApp::builder()
+        .with_db()
+        .with_smtp()
+        .with_roles(&[Role::Notify])
+        .spawn()
+        .await;
+    let (db, smtp) = (app.db(), app.smtp());
     crate::support::produce_raw(&app.brokers, &app.topic, &[("x", b"{not json".to_vec())]).await;
     post(&app, "firing-critical").await;
     assert_eq!(smtp.wait_mails(1).await.len(), 1, "the stage went on");

@@ -2,26 +2,16 @@
 
 use std::time::Duration;
 
-use alertpipe::config::{Config, Role};
+use alertpipe::config::Role;
 use alertpipe::domain::parse_webhook;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Double, Nullable, Text};
 use serde_json::Value;
 
+use crate::support::app::persist;
 use crate::support::{
     eventually, fixture, produce_raw, spawn_app, spawn_app_with, unique, PrivatePg, TestApp, TestDb,
 };
-
-fn persist_roles(db: &TestDb) -> impl FnOnce(&mut Config) {
-    let url = db.url.clone();
-    move |c: &mut Config| {
-        c.server.roles = vec![Role::Ingest, Role::Persist];
-        c.database.url = url;
-        c.database.pool_size = 4;
-        c.persist.group = unique("persist");
-        c.persist.linger_ms = 20;
-    }
-}
 
 #[derive(QueryableByName, Debug, Clone, PartialEq)]
 struct Row {
@@ -103,7 +93,7 @@ async fn produce(app: &TestApp, msgs: &[(String, Vec<u8>)]) {
 #[actix_web::test]
 async fn real_alertmanager_sequences_become_one_row_per_occurrence() {
     let db = TestDb::new();
-    let app = spawn_app(persist_roles(&db)).await;
+    let app = spawn_app(persist(&db)).await;
     for f in [
         "firing-critical",
         "firing-critical-group",
@@ -148,7 +138,7 @@ async fn real_alertmanager_sequences_become_one_row_per_occurrence() {
 #[actix_web::test]
 async fn duplicates_out_of_order_and_full_redelivery_change_nothing() {
     let db = TestDb::new();
-    let app = spawn_app(persist_roles(&db)).await;
+    let app = spawn_app(persist(&db)).await;
     // Resolved before its firing, then the firing; the other alert three times over.
     let mut msgs = events("alertmanager/resolved-custom.json");
     msgs.extend(events("alertmanager/firing-custom.json"));
@@ -177,15 +167,17 @@ async fn duplicates_out_of_order_and_full_redelivery_change_nothing() {
         }
     })
     .await;
-    let _ = again;
-    actix_web::rt::time::sleep(Duration::from_secs(4)).await;
+    // Its stage has committed the whole topic: every row it would write is written.
+    again
+        .wait_drained(Role::Persist, Duration::from_secs(30))
+        .await;
     assert_eq!(rows(&db), first);
 }
 
 #[actix_web::test]
 async fn poison_messages_are_dead_lettered_whole_and_consumption_goes_on() {
     let db = TestDb::new();
-    let app = spawn_app(persist_roles(&db)).await;
+    let app = spawn_app(persist(&db)).await;
     let mut ok = parse_webhook(&fixture("alertmanager/firing-critical.json")).unwrap();
     let mut nul = ok[0].clone();
     nul.message = "DB connection failed\u{0}".into();
@@ -238,7 +230,7 @@ async fn poison_messages_are_dead_lettered_whole_and_consumption_goes_on() {
 async fn postgres_restarted_mid_stream_loses_and_doubles_nothing() {
     let pg = PrivatePg::start();
     let db = TestDb::on(&pg.admin_url);
-    let app = spawn_app(persist_roles(&db)).await;
+    let app = spawn_app(persist(&db)).await;
     let batch = |from: u64, n: u64| -> Vec<(String, Vec<u8>)> {
         let base = parse_webhook(&fixture("alertmanager/firing-critical.json")).unwrap()[0].clone();
         (from..from + n)
@@ -285,7 +277,7 @@ struct Sla {
 #[actix_web::test]
 async fn sla_and_incidents_on_a_known_data_set() {
     let db = TestDb::new();
-    let app = spawn_app(persist_roles(&db)).await;
+    let app = spawn_app(persist(&db)).await;
     // payment/critical: three resolved incidents of 60 s, 120 s, 600 s; payment/custom: one of
     // 30 s; checkout/critical: one open for the last 10 minutes.
     diesel::sql_query(
@@ -304,17 +296,9 @@ async fn sla_and_incidents_on_a_known_data_set() {
     .execute(&mut db.conn())
     .unwrap();
 
-    let get = |path: String| {
-        let client = app.client.clone();
-        let url = format!("{}{path}", app.url);
-        async move {
-            let mut r = client.get(url).send().await.unwrap();
-            let body: Value = serde_json::from_slice(&r.body().await.unwrap()).unwrap();
-            (r.status().as_u16(), body)
-        }
-    };
-    let (status, sla) =
-        get("/api/v1/sla?from=2025-06-23T00:00:00Z&to=2025-06-24T00:00:00Z".into()).await;
+    let (status, sla) = app
+        .get_json("/api/v1/sla?from=2025-06-23T00:00:00Z&to=2025-06-24T00:00:00Z")
+        .await;
     assert_eq!(status, 200, "{sla}");
     let services = sla["services"].as_array().unwrap();
     let pc = services
@@ -336,7 +320,7 @@ async fn sla_and_incidents_on_a_known_data_set() {
     let custom = services.iter().find(|s| s["severity"] == "custom").unwrap();
     assert_eq!(custom["critical_open_minutes"], 0.0);
 
-    let (_, now) = get("/api/v1/sla".into()).await;
+    let (_, now) = app.get_json("/api/v1/sla").await;
     let open = now["services"]
         .as_array()
         .unwrap()
@@ -355,21 +339,25 @@ async fn sla_and_incidents_on_a_known_data_set() {
     assert_eq!(view[0].service, "payment");
     assert!((view[0].critical_open_minutes.unwrap() - 13.0).abs() < 1e-6);
 
-    let (_, page) = get("/api/v1/incidents?service=payment&limit=2".into()).await;
+    let (_, page) = app
+        .get_json("/api/v1/incidents?service=payment&limit=2")
+        .await;
     let items = page["items"].as_array().unwrap();
     assert_eq!(items.len(), 2);
     assert_eq!(items[0]["message"], "d", "newest first");
     assert_eq!(page["next_offset"], 2);
-    let (_, page2) = get("/api/v1/incidents?service=payment&limit=2&offset=2".into()).await;
+    let (_, page2) = app
+        .get_json("/api/v1/incidents?service=payment&limit=2&offset=2")
+        .await;
     assert_eq!(page2["items"].as_array().unwrap().len(), 2);
     assert_eq!(page2["next_offset"], Value::Null);
-    let (_, open) = get("/api/v1/incidents?resolved=false".into()).await;
+    let (_, open) = app.get_json("/api/v1/incidents?resolved=false").await;
     assert_eq!(open["items"].as_array().unwrap().len(), 1);
-    let (_, ranged) = get(
-        "/api/v1/incidents?from=2025-06-23T10:30:00Z&to=2025-06-23T12:30:00Z&severity=critical"
-            .into(),
-    )
-    .await;
+    let (_, ranged) = app
+        .get_json(
+            "/api/v1/incidents?from=2025-06-23T10:30:00Z&to=2025-06-23T12:30:00Z&severity=critical",
+        )
+        .await;
     assert_eq!(ranged["items"].as_array().unwrap().len(), 2);
 
     for (q, field) in [
@@ -383,14 +371,15 @@ async fn sla_and_incidents_on_a_known_data_set() {
         ),
         ("colour=red", None),
     ] {
-        let (status, body) = get(format!("/api/v1/incidents?{q}")).await;
+        let (status, body) = app.get_json(&format!("/api/v1/incidents?{q}")).await;
         assert_eq!(status, 400, "{q}: {body}");
         assert!(body["error"].is_string(), "{q}: {body}");
         if let Some(f) = field {
             assert_eq!(body["field"], f, "{q}: {body}");
         }
     }
-    let (status, _) =
-        get("/api/v1/sla?to=2025-01-01T00:00:00Z&from=2025-02-01T00:00:00Z".into()).await;
+    let (status, _) = app
+        .get_json("/api/v1/sla?to=2025-01-01T00:00:00Z&from=2025-02-01T00:00:00Z")
+        .await;
     assert_eq!(status, 400);
 }

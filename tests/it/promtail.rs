@@ -7,27 +7,16 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use alertpipe::config::{Config, Role};
+use alertpipe::config::Role;
 use chrono::{SecondsFormat, Utc};
 
+use crate::support::app::archive;
 use crate::support::logs::{Loki, Promtail};
 use crate::support::parquet::{all_rows, pyarrow, wait_rows};
 use crate::support::{eventually, free_port, spawn_app_with, start_broker, unique, TestApp};
 
-/// An app that takes Promtail's pushes into its own `logs` topic and archive under `root`.
-fn archive_roles(root: &Path) -> impl FnOnce(&mut Config) {
-    let root = root.display().to_string();
-    move |c: &mut Config| {
-        c.server.roles = vec![Role::Ingest, Role::Archive];
-        c.archive.root = root;
-        c.archive.max_age_s = 1;
-        c.archive.group = unique("archive");
-        c.kafka.logs_topic = unique("logs");
-    }
-}
-
 async fn archiving_app(root: &Path) -> TestApp {
-    spawn_app_with(None, archive_roles(root)).await
+    spawn_app_with(None, archive(root)).await
 }
 
 /// Waits until Loki answers `query` with at least `n` lines; returns them.
@@ -268,9 +257,13 @@ async fn promtail_retries_through_503_and_loki_and_the_archive_end_with_the_same
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut broker = start_broker(dir.path(), port);
-    let root = tempfile::tempdir().unwrap();
     let brokers = format!("127.0.0.1:{port}");
-    let app = spawn_app_with(Some(&brokers), archive_roles(root.path())).await;
+    let app = TestApp::builder()
+        .with_brokers(&brokers)
+        .with_roles(&[Role::Archive])
+        .spawn()
+        .await;
+    let root = app.archive_root.as_ref().expect("archive root");
     let loki = Loki::stack();
     let promtail = Promtail::start(&loki.url, &app.url);
     let svc = unique("bp");

@@ -1,9 +1,12 @@
 //! Test utilities: the local stack's addresses, the real app booted on port 0 with its own
 //! topic, private peers (a broker, an Alertmanager) that a test may stop and start.
 
+pub mod app;
 pub mod logs;
 pub mod parquet;
 pub mod smtp;
+
+pub use app::{spawn_app, spawn_app_with, TestApp};
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -13,9 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use alertpipe::config::{Config, Role};
 use alertpipe::kafka::{read_topic, ReadMessage};
-use alertpipe::startup::Application;
 
 pub struct Stack {
     vars: HashMap<String, String>,
@@ -92,118 +93,6 @@ pub fn fixture(path: &str) -> Vec<u8> {
         .join("tests/fixtures")
         .join(path);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-pub struct TestApp {
-    pub url: String,
-    pub topic: String,
-    pub brokers: String,
-    pub client: awc::Client,
-}
-
-/// Boots the real application on port 0 against `brokers` (the stack's when None), with its
-/// own topic, and waits until it is ready.
-pub async fn spawn_app_with(brokers: Option<&str>, modify: impl FnOnce(&mut Config)) -> TestApp {
-    let brokers = brokers
-        .map(str::to_owned)
-        .unwrap_or_else(|| Stack::get().var("STACK_KAFKA_BROKERS").to_owned());
-    let mut cfg = Config::default();
-    cfg.server.roles = vec![Role::Ingest];
-    cfg.server.listen = "127.0.0.1:0".parse().unwrap();
-    cfg.server.workers = 1;
-    cfg.server.shutdown_timeout_s = 2;
-    cfg.kafka.brokers = brokers.clone();
-    cfg.kafka.alerts_topic = unique("alerts");
-    cfg.kafka.partitions = 2;
-    cfg.kafka.message_timeout_ms = 5_000;
-    modify(&mut cfg);
-    cfg.validate().expect("test config is valid");
-    if std::env::var_os("TEST_LOG").is_some() {
-        alertpipe::telemetry::init(&cfg.telemetry);
-    }
-    let topic = cfg.kafka.alerts_topic.clone();
-    let app = Application::build(cfg).await.expect("app builds");
-    let url = format!("http://127.0.0.1:{}", app.port());
-    actix_web::rt::spawn(app.run_until_stopped());
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .finish();
-    let t = TestApp {
-        url,
-        topic,
-        brokers,
-        client,
-    };
-    t.wait_ready(Duration::from_secs(30)).await;
-    t
-}
-
-pub async fn spawn_app(modify: impl FnOnce(&mut Config)) -> TestApp {
-    spawn_app_with(None, modify).await
-}
-
-impl TestApp {
-    pub async fn wait_ready(&self, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            let status = self
-                .client
-                .get(format!("{}/readyz", self.url))
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .map_err(|e| e.to_string());
-            if status == Ok(200) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "app not ready: {status:?}");
-            actix_web::rt::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// POSTs a webhook body; returns status, headers of interest and the JSON body.
-    pub async fn post_alerts(
-        &self,
-        body: impl Into<Vec<u8>>,
-        auth: Option<&str>,
-    ) -> (u16, Option<String>, serde_json::Value) {
-        let mut req = self
-            .client
-            .post(format!("{}/api/v1/alerts", self.url))
-            .insert_header(("content-type", "application/json"));
-        if let Some(a) = auth {
-            req = req.insert_header(("authorization", a));
-        }
-        let mut resp = req
-            .send_body(body.into())
-            .await
-            .expect("request reaches the app");
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let bytes = resp.body().limit(1 << 20).await.expect("response body");
-        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-        (resp.status().as_u16(), retry_after, json)
-    }
-
-    /// The app's /metrics text.
-    pub async fn metrics(&self) -> String {
-        let mut resp = self
-            .client
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .await
-            .expect("metrics reachable");
-        let body = resp.body().limit(16 << 20).await.expect("metrics body");
-        String::from_utf8_lossy(&body).into_owned()
-    }
-
-    /// Everything on this app's topic, waiting until `expect` messages or `idle` of silence.
-    pub async fn topic_messages(&self, expect: usize, idle: Duration) -> Vec<serde_json::Value> {
-        read_json(&self.brokers, &self.topic, expect, idle).await
-    }
 }
 
 pub async fn read_json(
