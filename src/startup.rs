@@ -45,22 +45,27 @@ impl Application {
         } else {
             None
         };
-        // Every consumer stage keeps its poison messages the same way (kafka::poison).
-        let poison = |topic: &str| {
-            let (kafka, dlq) = (cfg.kafka.clone(), dlq_topic(topic));
-            let producer = Supervisor::start(move |_| KafkaProducerActor::new(kafka, dlq, 64));
+        // Every consumer stage keeps its poison messages the same way (kafka::poison), through
+        // one producer for all of the process's dead letters (each librdkafka producer costs a
+        // polling thread), made only when a consumer role runs.
+        let consumes = [Role::Persist, Role::Notify, Role::Archive]
+            .into_iter()
+            .any(|r| cfg.server.runs(r));
+        let poison = consumes.then(|| {
+            let (kafka, topic) = (cfg.kafka.clone(), cfg.notify.dlq_topic.clone());
+            let producer = Supervisor::start(move |_| KafkaProducerActor::new(kafka, topic, 64));
             PoisonStore::new(producer, db.clone())
-        };
-        if let (true, Some(pool)) = (cfg.server.runs(Role::Persist), &db) {
-            let p = poison(&cfg.kafka.alerts_topic);
-            stages.push(crate::persist::start(&cfg, pool.clone(), p));
-        }
-        if let (true, Some(pool)) = (cfg.server.runs(Role::Notify), &db) {
-            let p = poison(&cfg.kafka.alerts_topic);
-            stages.push(crate::notify::start(&cfg, pool.clone(), p)?);
-        }
-        if cfg.server.runs(Role::Archive) {
-            stages.push(crate::archive::start(&cfg, poison(&cfg.kafka.logs_topic))?);
+        });
+        if let Some(poison) = poison {
+            if let (true, Some(pool)) = (cfg.server.runs(Role::Persist), &db) {
+                stages.push(crate::persist::start(&cfg, pool.clone(), poison.clone()));
+            }
+            if let (true, Some(pool)) = (cfg.server.runs(Role::Notify), &db) {
+                stages.push(crate::notify::start(&cfg, pool.clone(), poison.clone())?);
+            }
+            if cfg.server.runs(Role::Archive) {
+                stages.push(crate::archive::start(&cfg, poison)?);
+            }
         }
         let draining = Arc::new(AtomicBool::new(false));
         let state = web::Data::new(AppState {

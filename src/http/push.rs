@@ -112,6 +112,7 @@ pub async fn push(
     let sent = producer
         .send(Produce {
             records: records(&streams),
+            topic: None,
         })
         .timeout(state.ingest_timeout)
         .await;

@@ -99,7 +99,14 @@ impl Handler<IngestAlerts> for IngressActor {
             let outcome = if records.is_empty() {
                 Ok(())
             } else {
-                match producer.send(Produce { records }).timeout(timeout).await {
+                match producer
+                    .send(Produce {
+                        records,
+                        topic: None,
+                    })
+                    .timeout(timeout)
+                    .await
+                {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(e)) => Err(e.to_string()),
                     Err(MailboxError::Timeout) => Err(ProduceError::Kafka(format!(

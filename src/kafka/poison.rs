@@ -60,9 +60,15 @@ pub struct PoisonStore {
 }
 
 impl PoisonStore {
-    /// `producer` writes to `dlq_topic(source)`; `db` when the process has the database.
+    /// `producer` (shared by the process's dead letters) writes to `dlq_topic(source)`; `db`
+    /// when the process has the database.
     pub fn new(producer: Addr<KafkaProducerActor>, db: Option<PgPool>) -> Self {
         PoisonStore { producer, db }
+    }
+
+    /// The dead-letter producer, for other dead letters of the process (failed sends).
+    pub fn producer(&self) -> Addr<KafkaProducerActor> {
+        self.producer.clone()
     }
 
     /// Keeps them all, durably, or says why not (then the batch is retried, not committed).
@@ -90,7 +96,12 @@ impl PoisonStore {
                 ],
             })
             .collect();
-        self.producer.send(Produce { records }).await??;
+        self.producer
+            .send(Produce {
+                records,
+                topic: Some(dlq_topic(&items[0].topic)),
+            })
+            .await??;
         if let Some(pool) = &self.db {
             let (pool, rows) = (pool.clone(), items.to_vec());
             actix_web::rt::task::spawn_blocking(move || {

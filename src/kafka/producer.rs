@@ -39,6 +39,9 @@ pub struct Record {
 #[rtype(result = "Result<(), ProduceError>")]
 pub struct Produce {
     pub records: Vec<Record>,
+    /// Another topic than the actor's own: one producer (one librdkafka instance and its
+    /// polling thread) serves several topics.
+    pub topic: Option<String>,
 }
 
 /// Is the broker reachable? (metadata round-trip)
@@ -146,12 +149,11 @@ impl Handler<Produce> for KafkaProducerActor {
         let n = msg.records.len() as u64;
         let started = Instant::now();
         // Enqueue synchronously (keeps order per key), then await the acks concurrently.
+        let topic = msg.topic.as_deref().unwrap_or(&self.topic);
         let mut acks = Vec::with_capacity(msg.records.len());
         let mut enqueue_err = None;
         for r in &msg.records {
-            let mut rec = FutureRecord::to(&self.topic)
-                .key(&r.key)
-                .payload(&r.payload);
+            let mut rec = FutureRecord::to(topic).key(&r.key).payload(&r.payload);
             if !r.headers.is_empty() {
                 let headers = r.headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
                     h.insert(Header {

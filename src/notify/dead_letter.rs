@@ -42,12 +42,18 @@ pub enum DeadLetterError {
 
 pub struct DeadLetterActor {
     pool: PgPool,
-    topic: Addr<KafkaProducerActor>,
+    producer: Addr<KafkaProducerActor>,
+    /// `notify.dlq_topic`.
+    topic: String,
 }
 
 impl DeadLetterActor {
-    pub fn new(pool: PgPool, topic: Addr<KafkaProducerActor>) -> Self {
-        DeadLetterActor { pool, topic }
+    pub fn new(pool: PgPool, producer: Addr<KafkaProducerActor>, topic: String) -> Self {
+        DeadLetterActor {
+            pool,
+            producer,
+            topic,
+        }
     }
 }
 
@@ -59,7 +65,8 @@ impl Handler<DeadLetter> for DeadLetterActor {
     type Result = ResponseFuture<Result<(), DeadLetterError>>;
 
     fn handle(&mut self, msg: DeadLetter, _: &mut Self::Context) -> Self::Result {
-        let (pool, topic) = (self.pool.clone(), self.topic.clone());
+        let (pool, producer, topic) =
+            (self.pool.clone(), self.producer.clone(), self.topic.clone());
         Box::pin(async move {
             let payload = serde_json::to_vec(&msg.item)?;
             let record = serde_json::to_vec(&serde_json::json!({
@@ -72,8 +79,9 @@ impl Handler<DeadLetter> for DeadLetterActor {
                 .first()
                 .map(|e| e.fingerprint.as_str().to_owned())
                 .unwrap_or_default();
-            topic
+            producer
                 .send(Produce {
+                    topic: Some(topic),
                     records: vec![Record {
                         key,
                         payload: record,

@@ -21,14 +21,13 @@ pub use sink::{notification_key, notify_batch};
 
 use std::sync::Arc;
 
-use actix::{Actor, Supervisor};
+use actix::Actor;
 use anyhow::Context as _;
 
 use crate::config::Config;
 use crate::db::PgPool;
 use crate::kafka::consumer::{ConsumerSettings, StageHealth};
 use crate::kafka::poison::PoisonStore;
-use crate::kafka::producer::KafkaProducerActor;
 use dead_letter::DeadLetterActor;
 use mail::MailActor;
 use teams::TeamsActor;
@@ -38,9 +37,7 @@ use throttle::{Rate, ThrottleActor};
 /// route each alert, skip notifications already done, send through the throttle, record.
 pub fn start(cfg: &Config, pool: PgPool, poison: PoisonStore) -> anyhow::Result<StageHealth> {
     let n = cfg.notify.clone();
-    let (kafka_cfg, dlq_topic) = (cfg.kafka.clone(), n.dlq_topic.clone());
-    let dlq = Supervisor::start(move |_| KafkaProducerActor::new(kafka_cfg, dlq_topic, 64));
-    let dead = DeadLetterActor::new(pool.clone(), dlq).start();
+    let dead = DeadLetterActor::new(pool.clone(), poison.producer(), n.dlq_topic.clone()).start();
     let policy = n.retry_policy();
     let from = n.smtp.sender()?;
     let transport = smtp::transport(&n.smtp).context("notify.smtp")?;
