@@ -5,6 +5,7 @@ pub mod app;
 pub mod logs;
 pub mod parquet;
 pub mod smtp;
+pub mod teams;
 
 pub use app::{spawn_app, spawn_app_with, TestApp};
 
