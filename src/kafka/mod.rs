@@ -1,6 +1,7 @@
 //! Kafka client settings shared by every producer and consumer, topic creation, a topic reader
 //! for tools and tests; `consumer` runs the service's consumer groups.
 
+pub mod acked;
 pub mod consumer;
 pub mod poison;
 pub mod producer;

@@ -10,7 +10,8 @@ use actix::prelude::*;
 use futures_util::future::join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use super::acked::AckedProducer;
 
 use crate::config::KafkaConfig;
 use crate::metrics as m;
@@ -62,7 +63,7 @@ pub struct KafkaProducerActor {
     cfg: KafkaConfig,
     topic: String,
     mailbox_capacity: usize,
-    producer: Option<FutureProducer>,
+    producer: Option<AckedProducer>,
     /// Bumped on every new producer, so a burst of failures replaces it once.
     generation: u64,
 }
@@ -80,7 +81,7 @@ impl KafkaProducerActor {
 
     fn connect(&mut self) {
         self.generation += 1;
-        match crate::kafka::future_producer(&self.cfg) {
+        match AckedProducer::new(&crate::kafka::producer_config(&self.cfg)) {
             Ok(p) => self.producer = Some(p),
             Err(e) => {
                 tracing::error!(error = %e, "cannot create kafka producer");
@@ -125,7 +126,7 @@ impl KafkaProducerActor {
 }
 
 /// Dropping a producer purges and flushes (up to 0.5 s): never on the actor's thread.
-fn drop_off_thread(producer: Option<FutureProducer>) {
+fn drop_off_thread(producer: Option<AckedProducer>) {
     if let Some(p) = producer {
         tokio::task::spawn_blocking(move || drop(p));
     }
@@ -153,23 +154,21 @@ impl Handler<Produce> for KafkaProducerActor {
         let mut acks = Vec::with_capacity(msg.records.len());
         let mut enqueue_err = None;
         for r in &msg.records {
-            let mut rec = FutureRecord::to(topic).key(&r.key).payload(&r.payload);
-            if !r.headers.is_empty() {
-                let headers = r.headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+            let headers = (!r.headers.is_empty()).then(|| {
+                r.headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
                     h.insert(Header {
                         key: k,
                         value: Some(v),
                     })
-                });
-                rec = rec.headers(headers);
-            }
-            match producer.send_result(rec) {
+                })
+            });
+            match producer.send(topic, &r.key, &r.payload, headers) {
                 Ok(ack) => acks.push(ack),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
                     enqueue_err = Some(ProduceError::QueueFull);
                     break;
                 }
-                Err((e, _)) => {
+                Err(e) => {
                     enqueue_err = Some(ProduceError::Kafka(e.to_string()));
                     break;
                 }
@@ -181,7 +180,7 @@ impl Handler<Produce> for KafkaProducerActor {
             for ack in join_all(acks).await {
                 let err = match ack {
                     Ok(Ok(_)) => continue,
-                    Ok(Err((e, _))) => ProduceError::Kafka(e.to_string()),
+                    Ok(Err(e)) => ProduceError::Kafka(e.to_string()),
                     Err(_) => ProduceError::Kafka("delivery report dropped".into()),
                 };
                 first_err.get_or_insert(err);
