@@ -7,10 +7,9 @@
 use actix::MailboxError;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use prost::Message as _;
 
 use super::{body, AppState};
-use crate::archive::push::{decode_json, decode_protobuf, stream_to_proto, Stream};
+use crate::archive::push::{decode_json, decode_protobuf, encode_stream, Stream};
 use crate::kafka::producer::{Produce, Record};
 use crate::metrics as m;
 
@@ -43,7 +42,7 @@ pub fn records(streams: &[Stream]) -> Vec<Record> {
             }
             out.push(Record {
                 key: key.clone(),
-                payload: stream_to_proto(s, &s.entries[start..end]).encode_to_vec(),
+                payload: encode_stream(s, &s.entries[start..end]),
                 headers: Vec::new(),
             });
             start = end;
