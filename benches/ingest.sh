@@ -17,7 +17,7 @@ PORT=$("$STACK_SYS_PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.
 TOPIC=bench-alerts-$(date +%s)
 ALERTPIPE__SERVER__LISTEN=127.0.0.1:$PORT ALERTPIPE__KAFKA__BROKERS=$STACK_KAFKA_BROKERS \
   ALERTPIPE__KAFKA__ALERTS_TOPIC=$TOPIC ALERTPIPE__TELEMETRY__LOG_LEVEL=warn \
-  "$BIN" serve --config config/alertpipe.toml >.state/bench-alertpipe.log 2>&1 &
+  "$BIN" serve --config config/alertpipe.toml --roles ingest >.state/bench-alertpipe.log 2>&1 &
 PID=$!
 trap 'kill $PID 2>/dev/null || true' EXIT
 for _ in $(seq 1 150); do curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
