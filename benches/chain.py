@@ -92,11 +92,14 @@ def loki(work, rules=None, am=None):
 
 def promtail(work, logs, loki_url, alertpipe_url):
     http = port()
+    if not os.path.exists(os.path.join(work, "token")):
+        open(os.path.join(work, "token"), "w").write("bench-token")
     env = {"HOSTNAME": "bench-host", "PROMTAIL_LISTEN_ADDRESS": "127.0.0.1",
            "PROMTAIL_HTTP_PORT": str(http), "PROMTAIL_POSITIONS": os.path.join(work, "positions.yaml"),
            "PROMTAIL_LOG_GLOB": f"{logs}/*/*.log",
            "LOKI_PUSH_URL": f"{loki_url}/loki/api/v1/push",
-           "ALERTPIPE_PUSH_URL": f"{alertpipe_url}/loki/api/v1/push"}
+           "ALERTPIPE_PUSH_URL": f"{alertpipe_url}/loki/api/v1/push",
+           "ALERTPIPE_TOKEN_FILE": os.path.join(work, "token")}
     p = spawn("promtail", [ENV["STACK_PROMTAIL_BIN"], f"-config.file={REPO}/config/promtail/promtail.yml",
                            "-config.expand-env=true"], work, env)
     wait_http(f"http://127.0.0.1:{http}/metrics", 30)

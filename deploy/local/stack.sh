@@ -228,6 +228,7 @@ start_promtail() {
   HOSTNAME=${HOSTNAME:-$(hostname)} PROMTAIL_LISTEN_ADDRESS=127.0.0.1 PROMTAIL_HTTP_PORT=$port \
     PROMTAIL_POSITIONS=$STATE/promtail/positions.yaml PROMTAIL_LOG_GLOB="$STATE/demo-logs/*/*.log" \
     LOKI_PUSH_URL=$loki/loki/api/v1/push ALERTPIPE_PUSH_URL=http://$alertpipe/loki/api/v1/push \
+    ALERTPIPE_TOKEN_FILE=$STATE/alertpipe-token \
     setsid "$PROMTAIL_BIN" -config.file="$REPO/config/promtail/promtail.yml" -config.expand-env=true \
     >"$STATE/promtail.log" 2>&1 </dev/null &
   echo $! >"$STATE/promtail.pid"

@@ -2,13 +2,14 @@
 //! second client. Protobuf (snappy block, no Content-Encoding) or JSON (optionally gzip).
 //! 204 only after Kafka acknowledged every entry (topic `logs`, key = the stream's labels);
 //! 400/422 as Loki answers them (text/plain); 413; 429 when the pipeline is full and 503 when
-//! Kafka is unreachable (Promtail retries 429, 5xx and connection errors).
+//! Kafka is unreachable (Promtail retries 429, 5xx and connection errors); 401 without the
+//! configured credentials (Promtail's `bearer_token_file`).
 
 use actix::MailboxError;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::{body, AppState};
+use super::{auth, body, AppState};
 use crate::archive::push::{decode_json, decode_protobuf, encode_stream, Stream};
 use crate::kafka::producer::{Produce, Record};
 use crate::metrics as m;
@@ -62,6 +63,9 @@ pub async fn push(
             "this process does not run the ingest role",
         );
     };
+    if auth::check(&req, &state.auth).is_err() {
+        return text(StatusCode::UNAUTHORIZED, "missing or wrong credentials");
+    }
     if state.is_draining() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }

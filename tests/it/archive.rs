@@ -469,3 +469,32 @@ async fn an_undecodable_logs_message_is_dead_lettered_whole_and_the_stage_goes_o
     assert_eq!(dead.len(), 1, "one dead letter in {dlq}");
     assert_eq!(dead[0], b"this is not a Loki stream", "kept whole");
 }
+
+#[actix_web::test]
+async fn the_push_endpoint_takes_the_configured_credentials() {
+    let app = crate::support::TestApp::builder()
+        .configure(|c| {
+            c.auth.mode = alertpipe::config::AuthMode::Bearer;
+            c.auth.secret = alertpipe::config::Secret::new("push-token");
+        })
+        .spawn()
+        .await;
+    let body = fixture("promtail/push-single-error.pb.snappy");
+    let (status, text) = app
+        .push_logs(body.clone(), "application/x-protobuf", false)
+        .await;
+    assert_eq!(status, 401, "{text}");
+    let resp = app
+        .client
+        .post(format!("{}/loki/api/v1/push", app.url))
+        .insert_header(("content-type", "application/x-protobuf"))
+        .insert_header(("authorization", "Bearer push-token"))
+        .send_body(body)
+        .await
+        .expect("push reaches the app");
+    assert_eq!(
+        resp.status().as_u16(),
+        204,
+        "Promtail's bearer token is accepted"
+    );
+}

@@ -58,7 +58,7 @@ async fn db_errors_in_a_log_file_become_one_mail_and_one_history_row_per_alert()
     let am_port = free_port();
     let _am = start_alertmanager(dir.path(), am_port, &app.url, TOKEN, None);
     let loki = Loki::start_with_ruler(&format!("http://127.0.0.1:{am_port}"));
-    let promtail = Promtail::start(&loki.url, &app.url);
+    let promtail = Promtail::start_with_token(&loki.url, &app.url, TOKEN);
 
     // A service logging, then failing to reach its database (JSON and classic lines).
     let svc = unique("chain").replace('-', "");

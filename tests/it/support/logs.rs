@@ -286,18 +286,26 @@ pub fn try_loki_process(
 pub struct Promtail {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    token: String,
     loki: String,
     alertpipe: String,
     proc: Option<Proc>,
 }
 
 impl Promtail {
+    /// Sends `Bearer test-token` to alertpipe (ignored by an app without auth).
     pub fn start(loki: &str, alertpipe: &str) -> Promtail {
+        Self::start_with_token(loki, alertpipe, "test-token")
+    }
+
+    /// Sends `Bearer <token>` to alertpipe, from a token file as the shipped config says.
+    pub fn start_with_token(loki: &str, alertpipe: &str, token: &str) -> Promtail {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("logs")).unwrap();
         let mut p = Promtail {
             dir,
             port: free_port(),
+            token: token.to_owned(),
             loki: loki.to_owned(),
             alertpipe: alertpipe.to_owned(),
             proc: None,
@@ -323,6 +331,12 @@ impl Promtail {
         f.write_all(bytes).unwrap();
     }
 
+    fn token_file(&self) -> PathBuf {
+        let f = self.dir.path().join("alertpipe-token");
+        std::fs::write(&f, &self.token).unwrap();
+        f
+    }
+
     pub fn up(&mut self) {
         let log_path = self.dir.path().join(format!("promtail-{}.log", self.port));
         let log = std::fs::OpenOptions::new()
@@ -344,6 +358,7 @@ impl Promtail {
                 "PROMTAIL_LOG_GLOB",
                 format!("{}/*/*.log", self.logs().display()),
             )
+            .env("ALERTPIPE_TOKEN_FILE", self.token_file())
             .env("LOKI_PUSH_URL", format!("{}/loki/api/v1/push", self.loki))
             .env(
                 "ALERTPIPE_PUSH_URL",
