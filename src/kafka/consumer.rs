@@ -140,6 +140,10 @@ pub fn create(s: &ConsumerSettings) -> Result<StreamConsumer, KafkaError> {
         // so a restarted pod resumes within seconds (librdkafka's default is 45 s).
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "2000")
+        // The roles' topics are created at start-up, concurrently with this subscription: a
+        // consumer that subscribed first sees UnknownTopicOrPartition and only looks again at
+        // the next metadata refresh (librdkafka's default: 5 minutes). Look every 2 s instead.
+        .set("topic.metadata.refresh.interval.ms", "2000")
         .create()?;
     consumer.subscribe(&[s.topic.as_str()])?;
     Ok(consumer)
