@@ -31,7 +31,7 @@ pub struct ArchiveSettings {
     pub max_age: Duration,
 }
 
-/// Consumed messages (possibly none: a tick). Send the same batch again while the answer says
+/// Decoded streams of consumed messages (possibly none: a tick). Send the same batch again while the answer says
 /// `more` (an epoch closed part-way through it); already-buffered offsets are skipped.
 #[derive(Message)]
 #[rtype(result = "Result<Progress, ArchiveError>")]

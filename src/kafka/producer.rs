@@ -26,7 +26,7 @@ pub enum ProduceError {
     Restarting,
 }
 
-/// One record: key and payload (the topic is the actor's).
+/// One record: key, payload, headers (the topic is the actor's unless `Produce` names one).
 #[derive(Debug, Clone)]
 pub struct Record {
     pub key: String,

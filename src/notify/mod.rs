@@ -17,7 +17,6 @@ pub mod throttle;
 
 pub use deliver::{Deliver, Delivered, NotifyError};
 pub use route::route;
-pub use sink::{notification_key, notify_batch};
 
 use std::sync::Arc;
 

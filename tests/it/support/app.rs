@@ -127,16 +127,21 @@ impl TestApp {
         (resp.status().as_u16(), retry_after, json)
     }
 
-    /// The app's /metrics text.
-    pub async fn metrics(&self) -> String {
+    /// GETs `path_and_query`; returns the status and the body.
+    pub async fn get(&self, path_and_query: &str) -> (u16, Vec<u8>) {
         let mut resp = self
             .client
-            .get(format!("{}/metrics", self.url))
+            .get(format!("{}{path_and_query}", self.url))
             .send()
             .await
-            .expect("metrics reachable");
-        let body = resp.body().limit(16 << 20).await.expect("metrics body");
-        String::from_utf8_lossy(&body).into_owned()
+            .expect("request reaches the app");
+        let body = resp.body().limit(16 << 20).await.expect("body");
+        (resp.status().as_u16(), body.to_vec())
+    }
+
+    /// The app's /metrics text.
+    pub async fn metrics(&self) -> String {
+        String::from_utf8_lossy(&self.get("/metrics").await.1).into_owned()
     }
 
     /// Everything on this app's topic, waiting until `expect` messages or `idle` of silence.
@@ -189,15 +194,9 @@ impl TestApp {
 
     /// GETs a JSON endpoint; returns the status and the body.
     pub async fn get_json(&self, path_and_query: &str) -> (u16, serde_json::Value) {
-        let mut resp = self
-            .client
-            .get(format!("{}{path_and_query}", self.url))
-            .send()
-            .await
-            .expect("request reaches the app");
-        let body = resp.body().limit(16 << 20).await.expect("body");
+        let (status, body) = self.get(path_and_query).await;
         let v = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-        (resp.status().as_u16(), v)
+        (status, v)
     }
 }
 
