@@ -1,33 +1,88 @@
 #!/usr/bin/env bash
 # Ingest benchmark: webhook -> dedup -> Kafka ack, against the local stack's broker, beside a
-# bare rdkafka producer sending the same messages in the same run.
-#   bash benches/ingest.sh            (RUNS=3 DURATION=10 CONCURRENCY=8 BATCH=50 RATE=10000)
+# bare rdkafka producer sending the same messages in the same run. Two set-ups:
+#   ingest  the ingest role alone (what a split deployment runs at the edge)
+#   all     the default single process with every role: its consumer stages work through the
+#           same alerts (history in PostgreSQL, mails to the stack's SMTP server, the archive)
+#           on the same cores while the webhook is measured
+#   bash benches/ingest.sh [ingest|all|both]   (default both; RUNS=3 DURATION=10 CONCURRENCY=8
+#                                               BATCH=50 RATE=10000)
 # Prints per-run figures and medians: alerts/s, p50/p99, ratio to the baseline, alertpipe's
 # CPU per alert, its idle and peak RSS; then p50/p99 at RATE alerts/s offered (open loop).
+# Exits non-zero when alertpipe does not start or a run has errors (loadgen fails then).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 RUNS=${RUNS:-3}; DURATION=${DURATION:-10}; CONCURRENCY=${CONCURRENCY:-8}; BATCH=${BATCH:-50}
 RATE=${RATE:-10000}
 bash deploy/local/stack.sh up
-set -a; . .state/stack.env; set +a
+set -a; . "${ALERTPIPE_STATE:-$REPO/.state}/stack.env"; set +a
 cargo build --quiet --release --locked
-BIN=$REPO/target/release/alertpipe
-PORT=$("$STACK_SYS_PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-TOPIC=bench-alerts-$(date +%s)
-ALERTPIPE__SERVER__LISTEN=127.0.0.1:$PORT ALERTPIPE__KAFKA__BROKERS=$STACK_KAFKA_BROKERS \
-  ALERTPIPE__KAFKA__ALERTS_TOPIC=$TOPIC ALERTPIPE__TELEMETRY__LOG_LEVEL=warn \
-  "$BIN" serve --config config/alertpipe.toml --roles ingest >.state/bench-alertpipe.log 2>&1 &
-PID=$!
-trap 'kill $PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 150); do curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
-sleep 1
-echo "== max throughput (closed loop), alertpipe vs bare producer"
-ALERTPIPE__KAFKA__BROKERS=$STACK_KAFKA_BROKERS "$BIN" loadgen --target "http://127.0.0.1:$PORT" \
-  --pid $PID --mode both --runs "$RUNS" --duration-s "$DURATION" -c "$CONCURRENCY" -b "$BATCH" \
-  --baseline-topic "$TOPIC-baseline"
-echo
-echo "== latency at $RATE alerts/s offered (open loop)"
-ALERTPIPE__KAFKA__BROKERS=$STACK_KAFKA_BROKERS "$BIN" loadgen --target "http://127.0.0.1:$PORT" \
-  --pid $PID --mode alertpipe --runs "$RUNS" --duration-s "$DURATION" -c "$CONCURRENCY" -b "$BATCH" \
-  --rate "$RATE"
+BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/alertpipe
+PID=
+WORK=$(mktemp -d)
+cleanup() {
+  [ -n "$PID" ] && kill "$PID" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+  "$STACK_SYS_PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# bench <ingest|all>
+bench() {
+  local mode=$1 port tag roles db
+  port=$(free_port)
+  tag=bench_ingest_${mode}_$(date +%s)
+  roles=$([ "$mode" = all ] && echo all || echo ingest)
+  db=${STACK_PG_URL%/*}/$tag
+  if [ "$mode" = all ]; then
+    "$STACK_PG_BIN/psql" -q "$STACK_PG_URL" -c "CREATE DATABASE $tag"
+  fi
+  ALERTPIPE__SERVER__LISTEN=127.0.0.1:$port ALERTPIPE__KAFKA__BROKERS=$STACK_KAFKA_BROKERS \
+    ALERTPIPE__KAFKA__ALERTS_TOPIC=$tag-alerts ALERTPIPE__KAFKA__LOGS_TOPIC=$tag-logs \
+    ALERTPIPE__KAFKA__REJOIN_AFTER_S=5 \
+    ALERTPIPE__DATABASE__URL=$db ALERTPIPE__NOTIFY__SMTP__PORT=$STACK_SMTP_PORT \
+    ALERTPIPE__NOTIFY__DLQ_TOPIC=$tag-alerts.dlq \
+    ALERTPIPE__PERSIST__GROUP=$tag-persist ALERTPIPE__NOTIFY__GROUP=$tag-notify \
+    ALERTPIPE__ARCHIVE__GROUP=$tag-archive ALERTPIPE__ARCHIVE__ROOT=$WORK/$tag-archive \
+    ALERTPIPE__TELEMETRY__LOG_LEVEL=warn \
+    "$BIN" serve --config config/alertpipe.toml --roles "$roles" >"$WORK/$tag.log" 2>&1 &
+  PID=$!
+  local ready=
+  for _ in $(seq 1 150); do
+    if curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then ready=1; break; fi
+    kill -0 "$PID" 2>/dev/null || break
+    sleep 0.2
+  done
+  if [ -z "$ready" ]; then
+    echo "alertpipe ($roles) did not become ready; its log:" >&2
+    tail -20 "$WORK/$tag.log" >&2
+    exit 1
+  fi
+  sleep 1
+  echo "== [$mode] max throughput (closed loop), alertpipe (roles: $roles) vs bare producer"
+  ALERTPIPE__KAFKA__BROKERS=$STACK_KAFKA_BROKERS "$BIN" loadgen --target "http://127.0.0.1:$port" \
+    --pid "$PID" --mode both --runs "$RUNS" --duration-s "$DURATION" -c "$CONCURRENCY" -b "$BATCH" \
+    --baseline-topic "$tag-baseline"
+  echo
+  echo "== [$mode] latency at $RATE alerts/s offered (open loop)"
+  ALERTPIPE__KAFKA__BROKERS=$STACK_KAFKA_BROKERS "$BIN" loadgen --target "http://127.0.0.1:$port" \
+    --pid "$PID" --mode alertpipe --runs "$RUNS" --duration-s "$DURATION" -c "$CONCURRENCY" -b "$BATCH" \
+    --rate "$RATE"
+  echo
+  kill "$PID"; wait "$PID" 2>/dev/null || true
+  PID=
+  if [ "$mode" = all ]; then
+    "$STACK_PG_BIN/psql" -q "$STACK_PG_URL" -c "DROP DATABASE IF EXISTS $tag WITH (FORCE)"
+  fi
+}
+
+case "${1:-both}" in
+  ingest) bench ingest ;;
+  all) bench all ;;
+  both) bench ingest; bench all ;;
+  *) echo "usage: $0 [ingest|all|both]" >&2; exit 2 ;;
+esac

@@ -375,6 +375,24 @@ pub async fn run(cfg: Config, args: LoadgenArgs) -> anyhow::Result<()> {
             kb("VmHWM:")
         );
     }
+    verdict(&ap).and(verdict(&base))
+}
+
+/// A benchmark of a failing system is no benchmark: fail when a run acknowledged nothing or
+/// more than 1% of its requests failed.
+fn verdict(runs: &[RunResult]) -> anyhow::Result<()> {
+    for (i, r) in runs.iter().enumerate() {
+        let requests = r.latencies.len() as u64 + r.errors;
+        if r.alerts == 0 || r.errors * 100 > requests {
+            anyhow::bail!(
+                "run {}: {} alerts acknowledged, {} of {} requests failed: the system under test is failing",
+                i + 1,
+                r.alerts,
+                r.errors,
+                requests
+            );
+        }
+    }
     Ok(())
 }
 
@@ -392,6 +410,21 @@ mod tests {
         keys.sort();
         keys.dedup();
         assert_eq!(keys.len(), 6);
+    }
+
+    #[test]
+    fn a_run_with_failures_fails_the_benchmark() {
+        let ok = RunResult {
+            alerts: 100,
+            latencies: vec![Duration::from_millis(1); 2],
+            ..RunResult::default()
+        };
+        assert!(verdict(std::slice::from_ref(&ok)).is_ok());
+        let failing = RunResult {
+            errors: 212_568,
+            ..RunResult::default()
+        };
+        assert!(verdict(&[ok, failing]).is_err());
     }
 
     #[test]

@@ -37,6 +37,12 @@ pub const NOTIFY_SKIPPED: &str = "alertpipe_notifications_already_sent_total";
 pub const ACTOR_RESTARTS: &str = "alertpipe_actor_restarts_total";
 /// 1 while a consumer stage's sink is failing (its partitions paused), else 0.
 pub const CONSUMER_FAILING: &str = "alertpipe_consumer_sink_failing";
+/// Messages of a partition not yet durable in a consumer stage (high watermark - committed).
+pub const CONSUMER_LAG: &str = "alertpipe_consumer_lag";
+/// Unix time of the last batch a consumer stage made durable.
+pub const CONSUMER_LAST_PROGRESS: &str = "alertpipe_consumer_last_progress_timestamp_seconds";
+/// Partitions a consumer stage holds now.
+pub const CONSUMER_ASSIGNED: &str = "alertpipe_consumer_assigned_partitions";
 /// Batches a consumer stage made durable (and committed).
 pub const CONSUMER_BATCHES: &str = "alertpipe_consumer_batches_total";
 

@@ -23,6 +23,7 @@ use crate::kafka::producer::{Flush, KafkaProducerActor};
 pub struct Application {
     port: u16,
     server: Server,
+    stages: Vec<crate::kafka::consumer::StageHealth>,
     producers: Vec<Addr<KafkaProducerActor>>,
     draining: Arc<AtomicBool>,
     shutdown_timeout: Duration,
@@ -32,6 +33,8 @@ impl Application {
     /// Starts the actors of the configured roles on the current actix System and binds the
     /// HTTP listener.
     pub async fn build(cfg: Config) -> anyhow::Result<Application> {
+        // The recorder first: stages set gauges as they start.
+        let metrics = crate::metrics::handle();
         if cfg.kafka.create_topics {
             spawn_topic_creation(cfg.kafka.clone(), topics_used(&cfg));
         }
@@ -68,6 +71,7 @@ impl Application {
             }
         }
         let draining = Arc::new(AtomicBool::new(false));
+        let stage_handles = stages.clone();
         let state = web::Data::new(AppState {
             ingress: ingest.as_ref().map(|i| i.ingress.clone()),
             producer: ingest.as_ref().map(|i| i.alerts.clone()),
@@ -84,7 +88,7 @@ impl Application {
                 Some(crate::metrics::INGEST_INFLIGHT),
             ),
             draining: draining.clone(),
-            metrics: crate::metrics::handle(),
+            metrics,
         });
         let producers: Vec<_> = ingest.map(|i| vec![i.alerts, i.logs]).unwrap_or_default();
 
@@ -106,6 +110,7 @@ impl Application {
         Ok(Application {
             port,
             server,
+            stages: stage_handles,
             producers,
             draining,
             shutdown_timeout: Duration::from_secs(cfg.server.shutdown_timeout_s),
@@ -142,6 +147,20 @@ impl Application {
                     timeout: self.shutdown_timeout,
                 })
                 .await;
+        }
+        // Each consumer stage finishes the batch in hand (written, recorded, committed) and
+        // leaves its group, so its partitions move at once and nothing is done twice.
+        for stage in &self.stages {
+            stage.request_stop();
+        }
+        let all = futures_util::future::join_all(self.stages.iter().map(|s| s.stopped()));
+        if actix_web::rt::time::timeout(self.shutdown_timeout, all)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "consumer stages did not finish their batches within the shutdown timeout"
+            );
         }
         tracing::info!("alertpipe stopped");
         Ok(())

@@ -81,6 +81,10 @@ pub struct ArchiveActor {
     settings: ArchiveSettings,
     storage: Operator,
     partitions: HashMap<(String, i32), PartitionState>,
+    /// When the epoch of a partition given up in a rebalance was opened, by its first offset:
+    /// if the partition comes back and the same epoch is read again, it keeps its age (so
+    /// frequent rebalances cannot keep a file from ever closing).
+    forgotten: HashMap<(String, i32), (i64, Instant)>,
 }
 
 /// One file ready to be written.
@@ -100,6 +104,7 @@ impl ArchiveActor {
             settings,
             storage,
             partitions: HashMap::new(),
+            forgotten: HashMap::new(),
         }
     }
 
@@ -143,6 +148,13 @@ impl ArchiveActor {
                     partition: msg.partition,
                     offset: msg.offset,
                 });
+            }
+            if p.epoch_start.is_none() {
+                let again = self
+                    .forgotten
+                    .remove(&key)
+                    .filter(|(start, _)| *start == msg.offset);
+                p.opened = Some(again.map_or_else(Instant::now, |(_, t)| t));
             }
             p.epoch_start.get_or_insert(msg.offset);
             p.opened.get_or_insert_with(Instant::now);
@@ -315,6 +327,30 @@ impl ArchiveActor {
                 .get(&(m.topic.clone(), m.partition))
                 .is_none_or(|p| m.offset >= p.next_offset)
         })
+    }
+}
+
+/// Partitions that moved to another consumer: their open buffers are dropped, not written.
+/// The new owner reads them again from the committed offset, the first of the open epoch,
+/// and so closes files of the same names.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Forget(pub Vec<(String, i32)>);
+
+impl Handler<Forget> for ArchiveActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Forget, _: &mut Self::Context) {
+        for key in msg.0 {
+            if let Some(p) = self.partitions.remove(&key) {
+                if let (Some(start), Some(opened)) = (p.epoch_start, p.opened) {
+                    self.forgotten.insert(key.clone(), (start, opened));
+                }
+                let rows: usize = p.buffers.values().map(|b| b.rows.len()).sum();
+                tracing::info!(topic = %key.0, partition = key.1, open_rows = rows,
+                    "partition moved; its open buffers are left to the new owner");
+            }
+        }
     }
 }
 

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use actix::{Addr, MailboxError};
 use prost::Message as _;
 
-use super::actor::{ArchiveActor, ArchiveBatch, ArchiveError};
+use super::actor::{ArchiveActor, ArchiveBatch, ArchiveError, Forget};
 use super::proto::StreamAdapter;
 use super::push::{stream_from_proto, Stream};
 use crate::kafka::consumer::{Commit, RawMessage};
+use crate::kafka::group::TopicPartition;
 use crate::kafka::sink::{Decoded, Retryable, Sink, Undecodable};
 
 pub struct ArchiveSink {
@@ -61,6 +62,15 @@ impl Sink for ArchiveSink {
                 if !progress.more {
                     return Ok(progress.commit);
                 }
+            }
+        }
+    }
+
+    fn forget(&self, partitions: Vec<TopicPartition>) -> impl Future<Output = ()> + 'static {
+        let actor = self.actor.clone();
+        async move {
+            if let Err(e) = actor.send(Forget(partitions)).await {
+                tracing::warn!(error = %e, "archive actor did not take the revocation");
             }
         }
     }

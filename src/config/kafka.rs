@@ -22,10 +22,34 @@ pub struct KafkaConfig {
     pub message_timeout_ms: u64,
     /// Extra librdkafka producer properties (e.g. `"linger.ms" = "5"`).
     pub producer: BTreeMap<String, String>,
+    /// Extra librdkafka properties for the stages' consumers (e.g. `"fetch.wait.max.ms"`,
+    /// or `debug = "cgrp"` to see group membership in the log).
+    pub consumer: BTreeMap<String, String>,
     /// Static group membership (KIP-345): a stable name for this process (a StatefulSet pod
     /// name, a host name). A restarted process takes its partitions back at once instead of
     /// waiting for the old member's session to expire.
     pub group_instance_id: Option<String>,
+    /// A member silent this long is dead: its partitions move to the others. Short, so a
+    /// killed process's partitions resume within seconds (librdkafka's default is 45 s).
+    pub session_timeout_ms: u64,
+    /// How often members tell the coordinator they are alive (a third of the session or less).
+    pub heartbeat_interval_ms: u64,
+    /// Longest a stage may take between two polls before the group gives its partitions away
+    /// (also the time a rebalance waits for members to rejoin). Stages never hold the loop for
+    /// long, so this can be short.
+    pub max_poll_interval_ms: u64,
+    /// The tansu workaround, off (0) by default; the local stack sets it. Every 3 s each stage
+    /// looks at its group from outside: when a partition it does not hold has lag and no
+    /// progress for a session timeout and 3 s, or when it is a static member holding nothing for
+    /// this many seconds while the topic has lag, it rejoins as a dynamic member. tansu evicts
+    /// dead members only when a dynamic member asks, and can lose its leader mid-rebalance
+    /// (ARCHITECTURE.md, "Consumer groups"). Apache Kafka needs none of it.
+    pub rejoin_after_s: u64,
+    /// `/readyz` turns not-ready when a consumer stage has held no partition this long.
+    pub unassigned_grace_s: u64,
+    /// `/readyz` turns not-ready when a consumer stage has lag and no batch made durable
+    /// for this long.
+    pub stall_timeout_s: u64,
 }
 
 impl Default for KafkaConfig {
@@ -38,7 +62,14 @@ impl Default for KafkaConfig {
             partitions: 3,
             message_timeout_ms: 10_000,
             producer: BTreeMap::from([("linger.ms".to_owned(), "5".to_owned())]),
+            consumer: BTreeMap::new(),
             group_instance_id: None,
+            session_timeout_ms: 10_000,
+            heartbeat_interval_ms: 1_000,
+            max_poll_interval_ms: 300_000,
+            rejoin_after_s: 0,
+            unassigned_grace_s: 30,
+            stall_timeout_s: 120,
         }
     }
 }
@@ -61,6 +92,23 @@ impl KafkaConfig {
         }
         if self.message_timeout_ms == 0 {
             return bad("kafka.message_timeout_ms", "must be above 0");
+        }
+        if self.session_timeout_ms < 1_000 {
+            return bad("kafka.session_timeout_ms", "must be at least 1000");
+        }
+        if self.heartbeat_interval_ms == 0
+            || self.heartbeat_interval_ms * 3 > self.session_timeout_ms
+        {
+            return bad(
+                "kafka.heartbeat_interval_ms",
+                "must be above 0 and at most a third of session_timeout_ms",
+            );
+        }
+        if self.max_poll_interval_ms < self.session_timeout_ms {
+            return bad(
+                "kafka.max_poll_interval_ms",
+                "must be at least session_timeout_ms",
+            );
         }
         Ok(())
     }

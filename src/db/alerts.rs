@@ -101,9 +101,14 @@ fn fit(s: &str, max: usize) -> (String, bool) {
 fn to_json(map: &BTreeMap<String, String>) -> serde_json::Value {
     serde_json::Value::Object(
         map.iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .map(|(k, v)| (text(k), serde_json::Value::String(text(v))))
             .collect(),
     )
+}
+
+/// See [`super::pg_text`].
+fn text(s: &str) -> String {
+    super::pg_text(s).into_owned()
 }
 
 impl NewAlert {
@@ -111,8 +116,8 @@ impl NewAlert {
     /// characters there; the full value stays in `labels` (the service also under
     /// `labels.service` when it came from `service_name` or `job`), and `truncated` is set.
     fn from_event(e: &AlertEvent, partition: i32, offset: i64) -> NewAlert {
-        let (service, cut_service) = fit(&e.service, SERVICE_MAX);
-        let (severity, cut_severity) = fit(e.severity.as_str(), SEVERITY_MAX);
+        let (service, cut_service) = fit(&text(&e.service), SERVICE_MAX);
+        let (severity, cut_severity) = fit(&text(e.severity.as_str()), SEVERITY_MAX);
         let mut labels = e.labels.clone();
         if cut_service {
             labels
@@ -123,18 +128,18 @@ impl NewAlert {
         NewAlert {
             service,
             severity,
-            message: Some(e.message.clone()),
+            message: Some(text(&e.message)),
             resolved: Some(resolved),
-            fingerprint: Some(e.fingerprint.as_str().to_owned()),
-            alertname: Some(e.alertname.clone()),
-            cluster: e.cluster.clone(),
+            fingerprint: Some(text(e.fingerprint.as_str())),
+            alertname: Some(text(&e.alertname)),
+            cluster: e.cluster.as_deref().map(text),
             status: e.status.as_str().to_owned(),
             starts_at: Some(e.starts_at),
             ends_at: e.ends_at,
             resolved_at: resolved.then(Utc::now),
             labels: to_json(&labels),
             annotations: to_json(&e.annotations),
-            generator_url: Some(e.generator_url.clone()),
+            generator_url: Some(text(&e.generator_url)),
             kafka_partition: Some(partition),
             kafka_offset: Some(offset),
             truncated: cut_service || cut_severity,

@@ -59,3 +59,26 @@ pub fn ping(pool: &PgPool) -> Result<(), DbError> {
         .map(|_| ())
         .map_err(|e| DbError::Unavailable(e.to_string()))
 }
+
+/// Text as PostgreSQL stores it: `text` and `jsonb` refuse the NUL character (valid in JSON
+/// and in Rust strings), so each NUL becomes U+FFFD, the replacement character. Nothing else
+/// changes; an alert whose text held NUL is stored, not dead-lettered.
+pub fn pg_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nul_becomes_the_replacement_character_and_nothing_else_changes() {
+        assert_eq!(super::pg_text("a\0b\0"), "a\u{FFFD}b\u{FFFD}");
+        assert!(matches!(
+            super::pg_text("plain é"),
+            std::borrow::Cow::Borrowed("plain é")
+        ));
+    }
+}

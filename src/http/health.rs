@@ -15,7 +15,9 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// Ready to take traffic: not draining, the broker answers a metadata request (ingest), the
-/// database answers (persist), and no consumer stage is stuck on a failing sink.
+/// database answers (persist), and every consumer stage is working: its sink does not fail,
+/// it holds partitions (after `kafka.unassigned_grace_s`), and it has no lag it has stopped
+/// working through (`kafka.stall_timeout_s`).
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if state.is_draining() {
         return not_ready("draining");
@@ -38,7 +40,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         }
     }
     for stage in &state.stages {
-        if let Some(e) = stage.error() {
+        if let Some(e) = stage.problem() {
             return not_ready(&format!("{}: {e}", stage.name()));
         }
     }

@@ -5,13 +5,16 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
+
+pub use super::group::StageHealth;
+use super::group::{GroupContext, Limits, TopicPartition};
 
 /// One consumed message, owned (never hold librdkafka's borrowed messages across awaits).
 #[derive(Debug, Clone)]
@@ -35,6 +38,16 @@ pub struct ConsumerSettings {
     pub tick: Option<Duration>,
     /// `group.instance.id` (static membership), when configured.
     pub instance_id: Option<String>,
+    pub session_timeout_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub max_poll_interval_ms: u64,
+    /// When set, the loop watches its group from outside and rejoins it (as a dynamic member)
+    /// when it is stuck: the tansu workaround (`kafka.rejoin_after_s`).
+    pub rejoin_after: Option<Duration>,
+    /// When readiness gives up on the stage.
+    pub limits: Limits,
+    /// Extra librdkafka properties (`kafka.consumer`), applied last.
+    pub extra: std::collections::BTreeMap<String, String>,
 }
 
 impl ConsumerSettings {
@@ -54,22 +67,43 @@ impl ConsumerSettings {
             linger,
             tick: None,
             instance_id: kafka.group_instance_id.clone(),
+            session_timeout_ms: kafka.session_timeout_ms,
+            heartbeat_interval_ms: kafka.heartbeat_interval_ms,
+            max_poll_interval_ms: kafka.max_poll_interval_ms,
+            rejoin_after: (kafka.rejoin_after_s > 0)
+                .then(|| Duration::from_secs(kafka.rejoin_after_s)),
+            limits: Limits {
+                unassigned_grace: Duration::from_secs(kafka.unassigned_grace_s),
+                stall_timeout: Duration::from_secs(kafka.stall_timeout_s),
+            },
+            extra: kafka.consumer.clone(),
         }
     }
+}
+
+/// What the loop hands its stage.
+pub enum Event {
+    /// A batch to make durable (possibly empty: an idle tick).
+    Batch(Arc<Vec<RawMessage>>),
+    /// These partitions went to another member: forget what is buffered of them (the new
+    /// owner starts again from the committed offset). The answer is ignored.
+    Revoked(Vec<TopicPartition>),
 }
 
 /// Runs `run_batches` as a task of the current System, logging why it ended if it does.
 /// Stages use it through `kafka::sink::spawn`, which gives every stage the same contract.
 pub(super) fn spawn<F, Fut>(settings: ConsumerSettings, health: StageHealth, sink: F)
 where
-    F: FnMut(Arc<Vec<RawMessage>>) -> Fut + 'static,
+    F: FnMut(Event) -> Fut + 'static,
     Fut: Future<Output = Result<Commit, String>> + 'static,
 {
     actix_web::rt::spawn(async move {
         let group = settings.group.clone();
-        if let Err(e) = run_batches(settings, health, sink).await {
-            tracing::error!(%group, error = %e, "consumer stopped");
+        match run_batches(settings, health.clone(), sink).await {
+            Ok(()) => tracing::info!(%group, "consumer left its group"),
+            Err(e) => tracing::error!(%group, error = %e, "consumer stopped"),
         }
+        health.mark_stopped();
     });
 }
 
@@ -79,40 +113,8 @@ pub enum Commit {
     /// Everything in the batch is durable.
     Batch,
     /// Only up to these next offsets, per (topic, partition) (the archive keeps open files).
+    /// Committed synchronously: the archive's file names depend on it (see `archive::actor`).
     Offsets(Vec<(String, i32, i64)>),
-}
-
-/// A stage's health as readiness reports it: the last failure, cleared by the next success.
-#[derive(Debug, Clone, Default)]
-pub struct StageHealth {
-    name: &'static str,
-    last_error: Arc<Mutex<Option<String>>>,
-}
-
-impl StageHealth {
-    pub fn new(name: &'static str) -> Self {
-        StageHealth {
-            name,
-            last_error: Arc::default(),
-        }
-    }
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-    pub fn error(&self) -> Option<String> {
-        self.last_error.lock().ok().and_then(|e| e.clone())
-    }
-    fn set(&self, e: Option<String>) {
-        // 1 while the stage's sink fails: Prometheus' "consumer making no progress" rule.
-        let failing = if e.is_some() { 1.0 } else { 0.0 };
-        metrics::gauge!(crate::metrics::CONSUMER_FAILING, "stage" => self.name).set(failing);
-        if e.is_none() {
-            metrics::counter!(crate::metrics::CONSUMER_BATCHES, "stage" => self.name).increment(1);
-        }
-        if let Ok(mut g) = self.last_error.lock() {
-            *g = e;
-        }
-    }
 }
 
 fn own(m: &rdkafka::message::BorrowedMessage<'_>) -> RawMessage {
@@ -125,29 +127,46 @@ fn own(m: &rdkafka::message::BorrowedMessage<'_>) -> RawMessage {
     }
 }
 
-pub fn create(s: &ConsumerSettings) -> Result<StreamConsumer, KafkaError> {
+type GroupConsumer = StreamConsumer<GroupContext>;
+
+/// A consumer in the stage's group; `static_id`: join with this `group.instance.id`.
+fn create(
+    s: &ConsumerSettings,
+    health: &StageHealth,
+    static_id: Option<&str>,
+) -> Result<GroupConsumer, KafkaError> {
     let mut c = ClientConfig::new();
-    if let Some(id) = &s.instance_id {
+    if let Some(id) = static_id {
         c.set("group.instance.id", id);
     }
-    let consumer: StreamConsumer = c
-        .set("bootstrap.servers", &s.brokers)
+    c.set("bootstrap.servers", &s.brokers)
         .set("group.id", &s.group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("socket.connection.setup.timeout.ms", "3000")
         // A crashed member holds its partitions until its session expires: keep that short
-        // so a restarted pod resumes within seconds (librdkafka's default is 45 s).
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "2000")
+        // so a restarted process resumes within seconds (librdkafka's default is 45 s).
+        .set("session.timeout.ms", s.session_timeout_ms.to_string())
+        .set("heartbeat.interval.ms", s.heartbeat_interval_ms.to_string())
+        .set("max.poll.interval.ms", s.max_poll_interval_ms.to_string())
         // The roles' topics are created at start-up, concurrently with this subscription: a
         // consumer that subscribed first sees UnknownTopicOrPartition and only looks again at
         // the next metadata refresh (librdkafka's default: 5 minutes). Look every 2 s instead.
         .set("topic.metadata.refresh.interval.ms", "2000")
-        .create()?;
+        // Lag per partition comes from librdkafka's statistics (see `group::GroupContext`).
+        .set("statistics.interval.ms", "1000");
+    for (k, v) in &s.extra {
+        c.set(k, v);
+    }
+    let consumer: GroupConsumer = c.create_with_context(GroupContext {
+        health: health.clone(),
+    })?;
     consumer.subscribe(&[s.topic.as_str()])?;
     Ok(consumer)
 }
+
+/// How long one wait for a message lasts: the loop looks at its group this often.
+const LOOK: Duration = Duration::from_secs(1);
 
 /// Runs until the task is dropped. `sink` gets each batch (shared, so retries are cheap) and
 /// answers Ok once the effect is durable, or Err(reason) to have the same batch retried.
@@ -157,27 +176,63 @@ async fn run_batches<F, Fut>(
     mut sink: F,
 ) -> Result<(), KafkaError>
 where
-    F: FnMut(Arc<Vec<RawMessage>>) -> Fut,
+    F: FnMut(Event) -> Fut,
     Fut: Future<Output = Result<Commit, String>>,
 {
-    let consumer = create(&s)?;
+    let mut static_id = s.instance_id.clone();
+    let mut consumer = Arc::new(create(&s, &health, static_id.as_deref())?);
     let mut carried: Vec<RawMessage> = Vec::new();
+    let mut last_tick = Instant::now();
+    let mut last_look = Instant::now();
+    let mut stuck = Stuck::default();
     loop {
+        if health.stopping() {
+            // Closing the consumer leaves the group: its partitions move at once.
+            close(consumer).await;
+            return Ok(());
+        }
+        if last_look.elapsed() >= LOOK {
+            last_look = Instant::now();
+            if stuck.check(&s, &health, static_id.is_some()).await {
+                // tansu evicts a dead member only when a *dynamic* member joins or heartbeats,
+                // and a dead leader evicted mid-rebalance leaves the group without one: join
+                // again, as a dynamic member (see ARCHITECTURE.md, "Consumer groups").
+                tracing::warn!(group = %s.group, instance = ?static_id,
+                    "partitions with lag and no progress held elsewhere; rejoining as a dynamic member");
+                static_id = None;
+                carried.clear();
+                health.take_revoked();
+                close(std::mem::replace(
+                    &mut consumer,
+                    Arc::new(create(&s, &health, None)?),
+                ))
+                .await;
+                continue;
+            }
+        }
         let mut batch = std::mem::take(&mut carried);
         if batch.is_empty() {
-            let first = match s.tick {
-                // Idle for `t`: a tick with an empty batch.
-                Some(t) => actix_web::rt::time::timeout(t, consumer.recv()).await.ok(),
-                None => Some(consumer.recv().await),
-            };
-            match first {
-                Some(Ok(m)) => batch.push(own(&m)),
-                Some(Err(e)) => {
+            let wait = s.tick.map_or(LOOK, |t| t.min(LOOK));
+            match actix_web::rt::time::timeout(wait, consumer.recv()).await {
+                Ok(Ok(m)) => {
+                    // Revocations seen inside this recv concern what came before it (nothing
+                    // here): the stage forgets them; `m` is of the new assignment.
+                    forget_revoked(&health, &mut batch, &mut sink).await;
+                    batch.push(own(&m));
+                }
+                Ok(Err(e)) => {
                     tracing::warn!(group = %s.group, error = %e, "consumer error");
                     actix_web::rt::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
-                None => {}
+                Err(_) => {
+                    forget_revoked(&health, &mut batch, &mut sink).await;
+                    // Idle: a tick with an empty batch when the stage wants one.
+                    match s.tick {
+                        Some(t) if last_tick.elapsed() >= t => {}
+                        _ => continue,
+                    }
+                }
             }
         }
         let deadline = Instant::now() + s.linger;
@@ -187,7 +242,11 @@ where
                 break;
             }
             match actix_web::rt::time::timeout(left, consumer.recv()).await {
-                Ok(Ok(m)) => batch.push(own(&m)),
+                Ok(Ok(m)) => {
+                    // A rebalance ran inside recv: what came before it may be stale.
+                    forget_revoked(&health, &mut batch, &mut sink).await;
+                    batch.push(own(&m));
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(group = %s.group, error = %e, "consumer error");
                     break;
@@ -195,24 +254,50 @@ where
                 Err(_) => break,
             }
         }
-        let batch = Arc::new(batch);
+        forget_revoked(&health, &mut batch, &mut sink).await;
+        last_tick = Instant::now();
+        let counted = !batch.is_empty();
+        let mut batch = Arc::new(batch);
         let mut backoff = Duration::from_millis(100);
         let mut paused = false;
         let commit_what = loop {
-            match sink(batch.clone()).await {
+            match sink(Event::Batch(batch.clone())).await {
                 Ok(c) => break c,
                 Err(reason) => {
+                    if health.stopping() {
+                        // Shutting down with a failing sink: nothing is committed; whoever
+                        // takes the partitions reads the batch again.
+                        close(consumer).await;
+                        return Ok(());
+                    }
                     if !paused {
                         tracing::warn!(group = %s.group, %reason, "sink failed; pausing and retrying the batch");
                         paused = pause(&consumer, true);
                     }
-                    health.set(Some(reason));
+                    health.failed(reason);
                     // Keep polling while paused so the group keeps us; a message can still
                     // arrive from a partition assigned meanwhile: keep it for the next batch.
                     let until = Instant::now() + backoff;
                     while let Some(left) = until.checked_duration_since(Instant::now()) {
-                        if let Ok(Ok(m)) = actix_web::rt::time::timeout(left, consumer.recv()).await
-                        {
+                        let got = actix_web::rt::time::timeout(left, consumer.recv()).await;
+                        // Revocations seen inside this recv concern what came before `m`.
+                        let revoked = health.take_revoked();
+                        if !revoked.is_empty() {
+                            carried.retain(|m| !revoked.contains(&(m.topic.clone(), m.partition)));
+                            batch = Arc::new(
+                                batch
+                                    .iter()
+                                    .filter(|m| !revoked.contains(&(m.topic.clone(), m.partition)))
+                                    .cloned()
+                                    .collect(),
+                            );
+                            let _ = sink(Event::Revoked(revoked)).await;
+                            if paused {
+                                // The new assignment is not paused: pause it too.
+                                pause(&consumer, true);
+                            }
+                        }
+                        if let Ok(Ok(m)) = got {
                             carried.push(own(&m));
                         }
                     }
@@ -224,12 +309,122 @@ where
             pause(&consumer, false);
             tracing::info!(group = %s.group, "sink recovered; resuming");
         }
-        health.set(None);
-        match commit_what {
-            Commit::Batch => commit(&consumer, batch_offsets(&batch)),
-            Commit::Offsets(o) => commit(&consumer, o),
-        }
+        health.progressed(counted);
+        let (next, sync) = match commit_what {
+            Commit::Batch => (batch_offsets(&batch), false),
+            Commit::Offsets(o) => (o, true),
+        };
+        // Only what this member holds: a commit for a partition that moved would rewind
+        // its new owner's progress.
+        let next: Vec<_> = next
+            .into_iter()
+            .filter(|(t, p, _)| health.is_assigned(&(t.clone(), *p)))
+            .collect();
+        // The last commit before leaving must land before the new owner reads the offset.
+        commit(&consumer, next, sync || health.stopping()).await;
     }
+}
+
+/// Closes a consumer off the System's thread: rust-rdkafka's drop polls until librdkafka has
+/// left the group, which can take as long as the coordinator takes to answer, and would stall
+/// every stage and actor on this thread meanwhile. Waits at most 10 s for it.
+async fn close(consumer: Arc<GroupConsumer>) {
+    let closing = actix_web::rt::task::spawn_blocking(move || drop(consumer));
+    if actix_web::rt::time::timeout(Duration::from_secs(10), closing)
+        .await
+        .is_err()
+    {
+        tracing::warn!("a consumer is still closing after 10 s; going on without it");
+    }
+}
+
+/// Notices a group that is stuck on tansu (see ARCHITECTURE.md, "Consumer groups"), looking
+/// from outside every `REJOIN_PROBE`: a partition this member does not hold has lag and its
+/// committed offset has not moved for a session timeout and a probe (a dead member holds it),
+/// or this
+/// member is static, holds nothing and the topic has lag (a group of static members never
+/// evicts anyone). Then the member rejoins, as a dynamic member, at most once per
+/// `REJOIN_EVERY`.
+#[derive(Default)]
+struct Stuck {
+    probe: Option<Arc<super::group::Probe>>,
+    last_probe: Option<Instant>,
+    /// Per partition: the committed offset and since when it has not moved.
+    since: BTreeMap<i32, (Option<i64>, Instant)>,
+    last_rejoin: Option<Instant>,
+}
+
+const REJOIN_PROBE: Duration = Duration::from_secs(3);
+const REJOIN_EVERY: Duration = Duration::from_secs(15);
+
+impl Stuck {
+    async fn check(&mut self, s: &ConsumerSettings, health: &StageHealth, is_static: bool) -> bool {
+        let Some(after) = s.rejoin_after else {
+            return false;
+        };
+        if self.last_probe.is_some_and(|t| t.elapsed() < REJOIN_PROBE)
+            || self.last_rejoin.is_some_and(|t| t.elapsed() < REJOIN_EVERY)
+        {
+            return false;
+        }
+        self.last_probe = Some(Instant::now());
+        let probe = match &self.probe {
+            Some(p) => p.clone(),
+            None => match super::group::Probe::new(&s.brokers, &s.group) {
+                Ok(p) => self.probe.insert(Arc::new(p)).clone(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot create the group probe");
+                    return false;
+                }
+            },
+        };
+        let topic = s.topic.clone();
+        let pos = actix_web::rt::task::spawn_blocking(move || {
+            probe.position(&topic, Duration::from_secs(5))
+        })
+        .await;
+        let Ok(Ok(pos)) = pos else {
+            return false;
+        };
+        let held = health.assigned();
+        // A live holder commits at least every batch; a dead one is evicted after a session.
+        let stale_after = (Duration::from_millis(s.session_timeout_ms) + REJOIN_PROBE).max(after);
+        let mut stuck =
+            is_static && pos.lag > 0 && health.unassigned_for().is_some_and(|idle| idle >= after);
+        for p in &pos.partitions {
+            let entry = self
+                .since
+                .entry(p.partition)
+                .or_insert((p.committed, Instant::now()));
+            if entry.0 != p.committed {
+                *entry = (p.committed, Instant::now());
+            }
+            let ours = held.contains(&(s.topic.clone(), p.partition));
+            if !ours && p.lag > 0 && entry.1.elapsed() >= stale_after {
+                stuck = true;
+            }
+        }
+        if stuck {
+            self.last_rejoin = Some(Instant::now());
+            self.since.clear();
+        }
+        stuck
+    }
+}
+
+/// Drops from `batch` what belongs to partitions revoked since the last look, and has the
+/// stage forget them.
+async fn forget_revoked<F, Fut>(health: &StageHealth, batch: &mut Vec<RawMessage>, sink: &mut F)
+where
+    F: FnMut(Event) -> Fut,
+    Fut: Future<Output = Result<Commit, String>>,
+{
+    let revoked = health.take_revoked();
+    if revoked.is_empty() {
+        return;
+    }
+    batch.retain(|m| !revoked.contains(&(m.topic.clone(), m.partition)));
+    let _ = sink(Event::Revoked(revoked)).await;
 }
 
 fn batch_offsets(batch: &[RawMessage]) -> Vec<(String, i32, i64)> {
@@ -243,7 +438,7 @@ fn batch_offsets(batch: &[RawMessage]) -> Vec<(String, i32, i64)> {
         .collect()
 }
 
-fn pause(consumer: &StreamConsumer, on: bool) -> bool {
+fn pause(consumer: &GroupConsumer, on: bool) -> bool {
     let Ok(assignment) = consumer.assignment() else {
         return false;
     };
@@ -256,9 +451,9 @@ fn pause(consumer: &StreamConsumer, on: bool) -> bool {
     r.is_ok()
 }
 
-/// Commits the given next offsets. Asynchronous: a lost commit only means redelivery, which
-/// every sink absorbs.
-fn commit(consumer: &StreamConsumer, next: Vec<(String, i32, i64)>) {
+/// Commits the given next offsets. Asynchronous unless `sync`: a lost commit only means
+/// redelivery, which every sink absorbs; the archive's names need its commits in order.
+async fn commit(consumer: &Arc<GroupConsumer>, next: Vec<(String, i32, i64)>, sync: bool) {
     if next.is_empty() {
         return;
     }
@@ -268,7 +463,19 @@ fn commit(consumer: &StreamConsumer, next: Vec<(String, i32, i64)>) {
             tracing::warn!(error = %e, "cannot build commit list");
         }
     }
-    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+    let result = if sync {
+        let c = consumer.clone();
+        actix_web::rt::task::spawn_blocking(move || c.commit(&tpl, CommitMode::Sync))
+            .await
+            .unwrap_or_else(|e| {
+                Err(KafkaError::Canceled).inspect_err(|_| {
+                    tracing::warn!(error = %e, "commit task failed");
+                })
+            })
+    } else {
+        consumer.commit(&tpl, CommitMode::Async)
+    };
+    if let Err(e) = result {
         tracing::warn!(error = %e, "offset commit failed; the batch may be redelivered");
     }
 }

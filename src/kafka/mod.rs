@@ -3,6 +3,7 @@
 
 pub mod acked;
 pub mod consumer;
+pub mod group;
 pub mod poison;
 pub mod producer;
 pub mod sink;
@@ -84,41 +85,9 @@ pub fn group_lag(
     topic: &str,
     timeout: Duration,
 ) -> Result<i64, KafkaError> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{Offset, TopicPartitionList};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let partitions: Vec<i32> = {
-        let md = consumer.fetch_metadata(Some(topic), timeout)?;
-        md.topics()
-            .iter()
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect()
-    };
-    let mut tpl = TopicPartitionList::new();
-    for p in &partitions {
-        tpl.add_partition(topic, *p);
-    }
-    // Drop every list the consumer returned before the consumer (librdkafka #3796).
-    let committed: Vec<Option<i64>> = {
-        let c = consumer.committed_offsets(tpl, timeout)?;
-        partitions
-            .iter()
-            .map(|p| match c.find_partition(topic, *p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => Some(o),
-                _ => None,
-            })
-            .collect()
-    };
-    let mut lag = 0;
-    for (p, at) in partitions.iter().zip(committed) {
-        let (low, high) = consumer.fetch_watermarks(topic, *p, timeout)?;
-        lag += (high - at.unwrap_or(low)).max(0);
-    }
-    Ok(lag)
+    Ok(group::Probe::new(brokers, group)?
+        .position(topic, timeout)?
+        .lag)
 }
 
 /// Reads a topic from the beginning with a throwaway consumer group until `max` messages or

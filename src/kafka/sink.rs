@@ -12,7 +12,8 @@ use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::consumer::{self, Commit, ConsumerSettings, RawMessage, StageHealth};
+use super::consumer::{self, Commit, ConsumerSettings, Event, RawMessage, StageHealth};
+use super::group::TopicPartition;
 use super::poison::{Poison, PoisonStore};
 
 /// Whether trying the same thing again can help: the one question the loop asks an error.
@@ -51,6 +52,12 @@ pub trait Sink: 'static {
         &self,
         batch: Arc<Vec<Decoded<Self::Item>>>,
     ) -> impl Future<Output = Result<Commit, Self::Error>> + 'static;
+
+    /// These partitions moved to another member: drop whatever is held of them but not
+    /// durable (their new owner reads them again from the committed offset).
+    fn forget(&self, _partitions: Vec<TopicPartition>) -> impl Future<Output = ()> + 'static {
+        std::future::ready(())
+    }
 }
 
 /// A consumed batch with its decoded items and its poison messages.
@@ -58,12 +65,22 @@ type DecodedBatch<T> = (Arc<Vec<RawMessage>>, Arc<Vec<Decoded<T>>>, Arc<Vec<Pois
 
 /// Runs `sink` behind a consumer group; returns the stage's readiness signal.
 pub fn spawn<S: Sink>(settings: ConsumerSettings, sink: S, poison: PoisonStore) -> StageHealth {
-    let health = StageHealth::new(S::STAGE);
+    let health = StageHealth::new(S::STAGE, settings.limits);
     let sink = Rc::new(sink);
     let poison = Rc::new(poison);
     // The loop retries with the same Arc: decode it once.
     let mut last: Option<DecodedBatch<S::Item>> = None;
-    consumer::spawn(settings, health.clone(), move |batch| {
+    consumer::spawn(settings, health.clone(), move |event| {
+        let batch = match event {
+            Event::Batch(batch) => batch,
+            Event::Revoked(partitions) => {
+                let sink = sink.clone();
+                return futures_util::future::Either::Left(async move {
+                    sink.forget(partitions).await;
+                    Ok(Commit::Offsets(Vec::new()))
+                });
+            }
+        };
         let (items, bad) = match &last {
             Some((b, items, bad)) if Arc::ptr_eq(b, &batch) => (items.clone(), bad.clone()),
             _ => {
@@ -74,7 +91,7 @@ pub fn spawn<S: Sink>(settings: ConsumerSettings, sink: S, poison: PoisonStore) 
             }
         };
         let (sink, poison) = (sink.clone(), poison.clone());
-        async move {
+        futures_util::future::Either::Right(async move {
             let commit = match sink.write(items.clone()).await {
                 Ok(c) => c,
                 Err(e) if e.is_transient() => return Err(e.to_string()),
@@ -97,7 +114,7 @@ pub fn spawn<S: Sink>(settings: ConsumerSettings, sink: S, poison: PoisonStore) 
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(commit)
-        }
+        })
     });
     health
 }

@@ -5,6 +5,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use actix::{Addr, MailboxError};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 
 use crate::config::RouteConfig;
 use crate::db::{DbError, PgPool};
@@ -103,35 +105,47 @@ pub async fn notify_batch(
     if !done.is_empty() {
         metrics::counter!(m::NOTIFY_SKIPPED).increment(done.len() as u64);
     }
-    let results = futures_util::future::join_all(pending.iter().map(|(r, e, _)| {
-        throttle.send(Notify {
-            receiver: r.clone(),
-            event: e.clone(),
+    // Record each notification as soon as its send is done (a digest completes many at once),
+    // not when the whole batch is: a crash between a send and its record would send it again.
+    let mut sends: FuturesUnordered<_> = pending
+        .into_iter()
+        .map(|(r, e, key)| {
+            let send = throttle.send(Notify {
+                receiver: r.clone(),
+                event: e.clone(),
+            });
+            async move { (r, e, key, send.await) }
         })
-    }))
-    .await;
-    let mut rows = Vec::new();
+        .collect();
     let mut failed = None;
-    for ((r, e, key), res) in pending.into_iter().zip(results) {
-        match res {
-            Ok(Ok(d)) => rows.push((
-                key,
-                r,
-                e.fingerprint.as_str().to_owned(),
-                e.status.as_str().to_owned(),
-                if d == Delivered::Sent {
-                    "sent"
-                } else {
-                    "dead_lettered"
-                },
-            )),
-            Ok(Err(err)) => failed = Some(NotifySinkError::Delivery(err)),
-            Err(err) => failed = Some(NotifySinkError::Mailbox(err)),
+    while let Some(first) = sends.next().await {
+        let mut wave = vec![first];
+        while let Some(Some(more)) = sends.next().now_or_never() {
+            wave.push(more);
         }
+        let mut rows = Vec::new();
+        for (r, e, key, res) in wave {
+            match res {
+                Ok(Ok(d)) => rows.push((
+                    key,
+                    r,
+                    crate::db::pg_text(e.fingerprint.as_str()).into_owned(),
+                    e.status.as_str().to_owned(),
+                    if d == Delivered::Sent {
+                        "sent"
+                    } else {
+                        "dead_lettered"
+                    },
+                )),
+                Ok(Err(err)) => failed = Some(NotifySinkError::Delivery(err)),
+                Err(err) => failed = Some(NotifySinkError::Mailbox(err)),
+            }
+        }
+        let p = pool.clone();
+        actix_web::rt::task::spawn_blocking(move || crate::db::notifications::record(&p, &rows))
+            .await
+            .map_err(|e| NotifySinkError::Join(e.to_string()))??;
     }
-    actix_web::rt::task::spawn_blocking(move || crate::db::notifications::record(&pool, &rows))
-        .await
-        .map_err(|e| NotifySinkError::Join(e.to_string()))??;
     match failed {
         None => Ok(Commit::Batch),
         Some(e) => Err(e),
@@ -141,5 +155,5 @@ pub async fn notify_batch(
 /// The identity of one notification: receiver + alert state. A second delivery of the same
 /// state (Kafka redelivery) finds it recorded and sends nothing.
 pub fn notification_key(receiver: &str, e: &AlertEvent) -> String {
-    format!("{receiver}|{}", e.dedup_key())
+    crate::db::pg_text(&format!("{receiver}|{}", e.dedup_key())).into_owned()
 }

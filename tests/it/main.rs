@@ -10,5 +10,6 @@ mod outage;
 mod persist;
 mod promtail;
 mod queries;
+mod recovery;
 mod support;
 mod webhook;

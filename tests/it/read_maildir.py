@@ -12,6 +12,7 @@ for key, msg in sorted(mailbox.Maildir(sys.argv[1], factory=None).items()):
     parts = {p.get_content_type(): p.get_content() for p in m.walk() if not p.is_multipart()}
     out.append({
         "subject": str(m["subject"]),
+        "date": str(m["date"]),
         "from": str(m["from"]),
         "to": str(m["to"]),
         "content_type": m.get_content_type(),

@@ -2,6 +2,7 @@
 //! topic, private peers (a broker, an Alertmanager) that a test may stop and start.
 
 pub mod app;
+pub mod binary;
 pub mod logs;
 pub mod parquet;
 pub mod smtp;
