@@ -120,8 +120,9 @@ if mine:
 PY
 echo
 API=http://$STACK_ALERTPIPE_LISTEN
-curl -fs "$API/api/v1/incidents?limit=1000" >"$STATE/demo-incidents.json"
-curl -fs "$API/api/v1/sla?from=$NOW" >"$STATE/demo-sla.json"
+AUTH="Authorization: Bearer $(cat "$STACK_AUTH_SECRET_FILE")"
+curl -fs -H "$AUTH" "$API/api/v1/incidents?limit=1000" >"$STATE/demo-incidents.json"
+curl -fs -H "$AUTH" "$API/api/v1/sla?from=$NOW" >"$STATE/demo-sla.json"
 "$STACK_SYS_PYTHON" - "$STATE/demo-incidents.json" "$STATE/demo-sla.json" "$RUN" <<'PY'
 import json, sys
 inc = json.load(open(sys.argv[1]))["items"]

@@ -71,7 +71,8 @@ else:
           " the payment alert may still be firing from a run less than 5 minutes ago"
           " (Alertmanager sends a firing alert once); see .state/alertpipe.log and .state/loki.log")
 
-inc = get(f"{API}/api/v1/incidents?limit=1000")["items"]
+TOKEN = open(os.environ["STACK_AUTH_SECRET_FILE"]).read().strip()
+inc = get(f"{API}/api/v1/incidents?limit=1000", {"Authorization": f"Bearer {TOKEN}"})["items"]
 rows = [i for i in inc if i.get("alertname") == "DBConnectionFailed" and i["service"] == "payment"
         and "demo_run" not in i.get("labels", {})]
 if rows:

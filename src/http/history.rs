@@ -90,6 +90,8 @@ pub async fn incidents(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    // The incident history is not public: the same credentials as the webhook.
+    super::auth::check(&req, &state.auth)?;
     let p: IncidentParams = query(&req)?;
     let resolved = match p.resolved.as_deref() {
         None => None,
@@ -134,6 +136,7 @@ pub async fn incidents(
 }
 
 pub async fn sla(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    super::auth::check(&req, &state.auth)?;
     let p: SlaParams = query(&req)?;
     let to = time("to", p.to.as_deref())?.unwrap_or_else(Utc::now);
     let from = time("from", p.from.as_deref())?.unwrap_or(to - Duration::days(7));

@@ -28,22 +28,29 @@ pub struct Ingest {
 }
 
 /// IngressActor -> DedupActor -> KafkaProducerActor (alerts), and the logs topic's producer
-/// for the push endpoint; each under a supervisor.
+/// for the push endpoint; each under a supervisor, all on an arbiter (thread) of their own:
+/// the acknowledgement path never queues behind the consumer stages on the System thread.
 pub fn start(cfg: &Config) -> Ingest {
+    let arbiter = actix::Arbiter::new().handle();
     let topic = cfg.kafka.alerts_topic.clone();
     let (window, max, cap) = (
         cfg.dedup.window(),
         cfg.dedup.max_entries,
         cfg.ingest.mailbox_capacity,
     );
-    let dedup = Supervisor::start(move |_| DedupActor::new(window, max, cap));
+    let dedup = Supervisor::start_in_arbiter(&arbiter, move |_| DedupActor::new(window, max, cap));
     let kafka_cfg = cfg.kafka.clone();
-    let producer = Supervisor::start(move |_| KafkaProducerActor::new(kafka_cfg, topic, cap));
+    let producer = Supervisor::start_in_arbiter(&arbiter, move |_| {
+        KafkaProducerActor::new(kafka_cfg, topic, cap)
+    });
     let timeout = ingest_timeout(cfg.kafka.message_timeout_ms);
     let p = producer.clone();
-    let ingress = Supervisor::start(move |_| IngressActor::new(dedup, p, cap, timeout));
+    let ingress =
+        Supervisor::start_in_arbiter(&arbiter, move |_| IngressActor::new(dedup, p, cap, timeout));
     let (kafka_cfg, logs_topic) = (cfg.kafka.clone(), cfg.kafka.logs_topic.clone());
-    let logs = Supervisor::start(move |_| KafkaProducerActor::new(kafka_cfg, logs_topic, cap));
+    let logs = Supervisor::start_in_arbiter(&arbiter, move |_| {
+        KafkaProducerActor::new(kafka_cfg, logs_topic, cap)
+    });
     Ingest {
         ingress,
         alerts: producer,

@@ -355,7 +355,7 @@ struct Stuck {
 }
 
 const REJOIN_PROBE: Duration = Duration::from_secs(3);
-const REJOIN_EVERY: Duration = Duration::from_secs(15);
+const REJOIN_EVERY: Duration = Duration::from_secs(10);
 
 impl Stuck {
     async fn check(&mut self, s: &ConsumerSettings, health: &StageHealth, is_static: bool) -> bool {
@@ -405,8 +405,8 @@ impl Stuck {
             }
         }
         if stuck {
+            // `since` stays: a partition nobody committed before the rejoin is as stale after.
             self.last_rejoin = Some(Instant::now());
-            self.since.clear();
         }
         stuck
     }

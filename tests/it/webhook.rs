@@ -166,6 +166,27 @@ async fn bearer_auth_refuses_missing_and_wrong_tokens() {
         .is_empty());
     let (status, _, _) = app.post_alerts(body, Some("Bearer s3cret-token")).await;
     assert_eq!(status, 200);
+    // The history API takes the same credentials: nothing without them.
+    for path in ["/api/v1/incidents", "/api/v1/sla"] {
+        for auth in [None, Some("Bearer wrong")] {
+            let mut req = app.client.get(format!("{}{path}", app.url));
+            if let Some(a) = auth {
+                req = req.insert_header(("authorization", a));
+            }
+            let status = req.send().await.expect("answers").status().as_u16();
+            assert_eq!(status, 401, "{path} {auth:?}");
+        }
+        let status = app
+            .client
+            .get(format!("{}{path}", app.url))
+            .insert_header(("authorization", "Bearer s3cret-token"))
+            .send()
+            .await
+            .expect("answers")
+            .status()
+            .as_u16();
+        assert_ne!(status, 401, "{path} with the token");
+    }
 }
 
 #[actix_web::test]
