@@ -25,8 +25,8 @@ bash deploy/local/stack.sh up
 # shellcheck disable=SC1091
 set -a; . "$STATE/stack.env"; set +a
 
-echo "[demo] building alertpipe"
-cargo build --quiet --locked
+echo "[demo] building alertpipe (the first build takes 5-8 minutes on 2 cores, then seconds)"
+cargo build --locked
 BIN=${CARGO_TARGET_DIR:-$REPO/target}/debug/alertpipe
 
 stop_alertpipe

@@ -31,6 +31,28 @@ SYS_PY=/usr/bin/python3   # Debian's python: the only one that sees python3-aios
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
 
+# slow_step WHAT ABOUT LOG CMD...: a long set-up step that says what it does, roughly how
+# long it takes and where its log is, reports every 30 s while it runs (with the log's last
+# line), and how long it took. Returns the command's status.
+slow_step() {
+  local what=$1 about=$2 logf=$3 t0=$SECONDS next=30 pid status
+  shift 3
+  log "$what: about $about (log: $logf)"
+  "$@" >"$logf" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    if [ $((SECONDS - t0)) -ge "$next" ] && kill -0 "$pid" 2>/dev/null; then
+      log "  ... $((SECONDS - t0)) s so far: $(tail -n 1 "$logf" 2>/dev/null | cut -c1-100)"
+      next=$((next + 30))
+    fi
+  done
+  status=0
+  wait "$pid" || status=$?
+  if [ "$status" -eq 0 ]; then log "  done in $((SECONDS - t0)) s"; fi
+  return "$status"
+}
+
 free_port() {
   "$SYS_PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
@@ -58,10 +80,10 @@ install_packages() {
   [ -e /usr/include/postgresql/libpq-fe.h ] || missing+=(libpq-dev)
   [ ${#missing[@]} -eq 0 ] && return 0
   [ "$(id -u)" -eq 0 ] || die "missing ${missing[*]}: run as root, or: sudo apt-get install ${missing[*]}"
-  log "installing ${missing[*]} (apt)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >/dev/null
-  apt-get install -y -qq "${missing[@]}" >/dev/null
+  slow_step "installing ${missing[*]} (apt)" "1-3 minutes" "$STATE/apt.log" \
+    sh -c 'apt-get update -qq && apt-get install -y -qq "$@"' apt "${missing[@]}" \
+    || die "apt-get failed; see $STATE/apt.log"
   PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 }
 
@@ -70,10 +92,11 @@ install_tansu() {
   [ -x "$bin" ] && return 0
   if [ ! -x "$cached" ]; then
     command -v cargo >/dev/null || die "cargo is needed to build tansu (the Kafka-protocol broker)"
-    log "building tansu $TANSU_VERSION once (about 9 minutes on 2 cores) into $TOOL_CACHE"
-    CARGO_TARGET_DIR=$TOOL_CACHE/../tansu-target \
+    slow_step "building the broker, tansu $TANSU_VERSION, once into $TOOL_CACHE" \
+      "9 minutes on 2 cores, then reused" "$STATE/tansu-install.log" \
+      env CARGO_TARGET_DIR="$TOOL_CACHE/../tansu-target" \
       cargo install tansu --version "$TANSU_VERSION" --locked --features libsql \
-      --root "$TOOL_CACHE" >"$STATE/tansu-install.log" 2>&1 \
+      --root "$TOOL_CACHE" \
       || die "tansu build failed; see $STATE/tansu-install.log"
   fi
   mkdir -p "$TOOLS/bin"
@@ -90,9 +113,9 @@ install_grafana_peers() {
     if [ -z "$found" ] && [ -x "$dir/$name" ]; then found=$dir/$name; fi
     if [ -z "$found" ] && [ -n "${ALERTPIPE_PEERS_DIR:-}" ] \
       && [ -f "$ALERTPIPE_PEERS_DIR/$name-$LOKI_VERSION-linux-amd64.xz" ]; then
-      log "unpacking Loki, Promtail, logcli $LOKI_VERSION from $ALERTPIPE_PEERS_DIR into $dir"
       mkdir -p "$dir"
-      bash "$ALERTPIPE_PEERS_DIR/install.sh" "$dir" >"$STATE/peers-install.log" 2>&1 \
+      slow_step "unpacking Loki, Promtail, logcli $LOKI_VERSION from $ALERTPIPE_PEERS_DIR into $dir" \
+        "half a minute" "$STATE/peers-install.log" bash "$ALERTPIPE_PEERS_DIR/install.sh" "$dir" \
         || die "unpacking Loki/Promtail/logcli failed; see $STATE/peers-install.log"
       found=$dir/$name
     fi
@@ -115,8 +138,8 @@ install_python_tools() {
     apt-get install -y -qq python3-venv >/dev/null
     py=$SYS_PY
   fi
-  log "creating the test virtualenv $VENV"
-  "$py" -m venv "$VENV" && "$VENV/bin/pip" install -q -r "$req" >"$STATE/pip.log" 2>&1 \
+  slow_step "creating the test virtualenv $VENV (pyarrow, schema validators)" "1 minute" \
+    "$STATE/pip.log" sh -c '"$1" -m venv "$2" && "$2/bin/pip" install -q -r "$3"' venv "$py" "$VENV" "$req" \
     || { rm -rf "$VENV"; die "pip install failed; see $STATE/pip.log"; }
 }
 

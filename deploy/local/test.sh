@@ -22,7 +22,8 @@ promtool check config config/prometheus/prometheus.yml
 for f in config/loki/loki.yml config/loki/loki-distributed.yml; do
   "$STACK_LOKI_BIN" -config.file="$f" -config.expand-env=true -verify-config -log.level=warn
 done
-cargo build --quiet --locked
+echo "building alertpipe (the first build takes 5-8 minutes on 2 cores, then seconds)"
+cargo build --locked
 BIN=${CARGO_TARGET_DIR:-$REPO/target}/debug/alertpipe
 "$BIN" check-config --config config/alertpipe.toml >/dev/null
 # Compose, Kubernetes, Grafana, Promtail, Loki: schemas and agreement with alertpipe's config.
