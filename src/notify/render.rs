@@ -37,16 +37,79 @@ struct ResolvedText<'a> {
 #[template(path = "digest.html")]
 struct DigestHtml<'a> {
     subject: &'a str,
-    items: &'a [View],
+    total: usize,
+    summary: &'a [DigestGroup],
+    groups: &'a [DigestGroup],
+    more: usize,
     grafana_link: &'a str,
+    incidents_link: &'a str,
 }
 
 #[derive(Template)]
 #[template(path = "digest.txt", escape = "none")]
 struct DigestText<'a> {
     subject: &'a str,
-    items: &'a [View],
+    total: usize,
+    summary: &'a [DigestGroup],
+    groups: &'a [DigestGroup],
+    more: usize,
     grafana_link: &'a str,
+    incidents_link: &'a str,
+}
+
+/// Alerts a digest's HTML lists one by one (a phone screen's worth of reading); the rest are
+/// counted, "and N more", with a link to the incidents view.
+pub const DIGEST_HTML_LISTED: usize = 50;
+/// The plain-text part lists more: it is the record a mail client can search.
+pub const DIGEST_TEXT_LISTED: usize = 1000;
+
+/// Alerts of one service, alert name and status in a digest: how many, and the ones listed
+/// (newest first).
+#[derive(Debug, Clone)]
+pub struct DigestGroup {
+    pub service: String,
+    pub alertname: String,
+    pub status: String,
+    pub count: usize,
+    pub items: Vec<View>,
+}
+
+/// Groups by (service, alert name, status), largest group first; lists at most `cap` alerts
+/// over all groups, newest first within each. Returns the groups and how many are not listed.
+fn digest_groups(
+    events: &[AlertEvent],
+    grafana_url: &str,
+    cap: usize,
+) -> (Vec<DigestGroup>, usize) {
+    let mut by: std::collections::BTreeMap<(String, String, String), Vec<&AlertEvent>> =
+        std::collections::BTreeMap::new();
+    for e in events {
+        by.entry((
+            e.service.clone(),
+            e.alertname.clone(),
+            e.status.as_str().to_owned(),
+        ))
+        .or_default()
+        .push(e);
+    }
+    let mut groups: Vec<_> = by.into_iter().collect();
+    groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
+    let mut left = cap;
+    let mut out = Vec::with_capacity(groups.len());
+    for ((service, alertname, status), mut es) in groups {
+        es.sort_by_key(|e| std::cmp::Reverse(e.timestamp));
+        let listed = es.len().min(left);
+        left -= listed;
+        out.push(DigestGroup {
+            service,
+            alertname,
+            status,
+            count: es.len(),
+            items: es[..listed].iter().map(|e| view(e, grafana_url)).collect(),
+        });
+    }
+    let more = events.len() - (cap - left);
+    (out, more)
 }
 
 /// What the templates show of one alert.
@@ -187,7 +250,6 @@ pub fn digest_mail(
     receiver: &str,
     grafana_url: &str,
 ) -> Result<Mail, askama::Error> {
-    let items: Vec<View> = events.iter().map(|e| view(e, grafana_url)).collect();
     let top = events
         .iter()
         .map(|e| e.severity.as_str())
@@ -199,18 +261,30 @@ pub fn digest_mail(
         "[{top}] Digest: {} alerts for {receiver}",
         events.len()
     ));
-    let link = format!("{}/alerting/list", grafana_url.trim_end_matches('/'));
+    let base = grafana_url.trim_end_matches('/');
+    let link = format!("{base}/alerting/list");
+    let incidents = format!("{base}/d/alertpipe-history");
+    let (html_groups, html_more) = digest_groups(events, grafana_url, DIGEST_HTML_LISTED);
+    let (text_groups, text_more) = digest_groups(events, grafana_url, DIGEST_TEXT_LISTED);
     Ok(Mail {
         html: DigestHtml {
             subject: &subject,
-            items: &items,
+            total: events.len(),
+            summary: &html_groups,
+            groups: &html_groups,
+            more: html_more,
             grafana_link: &link,
+            incidents_link: &incidents,
         }
         .render()?,
         text: DigestText {
             subject: &subject,
-            items: &items,
+            total: events.len(),
+            summary: &text_groups,
+            groups: &text_groups,
+            more: text_more,
             grafana_link: &link,
+            incidents_link: &incidents,
         }
         .render()?,
         subject,
@@ -296,6 +370,58 @@ mod tests {
         for s in ["a", "b", "c"] {
             assert!(d.text.contains(&format!(": {s}\n")), "{}", d.text);
         }
+    }
+
+    #[test]
+    fn a_digest_opens_with_counts_per_service_and_alert_then_groups_newest_first() {
+        let mut events = Vec::new();
+        for i in 0..5 {
+            let mut e = event(&format!("db down {i}"));
+            e.timestamp += chrono::Duration::seconds(i);
+            events.push(e);
+        }
+        let mut other = event("checkout slow");
+        other.service = "checkout".into();
+        other.alertname = "Latency".into();
+        events.push(other);
+        let d = digest_mail(&events, "outlook", "https://g").unwrap();
+        let payment = format!(
+            "5 x {} / {} (firing)",
+            events[0].service, events[0].alertname
+        );
+        let first = d
+            .text
+            .find(&payment)
+            .unwrap_or_else(|| panic!("payment first:\n{}", d.text));
+        let second = d
+            .text
+            .find("1 x checkout / Latency (firing)")
+            .expect("checkout's count");
+        assert!(first < second, "largest group first:\n{}", d.text);
+        let newest = d.text.find("db down 4").unwrap();
+        let oldest = d.text.find("db down 0").unwrap();
+        assert!(newest < oldest, "newest first:\n{}", d.text);
+        assert!(d.html.contains("5&times;"), "{}", d.html);
+        assert_eq!(d.html.matches(">View</a>").count(), 6, "a link per alert");
+        assert!(!d.html.contains("<th"), "no repeated columns");
+        assert!(!d.text.contains("more:"));
+    }
+
+    #[test]
+    fn a_long_digest_is_capped_with_and_n_more_and_a_link_to_the_incidents() {
+        let events: Vec<_> = (0..(DIGEST_HTML_LISTED + 7))
+            .map(|i| event(&format!("alert number {i}")))
+            .collect();
+        let d = digest_mail(&events, "outlook", "https://g/").unwrap();
+        assert_eq!(
+            d.html.matches(">View</a>").count(),
+            DIGEST_HTML_LISTED,
+            "HTML lists the cap"
+        );
+        assert!(d.html.contains("and 7 more"), "{}", d.html);
+        assert!(d.html.contains("https://g/d/alertpipe-history"));
+        assert!(!d.text.contains("more:"), "the text part lists them all");
+        assert_eq!(d.text.matches("] firing ").count(), DIGEST_HTML_LISTED + 7);
     }
 
     #[test]
