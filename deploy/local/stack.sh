@@ -76,6 +76,8 @@ install_packages() {
   command -v curl >/dev/null || missing+=(curl)
   command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
   command -v xz >/dev/null || missing+=(xz-utils)
+  # The mail layout test renders every mail in a real browser engine.
+  command -v chromium >/dev/null || missing+=(chromium)
   # Build dependency of alertpipe itself: diesel links libpq.
   [ -e /usr/include/postgresql/libpq-fe.h ] || missing+=(libpq-dev)
   [ ${#missing[@]} -eq 0 ] && return 0

@@ -5,6 +5,7 @@ mod alertmanager;
 mod archive;
 mod chain;
 mod loki_distributed;
+mod mail_layout;
 mod notify;
 mod outage;
 mod persist;
