@@ -2,6 +2,9 @@
 //! message, rendered by a real browser engine (Debian's headless `chromium`) inside a 375 px
 //! frame (a phone) and a 900 px one: no horizontal scrolling, and the severity, the service
 //! and the message are on the page.
+//!
+//! Screenshots of the six renderings: `MAIL_SCREENSHOTS=docs/mails cargo test --test it
+//! mail_layout` writes `<kind>-<width>.png` there (the README shows them).
 
 use std::path::Path;
 use std::process::Command;
@@ -87,6 +90,9 @@ f.srcdoc = {html};
                 String::from_utf8_lossy(&out.stderr)
             )
         });
+    if let Ok(shots) = std::env::var("MAIL_SCREENSHOTS") {
+        screenshot(&file, Path::new(&shots), name, width);
+    }
     let v: serde_json::Value =
         serde_json::from_str(&json).unwrap_or_else(|e| panic!("{name} at {width}px: {e}: {json}"));
     Measure {
@@ -94,6 +100,43 @@ f.srcdoc = {html};
         inner_width: v["iw"].as_u64().unwrap_or(0),
         text: v["text"].as_str().unwrap_or_default().to_owned(),
     }
+}
+
+/// The framed page as a PNG, as wide as the frame.
+fn screenshot(page: &Path, into: &Path, name: &str, width: u32) {
+    std::fs::create_dir_all(into).expect("screenshot directory");
+    let png = std::fs::canonicalize(into)
+        .expect("screenshot directory")
+        .join(format!("{name}-{width}.png"));
+    let dir = page.parent().expect("page directory");
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--window-size={width},1300"))
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.join("profile-shot").display()
+        ))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium runs");
+    assert!(
+        png.exists(),
+        "no screenshot at {}: {}",
+        png.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
