@@ -37,6 +37,8 @@ export ALERTPIPE__AUTH__MODE=bearer
 export ALERTPIPE__AUTH__SECRET_FILE=$STACK_AUTH_SECRET_FILE
 export ALERTPIPE__DATABASE__URL=$STACK_ALERTPIPE_DB_URL
 export ALERTPIPE__NOTIFY__SMTP__PORT=$STACK_SMTP_PORT
+# The teams receiver posts to the stack's stand-in for a Teams Workflows webhook.
+export ALERTPIPE_TEAMS_WEBHOOK_URL=$STACK_TEAMS_URL
 export ALERTPIPE__NOTIFY__DIGEST_WINDOW_S=5
 export ALERTPIPE__ARCHIVE__ROOT=$STATE/archive
 export ALERTPIPE__ARCHIVE__MAX_AGE_S=2
@@ -143,7 +145,18 @@ API=$API LOKI=$STACK_LOKI_URL MAIL_FILE=$MAIL_FILE MARKER=$MARKER BIN=$BIN RUN=$
 echo
 echo "Mail (SMTP -> Maildir $STACK_MAILDIR): $(ls "$STACK_MAILDIR/new" 2>/dev/null | wc -l) messages in all; the newest subjects:"
 grep -h '^Subject:' $(ls -t "$STACK_MAILDIR"/new/* 2>/dev/null | head -6) 2>/dev/null | sed 's/^/  /' || true
-echo "Dead letters (custom alerts route to Teams, and no Teams webhook is configured here):"
+echo "Teams (severity=custom routes to the teams receiver -> the stack's Workflows webhook stand-in):"
+"$STACK_SYS_PYTHON" - "$STACK_TEAMS_CARDS" <<'PY'
+import glob, json, os, sys
+cards = sorted(glob.glob(os.path.join(sys.argv[1], "*.json")))
+print(f"  {len(cards)} cards stored in {sys.argv[1]}")
+for path in cards[-3:]:
+    card = json.load(open(path))
+    body = card.get("attachments", [{}])[0].get("content", {}).get("body", [])
+    title = next((b.get("text") for b in body if b.get("type") == "TextBlock"), "?")
+    print(f"  {os.path.basename(path)}: {title}")
+PY
+echo "Dead letters (sends that failed for good):"
 "$BIN" --config config/alertpipe.toml dlq list | tail -4 | sed 's/^/  /'
 echo
 echo "Cold logs (snappy Parquet under $STATE/archive):"
@@ -156,4 +169,5 @@ echo "alertmanager: $STACK_ALERTMANAGER_URL"
 echo "kafka:        $STACK_KAFKA_BROKERS  (read: $BIN tail --topic alerts)"
 echo "postgres:     $STACK_PG_URL"
 echo "smtp:         $STACK_SMTP_HOST:$STACK_SMTP_PORT  maildir $STACK_MAILDIR"
+echo "teams:        $STACK_TEAMS_URL  cards in $STACK_TEAMS_CARDS"
 echo "stack down:   bash deploy/local/stack.sh down"

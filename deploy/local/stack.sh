@@ -217,6 +217,15 @@ start_smtp() {
   wait_tcp 127.0.0.1 "$port" 20 smtp
 }
 
+# A stand-in for Teams' Workflows webhook: 202, stores each card (deploy/local/teams_sink.py).
+start_teams() {
+  local port=$1
+  setsid "$SYS_PY" "$REPO/deploy/local/teams_sink.py" "$port" "$STATE/teams" \
+    >"$STATE/teams.log" 2>&1 </dev/null &
+  echo $! >"$STATE/teams.pid"
+  wait_tcp 127.0.0.1 "$port" 20 teams
+}
+
 wait_http() { # url seconds name
   local i
   for ((i = 0; i < $2 * 5; i++)); do
@@ -278,7 +287,7 @@ start_prometheus() {
 cmd_up() {
   mkdir -p "$STATE"
   if [ -f "$ENV_FILE" ] && alive tansu && alive alertmanager && alive smtp && alive loki \
-    && alive promtail && alive prometheus \
+    && alive promtail && alive prometheus && alive teams \
     && "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$(sed -n 's/^STACK_PG_PORT=//p' "$ENV_FILE")" 2>/dev/null; then
     install_python_tools
     grep -q "^STACK_PYTHON=$VENV/bin/python$" "$ENV_FILE" || { sed -i '/^STACK_PYTHON=/d' "$ENV_FILE"; echo "STACK_PYTHON=$VENV/bin/python" >>"$ENV_FILE"; }
@@ -291,8 +300,8 @@ cmd_up() {
   install_grafana_peers
   install_python_tools
   AUTH_SECRET=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
-  local kafka am smtp ap loki loki_grpc promtail prom
-  kafka=$(free_port); am=$(free_port); smtp=$(free_port); ap=$(free_port)
+  local kafka am smtp ap loki loki_grpc promtail prom teams
+  kafka=$(free_port); am=$(free_port); smtp=$(free_port); ap=$(free_port); teams=$(free_port)
   loki=$(free_port); loki_grpc=$(free_port); promtail=$(free_port); prom=$(free_port)
   # Loki takes 5-35 s to be ready: start it first and wait for it last.
   start_loki "$loki" "$loki_grpc" "http://127.0.0.1:$am"
@@ -300,6 +309,7 @@ cmd_up() {
   start_tansu "$kafka"
   start_alertmanager "$am" "$ap"
   start_smtp "$smtp"
+  start_teams "$teams"
   start_prometheus "$prom" "http://127.0.0.1:$am" "127.0.0.1:$ap"
   wait_http "http://127.0.0.1:$loki/ready" 90 loki
   start_promtail "$promtail" "http://127.0.0.1:$loki" "127.0.0.1:$ap"
@@ -320,6 +330,8 @@ STACK_AUTH_SECRET_FILE=$STATE/alertpipe-token
 STACK_SMTP_HOST=127.0.0.1
 STACK_SMTP_PORT=$smtp
 STACK_MAILDIR=$STATE/maildir
+STACK_TEAMS_URL=http://127.0.0.1:$teams/webhook
+STACK_TEAMS_CARDS=$STATE/teams/cards
 STACK_SYS_PYTHON=$SYS_PY
 STACK_PYTHON=$VENV/bin/python
 STACK_LOKI_URL=http://127.0.0.1:$loki
@@ -331,13 +343,13 @@ STACK_DEMO_LOGS=$STATE/demo-logs
 STACK_PROMETHEUS_URL=http://127.0.0.1:$prom
 STACK_PROMETHEUS_BIN=$(command -v prometheus)
 EOF
-  log "up: postgres :$PG_PORT, kafka (tansu) :$kafka, alertmanager :$am, smtp :$smtp,"
+  log "up: postgres :$PG_PORT, kafka (tansu) :$kafka, alertmanager :$am, smtp :$smtp, teams :$teams,"
   log "    loki :$loki, promtail :$promtail (tailing $STATE/demo-logs), prometheus :$prom; env in $ENV_FILE"
 }
 
 cmd_down() {
   local name
-  for name in promtail loki prometheus alertmanager smtp tansu; do
+  for name in promtail loki prometheus alertmanager smtp teams tansu; do
     if alive "$name"; then kill "$(cat "$STATE/$name.pid")" 2>/dev/null || true; fi
     rm -f "$STATE/$name.pid"
   done
@@ -352,7 +364,7 @@ cmd_status() {
   [ -f "$ENV_FILE" ] || { echo "stack is down (no $ENV_FILE)"; return 1; }
   cat "$ENV_FILE"
   local name
-  for name in tansu alertmanager smtp loki promtail prometheus; do
+  for name in tansu alertmanager smtp teams loki promtail prometheus; do
     if alive "$name"; then echo "$name: running"; else echo "$name: DOWN"; fi
   done
 }
