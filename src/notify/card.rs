@@ -83,25 +83,48 @@ pub fn message(events: &[AlertEvent], grafana_url: &str) -> Value {
                 )
             }
             many => {
-                let lines: Vec<String> = many
+                // As the digest mail: counts per (service, alert, status) first, then each
+                // group's alerts newest first, at most DIGEST_HTML_LISTED of them.
+                let (groups, more) = super::render::digest_groups(
+                    events,
+                    grafana_url,
+                    super::render::DIGEST_HTML_LISTED,
+                );
+                let counts: Vec<(String, String)> = groups
                     .iter()
-                    .map(|v| {
-                        format!(
-                            "- {} [{}] {} {}: {}",
-                            v.time,
-                            v.severity_upper,
-                            v.status,
-                            v.service,
-                            cut(&v.summary, 200)
+                    .take(10)
+                    .map(|g| {
+                        (
+                            cut(
+                                &format!("{} · {} · {}", g.service, g.alertname, g.status),
+                                120,
+                            ),
+                            g.count.to_string(),
                         )
                     })
                     .collect();
+                let mut lines = Vec::new();
+                for g in groups.iter().filter(|g| !g.items.is_empty()) {
+                    lines.push(format!(
+                        "**{} / {} ({}), {}**",
+                        g.service, g.alertname, g.status, g.count
+                    ));
+                    for v in &g.items {
+                        lines.push(format!("- {}: {}", v.time, cut(&v.summary, 200)));
+                    }
+                }
+                let base = grafana_url.trim_end_matches('/');
+                if more > 0 {
+                    lines.push(format!(
+                        "and {more} more: [all incidents]({base}/d/alertpipe-history)"
+                    ));
+                }
                 let title = format!("Digest: {} alerts (sending was throttled)", many.len());
-                let link = format!("{}/alerting/list", grafana_url.trim_end_matches('/'));
+                let link = format!("{base}/alerting/list");
                 card(
                     &title,
                     "Attention",
-                    vec![("Alerts".into(), many.len().to_string())],
+                    counts,
                     &cut(&lines.join("\n"), limit),
                     &link,
                     note,
@@ -148,10 +171,30 @@ mod tests {
     }
 
     #[test]
+    fn a_digest_card_counts_per_service_and_alert_and_caps_the_list() {
+        let mut events = vec![event(); 60];
+        events[0].service = "checkout".into();
+        let c = message(&events, "https://g").to_string();
+        assert!(c.contains("\"value\":\"59\""), "{c}");
+        assert!(c.contains("\"value\":\"1\""), "{c}");
+        assert!(c.contains("and 10 more"), "{c}");
+        assert!(c.contains("https://g/d/alertpipe-history"));
+        assert!(c.len() <= MAX_BODY_BYTES);
+    }
+
+    #[test]
     fn long_text_is_truncated_under_the_limit_and_says_so() {
         let mut e = event();
         e.message = "x".repeat(1_000);
-        let digest = message(&vec![e.clone(); 300], "https://g").to_string();
+        // 300 alerts in 300 groups with long names: over the limit even with 50 listed.
+        let many: Vec<_> = (0..300)
+            .map(|i| {
+                let mut x = e.clone();
+                x.alertname = format!("{i}{}", "A".repeat(600));
+                x
+            })
+            .collect();
+        let digest = message(&many, "https://g").to_string();
         assert!(digest.len() <= MAX_BODY_BYTES, "{}", digest.len());
         assert!(digest.contains("truncated"));
         e.annotations

@@ -76,7 +76,7 @@ pub struct DigestGroup {
 
 /// Groups by (service, alert name, status), largest group first; lists at most `cap` alerts
 /// over all groups, newest first within each. Returns the groups and how many are not listed.
-fn digest_groups(
+pub fn digest_groups(
     events: &[AlertEvent],
     grafana_url: &str,
     cap: usize,
