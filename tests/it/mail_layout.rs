@@ -26,6 +26,24 @@ fn long_event(i: usize) -> AlertEvent {
     e
 }
 
+/// Debian's chromium, headless, as quiet as this machine's closed network needs, with time
+/// for the page's script to run.
+fn chromium() -> Command {
+    let mut c = Command::new("chromium");
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--virtual-time-budget=5000",
+    ]);
+    c
+}
+
 /// What the page measured: the document's scroll width, the frame's width, its text.
 struct Measure {
     scroll_width: u64,
@@ -52,19 +70,8 @@ f.srcdoc = {html};
     );
     let file = dir.join(format!("{name}-{width}.html"));
     std::fs::write(&file, page).unwrap();
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=5000",
-            "--window-size=1000,1000",
-        ])
+    let out = chromium()
+        .args(["--window-size=1000,1000"])
         .arg(format!("--user-data-dir={}", dir.join("profile").display()))
         .arg("--dump-dom")
         .arg(format!("file://{}", file.display()))
@@ -109,19 +116,8 @@ fn screenshot(page: &Path, into: &Path, name: &str, width: u32) {
         .expect("screenshot directory")
         .join(format!("{name}-{width}.png"));
     let dir = page.parent().expect("page directory");
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--virtual-time-budget=5000",
-        ])
+    let out = chromium()
+        .args(["--hide-scrollbars"])
         .arg(format!("--window-size={width},1300"))
         .arg(format!(
             "--user-data-dir={}",
