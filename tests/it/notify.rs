@@ -395,3 +395,48 @@ async fn an_undecodable_alerts_message_is_dead_lettered_by_notify_too() {
         dead[0].reason
     );
 }
+
+/// The stack's stand-in for a Teams Workflows webhook (`deploy/local/teams_sink.py`, what the
+/// demo's `teams` receiver posts to) takes alertpipe's card: one 429 on demand, honoured, then
+/// 202 and the card stored where the demo's report reads it.
+#[actix_web::test]
+async fn the_stacks_teams_stand_in_takes_a_card_after_a_429() {
+    let db = TestDb::new();
+    let smtp = Smtp::start();
+    let stack = crate::support::Stack::get();
+    let cards = std::path::PathBuf::from(stack.var("STACK_TEAMS_CARDS"));
+    let fault = cards.parent().unwrap().join("fault");
+    std::fs::write(&fault, "429 1").unwrap();
+    let app = spawn_app(notify(
+        &db,
+        smtp.port,
+        Some(stack.var("STACK_TEAMS_URL").into()),
+    ))
+    .await;
+    let name = unique("StandIn");
+    let body = webhook(1, |_| {
+        (
+            json!({"alertname": name, "service": "queue", "severity": "custom"}),
+            format!("{name} backlog growing"),
+        )
+    });
+    let (status, _, _) = app.post_alerts(body, None).await;
+    assert_eq!(status, 200);
+    eventually(Duration::from_secs(20), "sent to teams", || async {
+        (outcomes(&db).await == [("teams".to_owned(), "sent".to_owned())]).then_some(())
+    })
+    .await;
+    assert!(!fault.exists(), "the 429 was answered (and retried past)");
+    let card: Value = std::fs::read_dir(&cards)
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .find(|text| text.contains(&name))
+        .map(|text| serde_json::from_str(&text).unwrap())
+        .expect("the card is stored");
+    assert_eq!(card["type"], "message");
+    assert_eq!(
+        card["attachments"][0]["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+}
