@@ -4,12 +4,8 @@
 #                                         ones (about 12 minutes), then CPU per MB vs Loki
 #   bash benches/chain.sh latency|cpu     one part; RUNS=3 ALERTS=20 MB=200 TIMINGS=demo|shipped
 set -euo pipefail
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$REPO"
-bash deploy/local/stack.sh up
-set -a; . "${ALERTPIPE_STATE:-$REPO/.state}/stack.env"; set +a
-cargo build --quiet --release --locked
-BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/alertpipe
+# shellcheck source=benches/common/prologue.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common/prologue.sh"
 RUNS=${RUNS:-3}; ALERTS=${ALERTS:-20}; MB=${MB:-200}
 run() { "$STACK_SYS_PYTHON" benches/chain.py "$@" --bin "$BIN" --runs "$RUNS"; }
 case "${1:-all}" in

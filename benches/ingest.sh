@@ -11,14 +11,10 @@
 # CPU per alert, its idle and peak RSS; then p50/p99 at RATE alerts/s offered (open loop).
 # Exits non-zero when alertpipe does not start or a run has errors (loadgen fails then).
 set -euo pipefail
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$REPO"
 RUNS=${RUNS:-3}; DURATION=${DURATION:-10}; CONCURRENCY=${CONCURRENCY:-8}; BATCH=${BATCH:-50}
 RATE=${RATE:-10000}
-bash deploy/local/stack.sh up
-set -a; . "${ALERTPIPE_STATE:-$REPO/.state}/stack.env"; set +a
-cargo build --quiet --release --locked
-BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/alertpipe
+# shellcheck source=benches/common/prologue.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common/prologue.sh"
 PID=
 WORK=$(mktemp -d)
 cleanup() {

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,19 +21,10 @@ import threading
 import time
 import urllib.request
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(l.strip().split("=", 1) for l in open(os.environ.get(
-    "ALERTPIPE_STACK_ENV", os.path.join(REPO, ".state/stack.env"))) if "=" in l and not l.startswith("#"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "common"))
+from stack import ENV, REPO, port  # noqa: E402  (benches/common/stack.py)
 STAGES = ("persist", "notify", "archive")
 PROCS = []
-
-
-def port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def get(url, timeout=2):

@@ -4,11 +4,7 @@
 #   bash benches/recovery.sh           RUNS=3 RATE=20 (requests/s: 5 alerts + 20 lines each)
 # Exits non-zero when a stage does not come back or the load fails.
 set -euo pipefail
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$REPO"
-bash deploy/local/stack.sh up
-set -a; . "${ALERTPIPE_STATE:-$REPO/.state}/stack.env"; set +a
-cargo build --quiet --release --locked
-BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/alertpipe
+# shellcheck source=benches/common/prologue.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common/prologue.sh"
 "$STACK_SYS_PYTHON" benches/recovery.py --bin "$BIN" --runs "${RUNS:-3}" --rate "${RATE:-20}" \
   ${VARIANTS:+--variants "$VARIANTS"}
