@@ -201,7 +201,8 @@ where
                     "partitions with lag and no progress held elsewhere; rejoining as a dynamic member");
                 static_id = None;
                 carried.clear();
-                health.take_revoked();
+                // The old consumer's close revokes what it held; the stage forgets it at the
+                // next look.
                 close(std::mem::replace(
                     &mut consumer,
                     Arc::new(create(&s, &health, None)?),
