@@ -19,6 +19,8 @@ pub const PERSISTED: &str = "alertpipe_alerts_persisted_total";
 pub const PERSIST_FAILED: &str = "alertpipe_persist_batch_failures_total";
 pub const PERSIST_SECONDS: &str = "alertpipe_persist_batch_seconds";
 pub const PERSIST_TRUNCATED: &str = "alertpipe_persist_truncated_total";
+/// Persist batches whose fast `COPY` met an occurrence already stored (replays, redeliveries).
+pub const PERSIST_COPY_CONFLICTS: &str = "alertpipe_persist_copy_conflicts_total";
 pub const DEAD_LETTERED: &str = "alertpipe_dead_lettered_total";
 pub const LOG_PUSHES: &str = "alertpipe_log_pushes_total";
 pub const LOG_LINES_RECEIVED: &str = "alertpipe_log_lines_received_total";
@@ -34,6 +36,10 @@ pub const NOTIFY_DIGESTS: &str = "alertpipe_notification_digests_total";
 pub const NOTIFY_RETRIED: &str = "alertpipe_notification_retries_total";
 pub const NOTIFY_UNROUTED: &str = "alertpipe_alerts_unrouted_total";
 pub const NOTIFY_SKIPPED: &str = "alertpipe_notifications_already_sent_total";
+/// Notifications consumed and committed, not sent yet (the PostgreSQL outbox), all processes.
+pub const NOTIFY_OUTBOX_PENDING: &str = "alertpipe_notify_outbox_pending";
+/// Age of the oldest notification waiting in the outbox, seconds (0 when empty).
+pub const NOTIFY_OUTBOX_OLDEST: &str = "alertpipe_notify_outbox_oldest_seconds";
 pub const ACTOR_RESTARTS: &str = "alertpipe_actor_restarts_total";
 /// 1 while a consumer stage's sink is failing (its partitions paused), else 0.
 pub const CONSUMER_FAILING: &str = "alertpipe_consumer_sink_failing";

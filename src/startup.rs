@@ -25,6 +25,7 @@ pub struct Application {
     server: Server,
     stages: Vec<crate::kafka::consumer::StageHealth>,
     producers: Vec<Addr<KafkaProducerActor>>,
+    outbox: Option<Addr<crate::notify::outbox::OutboxActor>>,
     draining: Arc<AtomicBool>,
     shutdown_timeout: Duration,
 }
@@ -43,6 +44,7 @@ impl Application {
             .runs(Role::Ingest)
             .then(|| crate::ingest::start(&cfg));
         let mut stages = Vec::new();
+        let mut outbox = None;
         let db = if cfg.server.runs(Role::Persist) || cfg.server.runs(Role::Notify) {
             Some(open_database(&cfg).await?)
         } else {
@@ -64,7 +66,9 @@ impl Application {
                 stages.push(crate::persist::start(&cfg, pool.clone(), poison.clone()));
             }
             if let (true, Some(pool)) = (cfg.server.runs(Role::Notify), &db) {
-                stages.push(crate::notify::start(&cfg, pool.clone(), poison.clone())?);
+                let notify = crate::notify::start(&cfg, pool.clone(), poison.clone())?;
+                stages.push(notify.health);
+                outbox = Some(notify.outbox);
             }
             if cfg.server.runs(Role::Archive) {
                 stages.push(crate::archive::start(&cfg, poison)?);
@@ -112,6 +116,7 @@ impl Application {
             server,
             stages: stage_handles,
             producers,
+            outbox,
             draining,
             shutdown_timeout: Duration::from_secs(cfg.server.shutdown_timeout_s),
         })
@@ -154,13 +159,20 @@ impl Application {
             stage.request_stop();
         }
         let all = futures_util::future::join_all(self.stages.iter().map(|s| s.stopped()));
-        if actix_web::rt::time::timeout(self.shutdown_timeout, all)
-            .await
-            .is_err()
-        {
+        let deadline = actix_web::rt::time::Instant::now() + self.shutdown_timeout;
+        if tokio::time::timeout_at(deadline, all).await.is_err() {
             tracing::warn!(
                 "consumer stages did not finish their batches within the shutdown timeout"
             );
+        }
+        // The notify stage's delivery worker sends its waiting digests now and records every
+        // send in hand; what it never claimed stays in the outbox for the next process.
+        if let Some(outbox) = &self.outbox {
+            let drained =
+                tokio::time::timeout_at(deadline, outbox.send(crate::notify::outbox::Drain));
+            if drained.await.is_err() {
+                tracing::warn!("notifications in hand not all sent within the shutdown timeout; their claims lapse and another process sends them");
+            }
         }
         tracing::info!("alertpipe stopped");
         Ok(())

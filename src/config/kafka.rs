@@ -66,7 +66,7 @@ impl Default for KafkaConfig {
             group_instance_id: None,
             session_timeout_ms: 10_000,
             heartbeat_interval_ms: 1_000,
-            max_poll_interval_ms: 300_000,
+            max_poll_interval_ms: 60_000,
             rejoin_after_s: 0,
             unassigned_grace_s: 30,
             stall_timeout_s: 120,

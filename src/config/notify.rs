@@ -54,9 +54,11 @@ pub struct RouteConfig {
 pub struct NotifyConfig {
     pub group: String,
     pub batch_size: usize,
-    /// How long a consumer batch waits to fill: a burst gathered in one batch becomes one
-    /// digest when throttled.
+    /// How long a consumer batch waits to fill (fewer, larger outbox writes).
     pub linger_ms: u64,
+    /// Notifications a process's delivery worker holds at once (claimed from the outbox, in
+    /// the throttle, digests or senders). Waiting digests count: keep it above a burst.
+    pub outbox_in_hand: usize,
     /// Base of the "View in Grafana" Explore link.
     pub grafana_url: String,
     pub routes: Vec<RouteConfig>,
@@ -85,6 +87,7 @@ impl Default for NotifyConfig {
             group: "alertpipe-notify".into(),
             batch_size: 200,
             linger_ms: 200,
+            outbox_in_hand: 2000,
             grafana_url: "https://grafana.example.com".into(),
             routes: vec![
                 RouteConfig {
@@ -168,10 +171,11 @@ impl NotifyConfig {
             || self.rate_per_minute == 0
             || self.digest_window_s == 0
             || self.teams_max_per_s == 0
+            || self.outbox_in_hand == 0
         {
             return bad(
                 "notify",
-                "max_attempts, rate_per_minute, digest_window_s and teams_max_per_s must be above 0",
+                "max_attempts, rate_per_minute, digest_window_s, teams_max_per_s and outbox_in_hand must be above 0",
             );
         }
         self.smtp.validate()

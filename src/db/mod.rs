@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod notifications;
+pub mod outbox;
 pub mod queries;
 pub mod schema;
 

@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bytea, Text};
 
+use super::outbox::Outcome;
 use super::{DbError, PgPool};
+use diesel::pg::PgConnection;
 
 /// The subset of `keys` already done.
 pub fn done(pool: &PgPool, keys: &[String]) -> Result<HashSet<String>, DbError> {
@@ -22,29 +24,29 @@ pub fn done(pool: &PgPool, keys: &[String]) -> Result<HashSet<String>, DbError> 
 }
 
 /// Records notifications as done: (key, receiver, fingerprint, status, outcome).
-pub fn record(
-    pool: &PgPool,
-    rows: &[(String, String, String, String, &'static str)],
-) -> Result<(), DbError> {
+pub fn record(pool: &PgPool, rows: &[Outcome]) -> Result<(), DbError> {
     if rows.is_empty() {
         return Ok(());
     }
     let mut c = super::conn(pool)?;
-    let col = |f: fn(&(String, String, String, String, &'static str)) -> String| {
-        rows.iter().map(f).collect::<Vec<_>>()
-    };
+    record_on(&mut c, rows)?;
+    Ok(())
+}
+
+/// [`record`] on a given connection (inside the caller's transaction).
+pub fn record_on(c: &mut PgConnection, rows: &[Outcome]) -> QueryResult<usize> {
+    let col = |f: fn(&Outcome) -> &str| rows.iter().map(f).collect::<Vec<_>>();
     diesel::sql_query(
         "INSERT INTO notifications (key, receiver, fingerprint, status, outcome)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
          ON CONFLICT (key) DO NOTHING",
     )
-    .bind::<Array<Text>, _>(col(|r| r.0.clone()))
-    .bind::<Array<Text>, _>(col(|r| r.1.clone()))
-    .bind::<Array<Text>, _>(col(|r| r.2.clone()))
-    .bind::<Array<Text>, _>(col(|r| r.3.clone()))
-    .bind::<Array<Text>, _>(col(|r| r.4.to_owned()))
-    .execute(&mut c)?;
-    Ok(())
+    .bind::<Array<Text>, _>(col(|r| &r.0))
+    .bind::<Array<Text>, _>(col(|r| &r.1))
+    .bind::<Array<Text>, _>(col(|r| &r.2))
+    .bind::<Array<Text>, _>(col(|r| &r.3))
+    .bind::<Array<Text>, _>(col(|r| r.4))
+    .execute(c)
 }
 
 #[derive(QueryableByName, Debug, Clone)]

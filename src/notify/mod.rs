@@ -1,4 +1,4 @@
-//! The notify stage: `alerts` -> routing -> ThrottleActor -> MailActor (SMTP) / TeamsActor
+//! The notify stage: `alerts` -> routing -> outbox (PostgreSQL) -> OutboxActor -> ThrottleActor -> MailActor (SMTP) / TeamsActor
 //! (Teams webhook); failed sends -> DeadLetterActor -> `alerts.dlq` + `dead_letters`.
 //! `start` wires it; `sink` is what the consumer hands each batch to.
 
@@ -6,6 +6,7 @@ pub mod card;
 pub mod dead_letter;
 pub mod deliver;
 pub mod mail;
+pub mod outbox;
 pub mod render;
 pub mod replay;
 pub mod retry;
@@ -20,7 +21,7 @@ pub use route::route;
 
 use std::sync::Arc;
 
-use actix::Actor;
+use actix::{Actor, Addr};
 use anyhow::Context as _;
 
 use crate::config::Config;
@@ -29,12 +30,21 @@ use crate::kafka::consumer::{ConsumerSettings, StageHealth};
 use crate::kafka::poison::PoisonStore;
 use dead_letter::DeadLetterActor;
 use mail::MailActor;
+use outbox::OutboxActor;
 use teams::TeamsActor;
 use throttle::{Rate, ThrottleActor};
 
-/// DeadLetterActor, MailActor, TeamsActor, ThrottleActor, and the `alertpipe-notify` consumer:
-/// route each alert, skip notifications already done, send through the throttle, record.
-pub fn start(cfg: &Config, pool: PgPool, poison: PoisonStore) -> anyhow::Result<StageHealth> {
+/// The running notify stage: its consumer's health, and the delivery worker to drain on
+/// shutdown.
+pub struct NotifyStage {
+    pub health: StageHealth,
+    pub outbox: Addr<OutboxActor>,
+}
+
+/// DeadLetterActor, MailActor, TeamsActor, ThrottleActor, OutboxActor, and the
+/// `alertpipe-notify` consumer: route each alert and enqueue its notifications in the outbox;
+/// the OutboxActor sends them through the throttle and records each outcome.
+pub fn start(cfg: &Config, pool: PgPool, poison: PoisonStore) -> anyhow::Result<NotifyStage> {
     let n = cfg.notify.clone();
     let dead = DeadLetterActor::new(pool.clone(), poison.producer(), n.dlq_topic.clone()).start();
     let policy = n.retry_policy();
@@ -64,11 +74,12 @@ pub fn start(cfg: &Config, pool: PgPool, poison: PoisonStore) -> anyhow::Result<
         n.batch_size,
         n.linger(),
     );
+    let outbox = OutboxActor::new(pool.clone(), throttle, n.outbox_in_hand).start();
     let sink = sink::NotifySink {
         routes: Arc::new(n.routes),
         pool,
-        throttle,
+        outbox: outbox.clone(),
     };
     let health = crate::kafka::sink::spawn(settings, sink, poison);
-    Ok(health)
+    Ok(NotifyStage { health, outbox })
 }

@@ -145,6 +145,22 @@ impl ThrottleActor {
     }
 }
 
+/// Sends every waiting digest now (shutdown: nothing is left waiting for its window).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FlushDigests;
+
+impl Handler<FlushDigests> for ThrottleActor {
+    type Result = ();
+
+    fn handle(&mut self, _: FlushDigests, ctx: &mut Self::Context) {
+        let names: Vec<String> = self.digests.keys().cloned().collect();
+        for name in names {
+            self.flush_digest(&name, ctx);
+        }
+    }
+}
+
 impl Actor for ThrottleActor {
     type Context = Context<Self>;
 }

@@ -33,7 +33,12 @@ async fn outcomes(db: &TestDb) -> Vec<(String, String)> {
 
 /// A webhook body of `n` firing alerts; `f(i)` gives alert i's labels and summary.
 fn webhook(n: usize, f: impl Fn(usize) -> (Value, String)) -> Vec<u8> {
-    let alerts: Vec<Value> = (0..n)
+    webhook_of(0..n, f)
+}
+
+/// A webhook body of firing alerts numbered `ids` (their fingerprints).
+fn webhook_of(ids: std::ops::Range<usize>, f: impl Fn(usize) -> (Value, String)) -> Vec<u8> {
+    let alerts: Vec<Value> = ids
         .map(|i| {
             let (labels, summary) = f(i);
             json!({"status": "firing", "labels": labels, "annotations": {"summary": summary},
@@ -280,6 +285,118 @@ async fn a_burst_over_the_rate_becomes_one_digest_naming_every_alert() {
         assert!(in_digest ^ alone, "{s} must be in exactly one mail");
     }
     assert_eq!(outcomes(&db).await.len(), 10, "every alert accounted for");
+}
+
+async fn outbox_rows(db: &TestDb) -> i64 {
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    diesel::sql_query("SELECT COUNT(*) AS n FROM notification_outbox")
+        .get_result::<N>(&mut db.conn())
+        .unwrap()
+        .n
+}
+
+#[actix_web::test]
+async fn a_digest_spans_consumer_batches_and_never_holds_the_consumer() {
+    let (db, smtp) = (TestDb::new(), Smtp::start());
+    let app = spawn_app(|c| {
+        notify(&db, smtp.port, None)(c);
+        c.notify.rate_burst = 1;
+        c.notify.rate_per_minute = 1;
+        c.notify.digest_window_s = 12;
+        c.notify.linger_ms = 100;
+        c.kafka.partitions = 1;
+    })
+    .await;
+    let labels = |i: usize| {
+        (
+            json!({"alertname": "Spread", "service": "payment", "severity": "critical", "n": i.to_string()}),
+            format!("spread alert {i}"),
+        )
+    };
+    assert_eq!(app.post_alerts(webhook_of(0..3, labels), None).await.0, 200);
+    assert_eq!(
+        smtp.wait_mails(1).await.len(),
+        1,
+        "the first alert goes alone"
+    );
+    // A second webhook, well after the first batch was committed: another consumer batch.
+    assert_eq!(
+        app.post_alerts(webhook_of(10..13, labels), None).await.0,
+        200
+    );
+    // The consumer commits both batches while their notifications wait in the digest.
+    app.wait_drained(Role::Notify, Duration::from_secs(8)).await;
+    assert_eq!(smtp.mails().len(), 1, "the digest waits for its window");
+    assert!(
+        outbox_rows(&db).await > 0,
+        "waiting notifications are in the outbox"
+    );
+    let mails = smtp.wait_mails(2).await;
+    let digest = &mails[1];
+    assert_eq!(digest["subject"], "[CRITICAL] Digest: 5 alerts for outlook");
+    for i in [1, 2, 10, 11, 12] {
+        assert!(
+            digest["text"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("spread alert {i}\n")),
+            "alert {i} in the one digest"
+        );
+    }
+    eventually(
+        Duration::from_secs(5),
+        "6 outcomes, outbox empty",
+        || async { (outcomes(&db).await.len() == 6 && outbox_rows(&db).await == 0).then_some(()) },
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn a_dead_workers_claim_lapses_and_another_process_sends_it() {
+    use diesel::prelude::*;
+    let (db, smtp) = (TestDb::new(), Smtp::start());
+    let app = spawn_app(notify(&db, smtp.port, None)).await;
+    let event = alertpipe::domain::parse_webhook(&fixture("alertmanager/firing-critical.json"))
+        .unwrap()
+        .remove(0);
+    let key = alertpipe::notify::sink::notification_key("outlook", &event);
+    // What a SIGKILLed worker leaves: a row it claimed, its lease running for 3 more seconds.
+    diesel::sql_query(
+        "INSERT INTO notification_outbox (key, receiver, event, claimed_by, claimed_until, attempts)
+         VALUES ($1, 'outlook', $2, 'a-dead-worker', NOW() + interval '3 seconds', 1)",
+    )
+    .bind::<diesel::sql_types::Text, _>(&key)
+    .bind::<diesel::sql_types::Bytea, _>(serde_json::to_vec(&event).unwrap())
+    .execute(&mut db.conn())
+    .unwrap();
+    actix_web::rt::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        smtp.mails().is_empty(),
+        "nobody takes a claim whose lease runs"
+    );
+    let started = Instant::now();
+    assert_eq!(
+        smtp.wait_mails(1).await.len(),
+        1,
+        "sent once the lease lapsed"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    eventually(
+        Duration::from_secs(5),
+        "the outcome recorded, outbox empty",
+        || async {
+            (outcomes(&db).await == vec![("outlook".to_owned(), "sent".to_owned())]
+                && outbox_rows(&db).await == 0)
+                .then_some(())
+        },
+    )
+    .await;
+    drop(app);
 }
 
 #[actix_web::test]
