@@ -76,6 +76,8 @@ install_packages() {
   command -v curl >/dev/null || missing+=(curl)
   command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
   command -v xz >/dev/null || missing+=(xz-utils)
+  # benches/archive_size.rs compares the archive with `zstd -3` of the same lines.
+  command -v zstd >/dev/null || missing+=(zstd)
   # The mail layout test renders every mail in a real browser engine.
   command -v chromium >/dev/null || missing+=(chromium)
   # Build dependency of alertpipe itself: diesel links libpq.

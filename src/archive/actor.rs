@@ -29,6 +29,8 @@ pub struct ArchiveSettings {
     pub max_file_bytes: usize,
     /// Close a partition's buffers when the oldest is this old.
     pub max_age: Duration,
+    /// Parquet compression (and the file name's extension).
+    pub codec: pq::Codec,
 }
 
 /// Decoded streams of consumed messages (possibly none: a tick). Send the same batch again while the answer says
@@ -93,6 +95,7 @@ struct Pending {
     service: String,
     first_ts: i64,
     provenance: Provenance,
+    codec: pq::Codec,
     bytes: Vec<u8>,
     rows: usize,
     raw_bytes: usize,
@@ -198,13 +201,19 @@ impl ArchiveActor {
                 first_offset: first,
                 last_offset: last,
             };
-            let bytes = pq::encode(&mut rows, &Promoted { service, env }, provenance)
-                .map_err(|e| ArchiveError::Encode(e.to_string()))?;
+            let bytes = pq::encode_with(
+                &mut rows,
+                &Promoted { service, env },
+                provenance,
+                self.settings.codec,
+            )
+            .map_err(|e| ArchiveError::Encode(e.to_string()))?;
             out.push(Pending {
                 env: env.clone(),
                 service: service.clone(),
                 first_ts,
                 provenance,
+                codec: self.settings.codec,
                 bytes,
                 rows: rows.len(),
                 raw_bytes: b.bytes,
@@ -244,6 +253,7 @@ async fn write_file(storage: &Operator, f: Pending) -> Result<String, ArchiveErr
             f.provenance.partition,
             f.provenance.first_offset,
             attempt,
+            f.codec,
         );
         let existing = match storage.exists(&path).await {
             Ok(true) => match storage.read(&path).await {

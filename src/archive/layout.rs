@@ -66,29 +66,32 @@ pub fn file_path(
     partition: i32,
     first_offset: i64,
     attempt: u32,
+    codec: super::parquet::Codec,
 ) -> String {
     let t = DateTime::<Utc>::from_timestamp_nanos(first_ts_ns);
     format!(
-        "{env}/{service}/{:04}/{:02}/{:02}/{:02}{:02}{:02}-{:04x}.snappy.parquet",
+        "{env}/{service}/{:04}/{:02}/{:02}/{:02}{:02}{:02}-{:04x}.{}",
         t.year(),
         t.month(),
         t.day(),
         t.hour(),
         t.minute(),
         t.second(),
-        suffix(partition, first_offset, attempt)
+        suffix(partition, first_offset, attempt),
+        codec.extension()
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::archive::parquet::Codec;
 
     #[test]
     fn path_matches_the_seed_layout() {
         // 2025-06-23T16:33:09Z
         let ts = 1_750_696_389_000_000_000;
-        let p = file_path("prod", "payment", ts, 0, 42, 0);
+        let p = file_path("prod", "payment", ts, 0, 42, 0, Codec::Snappy);
         assert!(p.starts_with("prod/payment/2025/06/23/163309-"), "{p}");
         assert!(p.ends_with(".snappy.parquet"));
         assert_eq!(
@@ -97,10 +100,10 @@ mod tests {
         );
         assert_eq!(
             p,
-            file_path("prod", "payment", ts, 0, 42, 0),
+            file_path("prod", "payment", ts, 0, 42, 0, Codec::Snappy),
             "deterministic"
         );
-        assert_ne!(p, file_path("prod", "payment", ts, 1, 42, 0));
+        assert_ne!(p, file_path("prod", "payment", ts, 1, 42, 0, Codec::Snappy));
     }
 
     #[test]

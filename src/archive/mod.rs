@@ -28,6 +28,7 @@ pub fn start(cfg: &Config, poison: PoisonStore) -> anyhow::Result<StageHealth> {
         default_env: cfg.archive.default_env.clone(),
         max_file_bytes: cfg.archive.max_file_bytes,
         max_age: cfg.archive.max_age(),
+        codec: cfg.archive.codec,
     };
     let archive = ArchiveActor::start_in_arbiter(&actix::Arbiter::new().handle(), move |_| {
         ArchiveActor::new(settings, storage)

@@ -20,13 +20,13 @@ pub struct FileInfo {
     pub rows: i64,
 }
 
-/// Splits `<env>/<service>/<YYYY>/<MM>/<DD>/<file>.snappy.parquet`.
+/// Splits `<env>/<service>/<YYYY>/<MM>/<DD>/<file>.{snappy,zstd}.parquet`.
 fn parse_path(path: &str) -> Option<(String, String, NaiveDate)> {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let [env, service, y, m, d, file] = parts.as_slice() else {
         return None;
     };
-    if !file.ends_with(".snappy.parquet") {
+    if !(file.ends_with(".snappy.parquet") || file.ends_with(".zstd.parquet")) {
         return None;
     }
     let day = NaiveDate::from_ymd_opt(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?)?;

@@ -85,8 +85,8 @@ async fn promtail_and_json_pushes_become_parquet_any_reader_can_read() {
     let rows = all_rows(&files);
     assert_eq!(rows.len(), total, "every line once");
 
-    let layout =
-        regex_lite(r"^[a-z_]+/[a-z_.-]+/\d{4}/\d{2}/\d{2}/\d{6}-[0-9a-f]{4}\.snappy\.parquet$");
+    // <env>/<service>/YYYY/MM/DD/HHMMSS-xxxx.snappy.parquet
+    let layout = archive_layout("snappy.parquet");
     for f in &files {
         let path = f["path"].as_str().unwrap();
         assert!(layout(path), "path layout: {path}");
@@ -176,9 +176,9 @@ async fn promtail_and_json_pushes_become_parquet_any_reader_can_read() {
     );
 }
 
-/// A tiny matcher for the path layout (no regex crate for one test).
-fn regex_lite(_pattern: &str) -> impl Fn(&str) -> bool {
-    |p: &str| {
+/// Matches `<env>/<service>/YYYY/MM/DD/HHMMSS-xxxx.<ext>` (no regex crate for two tests).
+fn archive_layout(ext: &'static str) -> impl Fn(&str) -> bool {
+    move |p: &str| {
         let parts: Vec<&str> = p.split('/').collect();
         parts.len() == 6
             && parts[2].len() == 4
@@ -187,11 +187,11 @@ fn regex_lite(_pattern: &str) -> impl Fn(&str) -> bool {
             && parts[2..5]
                 .iter()
                 .all(|s| s.chars().all(|c| c.is_ascii_digit()))
-            && parts[5].len() == "163309-1b9d.snappy.parquet".len()
+            && parts[5].len() == "163309-1b9d.".len() + ext.len()
             && parts[5][..6].chars().all(|c| c.is_ascii_digit())
             && &parts[5][6..7] == "-"
             && parts[5][7..11].chars().all(|c| c.is_ascii_hexdigit())
-            && parts[5].ends_with(".snappy.parquet")
+            && parts[5].ends_with(&format!(".{ext}"))
     }
 }
 
@@ -498,4 +498,45 @@ async fn the_push_endpoint_takes_the_configured_credentials() {
         204,
         "Promtail's bearer token is accepted"
     );
+}
+
+#[actix_web::test]
+async fn the_zstd_codec_writes_zstd_parquet_files_with_the_same_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(|c| {
+        archive(dir.path())(c);
+        c.archive.codec = alertpipe::archive::parquet::Codec::Zstd;
+    })
+    .await;
+    let (status, body) = app
+        .push_logs(
+            fixture("promtail/push-multistream.pb.snappy"),
+            "application/x-protobuf",
+            false,
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let decoded: Value =
+        serde_json::from_slice(&fixture("promtail/push-multistream.decoded.json")).unwrap();
+    let mut expected: Vec<String> = decoded["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["entries"].as_array().unwrap().clone())
+        .map(|e| e["line"].as_str().unwrap().to_owned())
+        .collect();
+    let files = wait_rows(dir.path(), expected.len()).await;
+    let layout = archive_layout("zstd.parquet");
+    for f in &files {
+        let path = f["path"].as_str().unwrap();
+        assert!(layout(path), "path layout: {path}");
+        assert_eq!(f["compression"], serde_json::json!(["ZSTD"]), "{path}");
+    }
+    let mut lines: Vec<String> = all_rows(&files)
+        .iter()
+        .map(|r| r["line"].as_str().unwrap().to_owned())
+        .collect();
+    lines.sort();
+    expected.sort();
+    assert_eq!(lines, expected, "every line once, byte-exact");
 }
