@@ -79,6 +79,13 @@ enum ArchiveCmd {
         #[arg(long)]
         grep: Option<String>,
     },
+    /// Merges each closed day's files per env/service into one (crash-safe, idempotent):
+    /// run it daily, e.g. from cron or a Kubernetes CronJob.
+    Compact {
+        /// Days before this one (YYYY-MM-DD); default: days that ended over an hour ago.
+        #[arg(long)]
+        before: Option<chrono::NaiveDate>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -220,6 +227,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         for f in &files {
                             writeln!(out, "  {}  rows={} bytes={}", f.path, f.rows, f.bytes)?;
                         }
+                    }
+                    ArchiveCmd::Compact { before } => {
+                        let before = before.unwrap_or_else(|| {
+                            (chrono::Utc::now() - chrono::Duration::hours(1)).date_naive()
+                        });
+                        let r =
+                            alertpipe::archive::compact::compact(&op, before, cfg.archive.codec)
+                                .await?;
+                        writeln!(
+                            out,
+                            "compacted {} service-days before {before}: {} files -> {}, {} rows{}",
+                            r.merged,
+                            r.files_before,
+                            r.files_after,
+                            r.rows,
+                            if r.recovered > 0 {
+                                format!(
+                                    "; finished {} leftovers of an interrupted run",
+                                    r.recovered
+                                )
+                            } else {
+                                String::new()
+                            }
+                        )?;
                     }
                     ArchiveCmd::Cat {
                         service,

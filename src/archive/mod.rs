@@ -3,6 +3,7 @@
 //! `storage` opens the configured store, `read` serves `alertpipe archive ls/cat`.
 
 pub mod actor;
+pub mod compact;
 pub mod layout;
 pub mod parquet;
 pub mod proto;

@@ -18,6 +18,19 @@ pub struct FileInfo {
     pub day: NaiveDate,
     pub bytes: u64,
     pub rows: i64,
+    /// For a compacted file: the names (same directory) of the files whose rows it holds.
+    pub replaces: Vec<String>,
+}
+
+impl FileInfo {
+    /// The directory part of the path (`env/service/YYYY/MM/DD`).
+    pub fn dir(&self) -> &str {
+        self.path.rsplit_once('/').map_or("", |(d, _)| d)
+    }
+
+    pub fn name(&self) -> &str {
+        self.path.rsplit_once('/').map_or(&self.path, |(_, n)| n)
+    }
 }
 
 /// Splits `<env>/<service>/<YYYY>/<MM>/<DD>/<file>.{snappy,zstd}.parquet`.
@@ -37,9 +50,16 @@ async fn read(op: &Operator, path: &str) -> anyhow::Result<bytes::Bytes> {
     Ok(op.read(path).await?.to_bytes())
 }
 
-/// Every archive file, sorted by path.
+/// Every archive file a reader should see, sorted by path: files a compacted file replaces
+/// are left out (they exist only between a compaction's rename and its deletes, or after a
+/// crash there; `compact` deletes them).
 pub async fn list(op: &Operator) -> anyhow::Result<Vec<FileInfo>> {
-    let mut out = Vec::new();
+    Ok(list_all(op).await?.0)
+}
+
+/// (visible files, files superseded by a compacted file in the same directory).
+pub async fn list_all(op: &Operator) -> anyhow::Result<(Vec<FileInfo>, Vec<FileInfo>)> {
+    let mut all = Vec::new();
     let mut lister = op.lister_with("").recursive(true).await?;
     while let Some(entry) = lister.try_next().await? {
         if entry.metadata().mode() != EntryMode::FILE {
@@ -50,21 +70,40 @@ pub async fn list(op: &Operator) -> anyhow::Result<Vec<FileInfo>> {
         };
         let data = read(op, entry.path()).await?;
         let bytes = data.len() as u64;
-        let rows = ParquetRecordBatchReaderBuilder::try_new(data)?
-            .metadata()
-            .file_metadata()
-            .num_rows();
-        out.push(FileInfo {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(data)?;
+        let meta = builder.metadata().file_metadata();
+        let replaces = meta
+            .key_value_metadata()
+            .and_then(|kv| {
+                kv.iter()
+                    .find(|e| e.key == super::parquet::META_COMPACTED_FROM)
+            })
+            .and_then(|e| e.value.as_deref())
+            .map(|v| {
+                v.split(',')
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        all.push(FileInfo {
             path: entry.path().to_owned(),
             env,
             service,
             day,
             bytes,
-            rows,
+            rows: meta.num_rows(),
+            replaces,
         });
     }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(out)
+    all.sort_by(|a, b| a.path.cmp(&b.path));
+    let superseded: std::collections::HashSet<(String, String)> = all
+        .iter()
+        .flat_map(|f| f.replaces.iter().map(|n| (f.dir().to_owned(), n.clone())))
+        .collect();
+    Ok(all
+        .into_iter()
+        .partition(|f| !superseded.contains(&(f.dir().to_owned(), f.name().to_owned()))))
 }
 
 /// Lines of `service` with from <= time < to, containing `grep` when given, in time order.

@@ -540,3 +540,193 @@ async fn the_zstd_codec_writes_zstd_parquet_files_with_the_same_lines() {
     expected.sort();
     assert_eq!(lines, expected, "every line once, byte-exact");
 }
+
+/// Archive files written the way the stage writes them: `n` files of 50 lines for `service`
+/// on `day`, each from its own offsets.
+fn write_day(root: &Path, service: &str, day: chrono::NaiveDate, n: usize) -> Vec<String> {
+    use alertpipe::archive::parquet::{encode, Promoted, Provenance, Row};
+    use std::sync::Arc;
+    let labels = Arc::new(BTreeMap::from([("service".to_owned(), service.to_owned())]));
+    let mut lines = Vec::new();
+    for f in 0..n {
+        let start = day.and_hms_opt(1 + f as u32, 0, 0).unwrap().and_utc();
+        let first_ts = start.timestamp_nanos_opt().unwrap();
+        let mut rows: Vec<Row> = (0..50)
+            .map(|i| {
+                let line =
+                    format!("{service} {day} file {f} line {i} level=info msg=\"compaction\"");
+                lines.push(line.clone());
+                Row {
+                    ts_ns: first_ts + i * 1_000_000,
+                    line: line.into_bytes(),
+                    labels: labels.clone(),
+                    metadata: vec![],
+                    partition: 0,
+                    offset: (f * 50) as i64 + i,
+                }
+            })
+            .collect();
+        let prov = Provenance {
+            partition: 0,
+            first_offset: (f * 50) as i64,
+            last_offset: (f * 50 + 49) as i64,
+        };
+        let bytes = encode(
+            &mut rows,
+            &Promoted {
+                service,
+                env: "prod",
+            },
+            prov,
+        )
+        .unwrap();
+        let path = root.join(alertpipe::archive::layout::file_path(
+            "prod",
+            service,
+            first_ts,
+            0,
+            (f * 50) as i64,
+            0,
+            alertpipe::archive::parquet::Codec::Snappy,
+        ));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    lines
+}
+
+fn parquet_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[actix_web::test]
+async fn compaction_merges_each_closed_day_and_recovers_from_a_crash_at_every_step() {
+    use alertpipe::archive::compact::compact;
+    use alertpipe::archive::parquet::Codec;
+    let root = tempfile::tempdir().unwrap();
+    let op = alertpipe::archive::storage::operator(root.path().to_str().unwrap(), 9870).unwrap();
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+    let today = chrono::Utc::now().date_naive();
+    let mut expected = write_day(root.path(), "payment", day, 4);
+    expected.extend(write_day(root.path(), "auth", day, 3));
+    expected.extend(write_day(root.path(), "search", day, 1));
+    write_day(root.path(), "payment", today, 2);
+    let pay = root.path().join("prod/payment/2026/11/20");
+    let inputs = parquet_files(&pay);
+    // A crash while uploading left a temporary file without a footer.
+    std::fs::write(pay.join("_compacting-0badf00d.tmp"), b"PAR1 half a file").unwrap();
+
+    let r = compact(&op, today, Codec::Snappy).await.unwrap();
+    assert_eq!(
+        (r.merged, r.files_before, r.files_after),
+        (2, 7, 2),
+        "{r:?}"
+    );
+    assert_eq!(r.rows, 350);
+    assert_eq!(r.recovered, 1, "the partial file was cleaned up");
+    let merged = parquet_files(&pay);
+    assert_eq!(merged.len(), 1, "one file for payment's day: {merged:?}");
+    assert_eq!(
+        parquet_files(&root.path().join("prod/auth/2026/11/20")).len(),
+        1
+    );
+    assert_eq!(
+        parquet_files(&root.path().join("prod/search/2026/11/20")).len(),
+        1
+    );
+    let today_dir = root
+        .path()
+        .join(format!("prod/payment/{}", today.format("%Y/%m/%d")));
+    assert_eq!(parquet_files(&today_dir).len(), 2, "today is not closed");
+    // Every line once, read by an independent reader.
+    let mut lines: Vec<String> = all_rows(&pyarrow(root.path()))
+        .iter()
+        .map(|r| r["line"].as_str().unwrap().to_owned())
+        .filter(|l| l.contains(&day.to_string()))
+        .collect();
+    lines.sort();
+    expected.sort();
+    assert!(
+        lines == expected,
+        "no row lost or doubled: {} rows read, {} written",
+        lines.len(),
+        expected.len()
+    );
+
+    // Idempotent: nothing left to do.
+    let again = compact(&op, today, Codec::Snappy).await.unwrap();
+    assert_eq!((again.merged, again.recovered), (0, 0));
+    assert_eq!(parquet_files(&pay), merged);
+
+    // A crash after the rename, before the deletes: an input is back beside the compacted
+    // file. Readers see each row once; the next run deletes the leftover.
+    let before_crash = parquet_files(&pay);
+    write_day(root.path(), "payment", day, 1);
+    assert_eq!(parquet_files(&pay).len(), 2);
+    let from = day.and_hms_opt(0, 0, 0).unwrap().and_utc();
+    let read = alertpipe::archive::read::lines(
+        &op,
+        "payment",
+        from,
+        from + chrono::Duration::days(1),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(read.len(), 200, "the leftover input is not read twice");
+    let r = compact(&op, today, Codec::Snappy).await.unwrap();
+    assert_eq!((r.merged, r.recovered), (0, 1), "{r:?}");
+    assert_eq!(parquet_files(&pay), before_crash);
+
+    // A crash after the upload, before the rename: the complete temporary file and its inputs.
+    let tmp_day = chrono::NaiveDate::from_ymd_opt(2026, 11, 21).unwrap();
+    let lines21 = write_day(root.path(), "auth", tmp_day, 3);
+    let auth21 = root.path().join("prod/auth/2026/11/21");
+    let originals: Vec<(String, Vec<u8>)> = parquet_files(&auth21)
+        .into_iter()
+        .map(|n| (n.clone(), std::fs::read(auth21.join(&n)).unwrap()))
+        .collect();
+    compact(&op, today, Codec::Snappy).await.unwrap();
+    let done = parquet_files(&auth21);
+    assert_eq!(done.len(), 1);
+    let id = done[0].split(['-', '.']).nth(1).unwrap().to_owned();
+    std::fs::rename(
+        auth21.join(&done[0]),
+        auth21.join(format!("_compacting-{id}.tmp")),
+    )
+    .unwrap();
+    for (n, bytes) in &originals {
+        std::fs::write(auth21.join(n), bytes).unwrap();
+    }
+    let r = compact(&op, today, Codec::Snappy).await.unwrap();
+    assert_eq!(r.recovered, 1, "{r:?}");
+    assert_eq!(
+        parquet_files(&auth21),
+        done,
+        "published under its name, inputs gone"
+    );
+    let from = tmp_day.and_hms_opt(0, 0, 0).unwrap().and_utc();
+    let read =
+        alertpipe::archive::read::lines(&op, "auth", from, from + chrono::Duration::days(1), None)
+            .await
+            .unwrap();
+    let mut got: Vec<String> = read.into_iter().map(|(_, l)| l).collect();
+    got.sort();
+    let mut want = lines21;
+    want.sort();
+    assert!(
+        got == want,
+        "{} rows read, {} written",
+        got.len(),
+        want.len()
+    );
+    drop(inputs);
+}
