@@ -40,6 +40,8 @@ export ALERTPIPE__NOTIFY__SMTP__PORT=$STACK_SMTP_PORT
 # The teams receiver posts to the stack's stand-in for a Teams Workflows webhook.
 export ALERTPIPE_TEAMS_WEBHOOK_URL=$STACK_TEAMS_URL
 export ALERTPIPE__NOTIFY__DIGEST_WINDOW_S=5
+# Mails of alerts from the LogQL rules show the lines behind them, read from the stack's Loki.
+export ALERTPIPE__NOTIFY__LOKI_URL=$STACK_LOKI_URL
 export ALERTPIPE__ARCHIVE__ROOT=$STATE/archive
 export ALERTPIPE__ARCHIVE__MAX_AGE_S=2
 setsid "$BIN" serve --config config/alertpipe.toml >"$STATE/alertpipe.log" 2>&1 </dev/null &

@@ -27,7 +27,7 @@ pub use auth::{AuthConfig, AuthMode};
 pub use database::DatabaseConfig;
 pub use ingest::{DedupConfig, IngestConfig};
 pub use kafka::KafkaConfig;
-pub use notify::{NotifyConfig, ReceiverConfig, ReceiverKind, RetryPolicy, RouteConfig};
+pub use notify::{LogSource, NotifyConfig, ReceiverConfig, ReceiverKind, RetryPolicy, RouteConfig};
 pub use persist::PersistConfig;
 use secret::read_secret;
 pub use secret::Secret;

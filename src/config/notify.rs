@@ -22,6 +22,15 @@ pub enum ReceiverKind {
     Teams,
 }
 
+/// Where the log lines behind an alert are read, and how many are shown (`notify::context`).
+#[derive(Debug, Clone)]
+pub struct LogSource {
+    pub loki_url: String,
+    pub max_lines: usize,
+    pub max_chars: usize,
+    pub timeout: Duration,
+}
+
 /// One notification target.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,6 +84,12 @@ pub struct NotifyConfig {
     pub max_attempts: u32,
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
+    /// Loki's base URL (`http://loki:3100`): the mail of an alert from a LogQL rule shows the
+    /// lines that matched around its start. Unset: no lines.
+    pub loki_url: Option<String>,
+    /// At most this many lines per mail, each cut to `log_line_chars` characters.
+    pub log_lines: usize,
+    pub log_line_chars: usize,
     /// Teams: requests per second per webhook at most.
     pub teams_max_per_s: u32,
     pub dlq_topic: String,
@@ -126,6 +141,9 @@ impl Default for NotifyConfig {
             backoff_base_ms: 500,
             backoff_max_ms: 30_000,
             teams_max_per_s: 4,
+            loki_url: None,
+            log_lines: 10,
+            log_line_chars: 400,
             dlq_topic: "alerts.dlq".into(),
             smtp: SmtpConfig::default(),
         }
@@ -140,6 +158,17 @@ impl NotifyConfig {
 
     pub fn digest_window(&self) -> Duration {
         Duration::from_secs(self.digest_window_s)
+    }
+
+    /// Where the mails' log lines come from, when `loki_url` is set and lines are wanted.
+    pub fn log_source(&self) -> Option<LogSource> {
+        let url = self.loki_url.as_deref().filter(|u| !u.is_empty())?;
+        (self.log_lines > 0).then(|| LogSource {
+            loki_url: url.to_owned(),
+            max_lines: self.log_lines,
+            max_chars: self.log_line_chars.max(20),
+            timeout: Duration::from_secs(3),
+        })
     }
 
     pub fn retry_policy(&self) -> RetryPolicy {

@@ -7,7 +7,9 @@ use lettre::message::Mailbox;
 
 use super::dead_letter::{settle, DeadLetterActor, DeadNotification};
 use super::deliver::{Deliver, Delivered, NotifyError};
-use crate::notify::render::{alert_mail, digest_mail};
+use crate::domain::AlertStatus;
+use crate::notify::context::{self, LogSource};
+use crate::notify::render::{alert_mail_with, digest_mail};
 use crate::notify::retry::RetryPolicy;
 use crate::notify::smtp::{mailboxes, message, send_once, Transport};
 
@@ -18,9 +20,17 @@ pub struct MailActor {
     grafana_url: String,
     policy: RetryPolicy,
     dead: Addr<DeadLetterActor>,
+    /// Where the log lines behind an alert are read (`notify.loki_url`), if anywhere.
+    logs: Option<(awc::Client, LogSource)>,
 }
 
 impl MailActor {
+    /// Mails of single firing alerts from LogQL rules carry the lines behind them.
+    pub fn with_log_lines(mut self, src: Option<LogSource>) -> Self {
+        self.logs = src.map(|s| (awc::Client::default(), s));
+        self
+    }
+
     pub fn new(
         transport: Transport,
         from: Mailbox,
@@ -34,6 +44,7 @@ impl MailActor {
             grafana_url,
             policy,
             dead,
+            logs: None,
         }
     }
 }
@@ -64,9 +75,20 @@ impl Handler<Deliver> for MailActor {
         };
         let (from, policy, dead) = (self.from.clone(), self.policy, self.dead.clone());
         let grafana = self.grafana_url.clone();
+        let logs = self.logs.clone();
         Box::pin(async move {
             let rendered = if msg.events.len() == 1 {
-                alert_mail(&msg.events[0], &grafana)
+                let e = &msg.events[0];
+                let lines = match (&logs, context::log_query(e)) {
+                    (Some((client, src)), Some(q)) if e.status == AlertStatus::Firing => {
+                        context::fetch(client, src, &q, e.starts_at)
+                            .await
+                            .inspect_err(|err| tracing::warn!(error = %err, query = %q, "log lines for the mail not read; sending without"))
+                            .ok()
+                    }
+                    _ => None,
+                };
+                alert_mail_with(e, &grafana, lines.as_ref())
             } else {
                 digest_mail(&msg.events, &msg.receiver.name, &grafana)
             };

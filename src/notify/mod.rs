@@ -3,6 +3,7 @@
 //! `start` wires it; `sink` is what the consumer hands each batch to.
 
 pub mod card;
+pub mod context;
 pub mod dead_letter;
 pub mod deliver;
 pub mod mail;
@@ -50,7 +51,9 @@ pub fn start(cfg: &Config, pool: PgPool, poison: PoisonStore) -> anyhow::Result<
     let policy = n.retry_policy();
     let from = n.smtp.sender()?;
     let transport = smtp::transport(&n.smtp).context("notify.smtp")?;
-    let mail = MailActor::new(transport, from, n.grafana_url.clone(), policy, dead.clone()).start();
+    let mail = MailActor::new(transport, from, n.grafana_url.clone(), policy, dead.clone())
+        .with_log_lines(n.log_source())
+        .start();
     let teams = TeamsActor::new(n.grafana_url.clone(), policy, dead, n.teams_max_per_s).start();
     let throttle = ThrottleActor::new(
         n.receivers.clone(),

@@ -130,6 +130,11 @@ pub struct View {
     pub status: String,
     pub color: &'static str,
     pub grafana_link: String,
+    /// The log lines behind the alert (time, line), when it came from a LogQL rule and Loki
+    /// answered; `log_link` opens their full query in Grafana Explore.
+    pub log_lines: Vec<(String, String)>,
+    pub log_query: String,
+    pub log_link: String,
 }
 
 /// One line, no control characters: safe in a header.
@@ -148,6 +153,12 @@ fn fmt_time(t: DateTime<Utc>) -> String {
 
 /// Grafana Explore on the service's logs, around the alert.
 pub fn grafana_link(base: &str, e: &AlertEvent) -> String {
+    let expr = format!("{{service=\"{}\"}}", e.service.replace('"', "\\\""));
+    explore_link(base, e, &expr)
+}
+
+/// Grafana Explore on a LogQL query, around the alert.
+pub fn explore_link(base: &str, e: &AlertEvent, expr: &str) -> String {
     let from = (e.starts_at - chrono::Duration::minutes(30)).timestamp_millis();
     let to = e
         .ends_at
@@ -157,7 +168,7 @@ pub fn grafana_link(base: &str, e: &AlertEvent) -> String {
         + 30 * 60 * 1000;
     let left = serde_json::json!({
         "datasource": "loki",
-        "queries": [{"refId": "A", "expr": format!("{{service=\"{}\"}}", e.service.replace('"', "\\\""))}],
+        "queries": [{"refId": "A", "expr": expr}],
         "range": {"from": from.to_string(), "to": to.to_string()},
     });
     let enc: String = left
@@ -217,6 +228,9 @@ pub fn view(e: &AlertEvent, grafana_url: &str) -> View {
             _ => "#1565c0",
         },
         grafana_link: grafana_link(grafana_url, e),
+        log_lines: Vec::new(),
+        log_query: String::new(),
+        log_link: String::new(),
     }
 }
 
@@ -229,7 +243,21 @@ pub struct Mail {
 }
 
 pub fn alert_mail(e: &AlertEvent, grafana_url: &str) -> Result<Mail, askama::Error> {
-    let v = view(e, grafana_url);
+    alert_mail_with(e, grafana_url, None)
+}
+
+/// An alert's mail, with the log lines behind it when there are some.
+pub fn alert_mail_with(
+    e: &AlertEvent,
+    grafana_url: &str,
+    logs: Option<&super::context::LogContext>,
+) -> Result<Mail, askama::Error> {
+    let mut v = view(e, grafana_url);
+    if let Some(ctx) = logs.filter(|c| !c.lines.is_empty()) {
+        v.log_lines = ctx.lines.clone();
+        v.log_query = ctx.query.clone();
+        v.log_link = explore_link(grafana_url, e, &ctx.query);
+    }
     let (html, text) = if e.status == AlertStatus::Resolved {
         (
             ResolvedHtml { v: &v }.render()?,

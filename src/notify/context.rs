@@ -1,0 +1,254 @@
+//! The log lines behind an alert: for an alert born from a LogQL rule, the few lines that
+//! matched around its start, read from Loki's HTTP API, for its mail (and a link to the full
+//! query in Grafana Explore). The rule's expression comes from the `logql` annotation, else
+//! from the generator URL's `g0.expr` (what Loki's ruler sends). Best effort: when Loki does
+//! not answer in time, the mail goes without lines.
+
+use chrono::{DateTime, Utc};
+
+pub use crate::config::LogSource;
+use crate::domain::AlertEvent;
+
+/// Lines ready for a template: time and text, each capped; and the query they answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogContext {
+    pub query: String,
+    pub lines: Vec<(String, String)>,
+}
+
+/// How far before the alert's start the lines are looked for (a rule's window is 5-10 min).
+const BEFORE: chrono::Duration = chrono::Duration::minutes(10);
+const AFTER: chrono::Duration = chrono::Duration::minutes(1);
+
+/// The log query behind an alert, narrowed to its service, if it came from a LogQL rule.
+pub fn log_query(e: &AlertEvent) -> Option<String> {
+    let expr = e
+        .annotations
+        .get("logql")
+        .cloned()
+        .or_else(|| expr_from_url(&e.generator_url))?;
+    let mut q = log_part(&expr)?;
+    if !e.service.is_empty() && !q.contains("service=") && !q.contains("service_name=") {
+        let matcher = format!(
+            "service=\"{}\"",
+            e.service.replace('\\', "\\\\").replace('"', "\\\"")
+        );
+        q = match q.strip_prefix("{}") {
+            Some(rest) => format!("{{{matcher}}}{rest}"),
+            None => format!("{{{matcher}, {}", &q[1..]),
+        };
+    }
+    Some(q)
+}
+
+/// `g0.expr` of a Prometheus-style generator URL (`/graph?g0.expr=...`), decoded.
+fn expr_from_url(url: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    let raw = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("g0.expr="))?;
+    percent_decode(raw)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The log query inside a LogQL expression: from the stream selector (a `{` not right after a
+/// metric name, which would make it PromQL) up to its range `[...]` or the end.
+fn log_part(expr: &str) -> Option<String> {
+    let bytes = expr.as_bytes();
+    let start = (0..bytes.len()).find(|&i| {
+        bytes[i] == b'{'
+            && expr[..i]
+                .trim_end()
+                .bytes()
+                .last()
+                .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == b'_' || c == b':'))
+    })?;
+    let mut quote: Option<u8> = None;
+    let mut depth = 0i32;
+    let mut end = bytes.len();
+    let mut i = start;
+    while i < bytes.len() {
+        let c = bytes[i];
+        match quote {
+            Some(q) => {
+                if c == b'\\' && q != b'`' {
+                    i += 1;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                b'"' | b'`' => quote = Some(c),
+                b'(' => depth += 1,
+                b')' if depth == 0 => {
+                    end = i;
+                    break;
+                }
+                b')' => depth -= 1,
+                b'[' => {
+                    end = i;
+                    break;
+                }
+                _ => {}
+            },
+        }
+        i += 1;
+    }
+    let q = expr[start..end].trim();
+    (!q.is_empty()).then(|| q.to_owned())
+}
+
+/// Reads the lines from Loki: the newest `max_lines` matching in [start - 10 min, start + 1 min],
+/// oldest first, each cut to `max_chars` characters.
+pub async fn fetch(
+    client: &awc::Client,
+    src: &LogSource,
+    query: &str,
+    around: DateTime<Utc>,
+) -> Result<LogContext, String> {
+    let ns = |t: DateTime<Utc>| t.timestamp_nanos_opt().unwrap_or_default().to_string();
+    let params = [
+        ("query", query.to_owned()),
+        ("start", ns(around - BEFORE)),
+        ("end", ns(around + AFTER)),
+        ("limit", src.max_lines.to_string()),
+        ("direction", "backward".to_owned()),
+    ];
+    let url = format!(
+        "{}/loki/api/v1/query_range",
+        src.loki_url.trim_end_matches('/')
+    );
+    let mut resp = client
+        .get(&url)
+        .query(&params)
+        .map_err(|e| format!("query: {e}"))?
+        .timeout(src.timeout)
+        .send()
+        .await
+        .map_err(|e| format!("loki: {e}"))?;
+    let body = resp
+        .body()
+        .limit(4 << 20)
+        .await
+        .map_err(|e| format!("loki body: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!(
+            "loki answered {}: {}",
+            resp.status(),
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        ));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| format!("loki json: {e}"))?;
+    let mut lines: Vec<(i64, String)> = v["data"]["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["values"].as_array().cloned().unwrap_or_default())
+        .filter_map(|pair| {
+            let ts = pair.get(0)?.as_str()?.parse::<i64>().ok()?;
+            Some((ts, pair.get(1)?.as_str()?.to_owned()))
+        })
+        .collect();
+    lines.sort_by_key(|(t, _)| std::cmp::Reverse(*t));
+    lines.truncate(src.max_lines);
+    lines.reverse();
+    Ok(LogContext {
+        query: query.to_owned(),
+        lines: lines
+            .into_iter()
+            .map(|(t, l)| {
+                let time = DateTime::<Utc>::from_timestamp_nanos(t)
+                    .format("%H:%M:%S%.3f")
+                    .to_string();
+                (time, cap(&l, src.max_chars))
+            })
+            .collect(),
+    })
+}
+
+/// At most `max` characters, control characters but tab shown as spaces, "…" when cut.
+fn cap(line: &str, max: usize) -> String {
+    let clean: String = line
+        .chars()
+        .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })
+        .collect();
+    match clean.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &clean[..i]),
+        None => clean,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_query_is_found_inside_metric_expressions() {
+        assert_eq!(
+            log_part(r#"(sum by (cluster, service) (count_over_time({job=~".+"} |= "DB connection failed" [5m]))) > 2"#).as_deref(),
+            Some(r#"{job=~".+"} |= "DB connection failed""#)
+        );
+        assert_eq!(
+            log_part(r#"{service="payment"} |~ "a[0-9]\"(" | json"#).as_deref(),
+            Some(r#"{service="payment"} |~ "a[0-9]\"(" | json"#)
+        );
+        assert_eq!(log_part(r#"up{job="payment-db"} == 0"#), None, "PromQL");
+        assert_eq!(log_part("vector(1)"), None);
+    }
+
+    #[test]
+    fn the_generator_url_gives_the_expression() {
+        assert_eq!(
+            expr_from_url("http://loki:3100/graph?g0.expr=sum%28count_over_time%28%7Bjob%3D%22x%22%7D+%7C%3D+%22err%22+%5B5m%5D%29%29&g0.tab=1").as_deref(),
+            Some(r#"sum(count_over_time({job="x"} |= "err" [5m]))"#)
+        );
+        assert_eq!(expr_from_url(""), None);
+        assert_eq!(expr_from_url("http://x/graph?g0.expr=%zz"), None);
+    }
+
+    #[test]
+    fn the_service_narrows_the_selector() {
+        let mut e: AlertEvent = serde_json::from_value(serde_json::json!({
+            "service": "payment", "severity": "critical", "message": "m", "status": "firing",
+            "alertname": "A", "fingerprint": "f", "starts_at": "2026-01-01T00:00:00Z",
+            "timestamp": "2026-01-01T00:00:00Z", "labels": {}, "annotations": {},
+            "generator_url": ""
+        }))
+        .unwrap();
+        assert_eq!(log_query(&e), None);
+        e.annotations.insert(
+            "logql".into(),
+            r#"count_over_time({job=~".+"} |= "x" [5m]) > 1"#.into(),
+        );
+        assert_eq!(
+            log_query(&e).as_deref(),
+            Some(r#"{service="payment", job=~".+"} |= "x""#)
+        );
+    }
+
+    #[test]
+    fn lines_are_capped_and_cleaned() {
+        assert_eq!(cap("abc", 5), "abc");
+        assert_eq!(cap("abcdef", 3), "abc…");
+        assert_eq!(cap("a\u{1b}[31mb\r", 10), "a [31mb ");
+    }
+}
