@@ -79,6 +79,28 @@ enum ArchiveCmd {
         #[arg(long)]
         grep: Option<String>,
     },
+    /// A LogQL query over the archive (as Loki's API answers it): log lines, oldest first,
+    /// or one line per metric point.
+    Query {
+        /// e.g. '{service="payment"} |= "DB connection failed"' or
+        /// 'sum by (level) (count_over_time({job=~".+"}[5m]))'
+        query: String,
+        /// How far back from --to (a duration: 30m, 6h, 7d).
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// RFC 3339; default --to minus --since.
+        #[arg(long)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// RFC 3339; default now.
+        #[arg(long)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+        /// Lines at most (log queries): the newest ones.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// Step of a metric query (a duration); default the range / 250, at least 1 s.
+        #[arg(long)]
+        step: Option<String>,
+    },
     /// Merges each closed day's files per env/service into one (crash-safe, idempotent):
     /// run it daily, e.g. from cron or a Kubernetes CronJob.
     Compact {
@@ -86,6 +108,85 @@ enum ArchiveCmd {
         #[arg(long)]
         before: Option<chrono::NaiveDate>,
     },
+}
+
+/// `alertpipe archive query`: the same engine as the HTTP API, printed for a terminal.
+#[allow(clippy::too_many_arguments)]
+async fn archive_query(
+    op: &opendal::Operator,
+    out: &mut impl std::io::Write,
+    query: &str,
+    since: &str,
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    to: Option<chrono::DateTime<chrono::Utc>>,
+    limit: usize,
+    step: Option<String>,
+) -> anyhow::Result<()> {
+    use alertpipe::archive::{logql, query as q};
+    let ns = |t: chrono::DateTime<chrono::Utc>| t.timestamp_nanos_opt().unwrap_or(i64::MAX);
+    let dur = |s: &str, what: &str| {
+        logql::parse_duration(s)
+            .and_then(|d| i64::try_from(d.as_nanos()).ok())
+            .with_context(|| format!("{what}: bad duration {s:?} (e.g. 30s, 5m, 6h, 7d)"))
+    };
+    let end = ns(to.unwrap_or_else(chrono::Utc::now));
+    let start = match from {
+        Some(f) => ns(f),
+        None => end.saturating_sub(dur(since, "--since")?),
+    };
+    anyhow::ensure!(start < end, "--from must be before --to");
+    let step_ns = match step {
+        Some(s) => dur(&s, "--step")?,
+        None => ((end - start) / 250 / 1_000_000_000).max(1) * 1_000_000_000,
+    };
+    let expr = logql::parse(query)?;
+    let window = q::Window {
+        start_ns: start,
+        end_ns: end,
+        step_ns,
+        limit: limit.max(1),
+        direction: q::Direction::Backward,
+    };
+    let (answer, stats) = q::query_range(op, &expr, window).await?;
+    let time = |t: i64| {
+        chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(t)
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+    };
+    let fmt_labels = |l: &q::LabelSet| {
+        let inner: Vec<String> = l.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+        format!("{{{}}}", inner.join(", "))
+    };
+    match answer {
+        q::Answer::Streams(streams) => {
+            let mut lines: Vec<(i64, String, String)> = streams
+                .iter()
+                .flat_map(|s| {
+                    let l = fmt_labels(&s.labels);
+                    s.entries
+                        .iter()
+                        .map(move |e| (e.ts_ns, l.clone(), e.line.clone()))
+                })
+                .collect();
+            lines.sort();
+            for (t, l, line) in lines {
+                writeln!(out, "{} {l} {line}", time(t))?;
+            }
+        }
+        q::Answer::Matrix(series) | q::Answer::Vector(series) => {
+            for s in series {
+                let l = fmt_labels(&s.labels);
+                for (t, x) in s.points {
+                    writeln!(out, "{} {l} {x}", time(t))?;
+                }
+            }
+        }
+        q::Answer::Scalar(t, x) => writeln!(out, "{} {x}", time(t))?,
+    }
+    eprintln!(
+        "{} files, {} bytes read, {} lines scanned",
+        stats.files, stats.bytes_read, stats.rows_scanned
+    );
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -251,6 +352,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                                 String::new()
                             }
                         )?;
+                    }
+                    ArchiveCmd::Query {
+                        query,
+                        since,
+                        from,
+                        to,
+                        limit,
+                        step,
+                    } => {
+                        archive_query(&op, &mut out, &query, &since, from, to, limit, step).await?
                     }
                     ArchiveCmd::Cat {
                         service,

@@ -30,6 +30,10 @@ pub const ARCHIVE_FILE_BYTES: &str = "alertpipe_archive_file_bytes_total";
 pub const ARCHIVE_FILES: &str = "alertpipe_archive_files_total";
 pub const ARCHIVE_FAILED: &str = "alertpipe_archive_flush_failures_total";
 pub const ARCHIVE_WRITE_SECONDS: &str = "alertpipe_archive_write_seconds";
+/// LogQL queries over the archive (`result`: ok | bad_request | error), and the file bytes
+/// they read.
+pub const ARCHIVE_QUERIES: &str = "alertpipe_archive_queries_total";
+pub const ARCHIVE_QUERY_BYTES_READ: &str = "alertpipe_archive_query_bytes_read_total";
 pub const NOTIFY_SENT: &str = "alertpipe_notifications_sent_total";
 pub const NOTIFY_THROTTLED: &str = "alertpipe_notifications_throttled_total";
 pub const NOTIFY_DIGESTS: &str = "alertpipe_notification_digests_total";

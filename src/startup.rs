@@ -82,6 +82,12 @@ impl Application {
             logs_producer: ingest.as_ref().map(|i| i.logs.clone()),
             push_budget: Budget::new(cfg.ingest.push_max_inflight_bytes, None),
             db,
+            // The archive role also answers LogQL over its files (http::loki).
+            archive: if cfg.server.runs(Role::Archive) {
+                Some(crate::archive::storage::open(&cfg.archive.root()?)?)
+            } else {
+                None
+            },
             stages,
             auth: cfg.auth.clone(),
             body_limit: cfg.server.body_limit_bytes,

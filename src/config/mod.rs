@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use archive::{ArchiveConfig, ArchiveRoot};
-pub use auth::{AuthConfig, AuthMode};
+pub use auth::{AuthConfig, AuthMode, Credentials, EndpointGroup};
 pub use database::DatabaseConfig;
 pub use ingest::{DedupConfig, IngestConfig};
 pub use kafka::KafkaConfig;
@@ -139,6 +139,15 @@ impl Config {
             "auth.secret_file",
         )?;
         self.auth.secret = Secret::new(secret);
+        for (group, c) in &mut self.auth.groups {
+            let key = format!("auth.groups.{}.secret_file", group.name());
+            c.secret = Secret::new(read_secret(
+                env,
+                &group.secret_env(),
+                c.secret_file.as_deref(),
+                &key,
+            )?);
+        }
         self.notify.smtp.password = Secret::new(read_secret(
             env,
             "ALERTPIPE_SMTP_PASSWORD",

@@ -52,6 +52,49 @@ fn wrong_type_is_named() {
 }
 
 #[test]
+fn endpoint_groups_take_credentials_of_their_own() {
+    let text = "[auth]\nmode = \"bearer\"\n\n[auth.groups.push]\nmode = \"basic\"\nusername = \"promtail\"\n\n[auth.groups.history]\nmode = \"none\"\n";
+    let with_secrets = |env: &[(&str, &str)]| {
+        let mut cfg = parse(text, env).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        cfg.load_secrets(&env).unwrap();
+        cfg
+    };
+    let cfg = with_secrets(&[
+        ("ALERTPIPE_AUTH_SECRET", "default-token"),
+        ("ALERTPIPE_AUTH_PUSH_SECRET", "push-pw"),
+    ]);
+    cfg.validate().unwrap();
+    let (mode, _, secret) = cfg.auth.credentials(EndpointGroup::Webhook);
+    assert_eq!((mode, secret.expose()), (AuthMode::Bearer, "default-token"));
+    let (mode, user, secret) = cfg.auth.credentials(EndpointGroup::Push);
+    assert_eq!(
+        (mode, user, secret.expose()),
+        (AuthMode::Basic, "promtail", "push-pw")
+    );
+    assert_eq!(
+        cfg.auth.credentials(EndpointGroup::History).0,
+        AuthMode::None
+    );
+    assert_eq!(
+        cfg.auth.credentials(EndpointGroup::Query).0,
+        AuthMode::Bearer
+    );
+    // A group without its secret is named.
+    let err = with_secrets(&[("ALERTPIPE_AUTH_SECRET", "t")])
+        .validate()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("ALERTPIPE_AUTH_PUSH_SECRET"),
+        "{err}"
+    );
+    assert!(parse("[auth.groups.admin]\nmode = \"none\"\n", &[]).is_err());
+}
+
+#[test]
 fn auth_without_secret_is_refused() {
     let cfg = parse("[auth]\nmode = \"bearer\"\n", &[]).unwrap();
     let err = cfg.validate().unwrap_err();

@@ -18,7 +18,7 @@ pub async fn post_alerts(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::check(&req, &state.auth)?;
+    auth::check(&req, &state.auth, crate::config::EndpointGroup::Webhook)?;
     let retry_after = state.retry_after_s;
     if state.is_draining() {
         return Err(ApiError::unavailable("shutting down", retry_after));

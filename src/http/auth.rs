@@ -1,15 +1,17 @@
-//! Optional bearer-token or basic auth on the webhook, compared in constant time.
+//! Bearer-token or basic auth on every endpoint but the probes and `/metrics`, with the
+//! credentials of the endpoint's group (`config::EndpointGroup`), compared in constant time.
 
 use actix_web::http::{header, StatusCode};
 use actix_web::HttpRequest;
 use base64::Engine;
 
 use super::error::ApiError;
-use crate::config::{AuthConfig, AuthMode};
+use crate::config::{AuthConfig, AuthMode, EndpointGroup};
 
-/// Checks the request's Authorization header against the configured credentials.
-pub fn check(req: &HttpRequest, cfg: &AuthConfig) -> Result<(), ApiError> {
-    if cfg.mode == AuthMode::None {
+/// Checks the request's Authorization header against the credentials of `group`.
+pub fn check(req: &HttpRequest, cfg: &AuthConfig, group: EndpointGroup) -> Result<(), ApiError> {
+    let (mode, username, secret) = cfg.credentials(group);
+    if mode == AuthMode::None {
         return Ok(());
     }
     let denied = || ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong credentials");
@@ -19,14 +21,14 @@ pub fn check(req: &HttpRequest, cfg: &AuthConfig) -> Result<(), ApiError> {
         .and_then(|v| v.to_str().ok())
         .ok_or_else(denied)?;
     let (scheme, rest) = value.split_once(' ').ok_or_else(denied)?;
-    let ok = match cfg.mode {
+    let ok = match mode {
         AuthMode::None => true,
         AuthMode::Bearer => {
             scheme.eq_ignore_ascii_case("bearer")
-                && constant_time_eq(rest.trim().as_bytes(), cfg.secret.expose().as_bytes())
+                && constant_time_eq(rest.trim().as_bytes(), secret.expose().as_bytes())
         }
         AuthMode::Basic => {
-            let expected = format!("{}:{}", cfg.username, cfg.secret.expose());
+            let expected = format!("{username}:{}", secret.expose());
             let given = base64::engine::general_purpose::STANDARD
                 .decode(rest.trim())
                 .unwrap_or_default();

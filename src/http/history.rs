@@ -91,7 +91,7 @@ pub async fn incidents(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     // The incident history is not public: the same credentials as the webhook.
-    super::auth::check(&req, &state.auth)?;
+    super::auth::check(&req, &state.auth, crate::config::EndpointGroup::History)?;
     let p: IncidentParams = query(&req)?;
     let resolved = match p.resolved.as_deref() {
         None => None,
@@ -136,7 +136,7 @@ pub async fn incidents(
 }
 
 pub async fn sla(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    super::auth::check(&req, &state.auth)?;
+    super::auth::check(&req, &state.auth, crate::config::EndpointGroup::History)?;
     let p: SlaParams = query(&req)?;
     let to = time("to", p.to.as_deref())?.unwrap_or_else(Utc::now);
     let from = time("from", p.from.as_deref())?.unwrap_or(to - Duration::days(7));

@@ -7,6 +7,7 @@ pub mod budget;
 pub mod error;
 pub mod health;
 pub mod history;
+pub mod loki;
 pub mod push;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +39,8 @@ pub struct AppState {
     pub push_budget: budget::Budget,
     /// Present when the process runs the persist role.
     pub db: Option<PgPool>,
+    /// Present when the process runs the archive role: the store LogQL queries read.
+    pub archive: Option<opendal::Operator>,
     /// Consumer stages whose failures make the process not ready.
     pub stages: Vec<StageHealth>,
     pub auth: AuthConfig,
@@ -65,6 +68,27 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/loki/api/v1/push", web::post().to(push::push))
         .route("/api/v1/incidents", web::get().to(history::incidents))
         .route("/api/v1/sla", web::get().to(history::sla))
+        // Loki's query API over the archive (Grafana's "Loki cold archive", logcli).
+        .route("/loki/api/v1/query_range", web::get().to(loki::query_range))
+        .route(
+            "/loki/api/v1/query_range",
+            web::post().to(loki::query_range),
+        )
+        .route("/loki/api/v1/query", web::get().to(loki::query_instant))
+        .route("/loki/api/v1/query", web::post().to(loki::query_instant))
+        .route("/loki/api/v1/labels", web::get().to(loki::labels))
+        .route("/loki/api/v1/label", web::get().to(loki::labels))
+        .route(
+            "/loki/api/v1/label/{name}/values",
+            web::get().to(loki::label_values),
+        )
+        .route("/loki/api/v1/series", web::get().to(loki::series))
+        .route("/loki/api/v1/series", web::post().to(loki::series))
+        .route("/loki/api/v1/index/stats", web::get().to(loki::index_stats))
+        .route(
+            "/loki/api/v1/status/buildinfo",
+            web::get().to(loki::buildinfo),
+        )
         .default_service(web::to(|| async {
             HttpResponse::NotFound().json(serde_json::json!({"error": "no such endpoint"}))
         }));

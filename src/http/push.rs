@@ -63,7 +63,7 @@ pub async fn push(
             "this process does not run the ingest role",
         );
     };
-    if auth::check(&req, &state.auth).is_err() {
+    if auth::check(&req, &state.auth, crate::config::EndpointGroup::Push).is_err() {
         return text(StatusCode::UNAUTHORIZED, "missing or wrong credentials");
     }
     if state.is_draining() {

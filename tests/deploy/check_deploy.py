@@ -228,6 +228,10 @@ def grafana_checks():
     uids = {d["uid"]: d for d in ds}
     check("grafana has Loki and PostgreSQL datasources",
           any(d["type"] == "loki" for d in ds) and any("postgres" in d["type"] for d in ds))
+    cold = [d for d in ds if d["name"] == "Loki cold archive"]
+    check("grafana has the archive as a second Loki datasource, with alertpipe's credentials",
+          cold and cold[0]["type"] == "loki" and ":8080" in cold[0]["url"]
+          and cold[0]["secureJsonData"]["httpHeaderValue1"].startswith("Bearer "))
     am = [d for d in ds if d["type"] == "alertmanager"]
     check("grafana uses the Alertmanager as external Alertmanager",
           am and am[0]["jsonData"].get("handleGrafanaManagedAlerts") is True)

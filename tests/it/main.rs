@@ -3,6 +3,7 @@
 
 mod alertmanager;
 mod archive;
+mod archive_query;
 mod chain;
 mod loki_distributed;
 mod mail_layout;

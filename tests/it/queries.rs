@@ -18,7 +18,7 @@ use crate::support::{
 };
 
 /// Every target of every dashboard whose panel uses a datasource of `kind`: (file, query).
-fn dashboard_targets(kind: &str, field: &str) -> Vec<(String, String)> {
+pub(crate) fn dashboard_targets(kind: &str, field: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(repo_file("config/grafana/dashboards")).unwrap() {
         let path = e.unwrap().path();
@@ -58,7 +58,7 @@ fn yaml(path: &Path) -> Value {
 }
 
 /// The LogQL of Grafana's managed rules (Loki queries only) and of the Loki ruler's rules.
-fn rule_expressions() -> Vec<(String, String)> {
+pub(crate) fn rule_expressions() -> Vec<(String, String)> {
     let mut out = Vec::new();
     let g = yaml(&repo_file("config/grafana/provisioning/alerting/rules.yml"));
     for group in g["groups"].as_array().unwrap() {
@@ -84,7 +84,7 @@ fn rule_expressions() -> Vec<(String, String)> {
 }
 
 /// Grafana's interval variables for a one-hour range (what it substitutes before querying).
-fn expand_range_vars(q: &str) -> String {
+pub(crate) fn expand_range_vars(q: &str) -> String {
     q.replace("$__auto", "1m")
         .replace("$__rate_interval", "1m")
         .replace("$__interval", "15s")

@@ -247,3 +247,126 @@ async fn probes_and_metrics_answer() {
         );
     }
 }
+
+#[actix_web::test]
+async fn every_endpoint_group_takes_its_own_credentials_and_no_other() {
+    use alertpipe::config::{EndpointGroup, Role};
+    let app = crate::support::TestApp::builder()
+        .with_roles(&[Role::Ingest, Role::Archive, Role::Persist])
+        .configure(|c| {
+            c.auth.mode = AuthMode::Bearer;
+            c.auth.secret = Secret::new("hook-token");
+            c.auth
+                .set_group(EndpointGroup::Push, AuthMode::Basic, "promtail", "push-pw");
+            c.auth
+                .set_group(EndpointGroup::Query, AuthMode::Bearer, "", "read-token");
+            c.auth
+                .set_group(EndpointGroup::History, AuthMode::Bearer, "", "read-token");
+        })
+        .spawn()
+        .await;
+    let basic = |s: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(s)
+        )
+    };
+    let push = fixture("promtail/push-single-error.pb.snappy");
+    let alerts = fixture("alertmanager/firing-custom.json");
+    // (method, path, body, content type, the right credential)
+    let endpoints: Vec<(&str, &str, Vec<u8>, &str, String)> = vec![
+        (
+            "POST",
+            "/api/v1/alerts",
+            alerts,
+            "application/json",
+            "Bearer hook-token".into(),
+        ),
+        (
+            "POST",
+            "/loki/api/v1/push",
+            push,
+            "application/x-protobuf",
+            basic("promtail:push-pw"),
+        ),
+        (
+            "GET",
+            "/loki/api/v1/query_range?query=%7Bjob%3D%22x%22%7D",
+            vec![],
+            "",
+            "Bearer read-token".into(),
+        ),
+        (
+            "GET",
+            "/loki/api/v1/labels",
+            vec![],
+            "",
+            "Bearer read-token".into(),
+        ),
+        (
+            "GET",
+            "/loki/api/v1/series?match[]=%7Bjob%3D%22x%22%7D",
+            vec![],
+            "",
+            "Bearer read-token".into(),
+        ),
+        (
+            "GET",
+            "/api/v1/incidents",
+            vec![],
+            "",
+            "Bearer read-token".into(),
+        ),
+        ("GET", "/api/v1/sla", vec![], "", "Bearer read-token".into()),
+    ];
+    let send = |method: &str, path: &str, body: Vec<u8>, ct: &str, auth: Option<String>| {
+        let mut req = match method {
+            "POST" => app.client.post(format!("{}{path}", app.url)),
+            _ => app.client.get(format!("{}{path}", app.url)),
+        };
+        if !ct.is_empty() {
+            req = req.insert_header(("content-type", ct.to_owned()));
+        }
+        if let Some(a) = auth {
+            req = req.insert_header(("authorization", a));
+        }
+        async move {
+            req.send_body(body)
+                .await
+                .expect("answers")
+                .status()
+                .as_u16()
+        }
+    };
+    for (method, path, body, ct, right) in &endpoints {
+        // No credential, wrong ones, and the other groups' right ones.
+        let mut wrong = vec![
+            None,
+            Some("Bearer wrong".to_owned()),
+            Some(basic("promtail:wrong")),
+        ];
+        for other in [
+            "Bearer hook-token".to_owned(),
+            "Bearer read-token".to_owned(),
+            basic("promtail:push-pw"),
+        ] {
+            if other != *right {
+                wrong.push(Some(other));
+            }
+        }
+        for auth in wrong {
+            let status = send(method, path, body.clone(), ct, auth.clone()).await;
+            assert_eq!(status, 401, "{method} {path} with {auth:?}");
+        }
+        let status = send(method, path, body.clone(), ct, Some(right.clone())).await;
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path} with its credential: {status}"
+        );
+    }
+    // Probes and metrics need none.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let status = send("GET", path, vec![], "", None).await;
+        assert!(status == 200 || status == 503, "{path}: {status}");
+    }
+}

@@ -1,0 +1,1292 @@
+//! LogQL over the archive (`logql` parses it): which files can match (path: day, and `service`
+//! / `cluster` when the selector pins them; row groups by their time statistics), then a scan
+//! of `timestamp_ns`, `line`, `labels` and `structured_metadata` through the query's
+//! pipeline. Log queries answer streams (newest or oldest `limit` lines), metric queries a
+//! matrix (range) or a vector (instant), as Loki's HTTP API does (`http::loki`).
+//!
+//! Labels of a line, as in Loki 3: the stream's labels, then its structured metadata, then
+//! what `json` / `logfmt` extract (a name taken already gets `_extracted`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow_array::{Array, Int64Array, MapArray, StringArray};
+use futures_util::TryStreamExt;
+use opendal::{EntryMode, Operator};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+use parquet::file::statistics::Statistics;
+
+use super::layout::segment;
+use super::logql::{
+    AggOp, BinOp, Cmp, Expr, Grouping, LabelPred, LogQuery, MatchOp, Matcher, MetricExpr, Piece,
+    RangeFn, Stage,
+};
+use crate::metrics as m;
+
+pub type LabelSet = BTreeMap<String, String>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("storage: {0}")]
+    Storage(#[from] opendal::Error),
+    #[error("{path}: {msg}")]
+    File { path: String, msg: String },
+    #[error("query worker: {0}")]
+    Worker(String),
+}
+
+/// What a query cost: files and bytes read, rows looked at.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ScanStats {
+    pub files: u64,
+    pub bytes_read: u64,
+    pub rows_scanned: u64,
+    /// Raw bytes of the lines scanned (what the speed benchmark compares).
+    pub line_bytes_scanned: u64,
+}
+
+impl ScanStats {
+    fn add(&mut self, o: &ScanStats) {
+        self.files += o.files;
+        self.bytes_read += o.bytes_read;
+        self.rows_scanned += o.rows_scanned;
+        self.line_bytes_scanned += o.line_bytes_scanned;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Forward,
+    Backward,
+}
+
+/// A line in an answer: time, text, and its labels split the way Loki categorises them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub ts_ns: i64,
+    pub line: String,
+    pub metadata: LabelSet,
+    pub parsed: LabelSet,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stream {
+    pub labels: Arc<LabelSet>,
+    pub entries: Vec<Entry>,
+}
+
+impl Stream {
+    /// Stream labels, structured metadata and parsed labels in one set (Loki's answer when
+    /// the client does not ask for categorised labels): one stream per distinct set.
+    pub fn merged(streams: Vec<Stream>) -> Vec<(LabelSet, Vec<Entry>)> {
+        let mut out: BTreeMap<LabelSet, Vec<Entry>> = BTreeMap::new();
+        for s in streams {
+            for e in s.entries {
+                let mut l = (*s.labels).clone();
+                l.extend(e.metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
+                l.extend(e.parsed.iter().map(|(k, v)| (k.clone(), v.clone())));
+                out.entry(l).or_default().push(e);
+            }
+        }
+        out.into_iter().collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub labels: LabelSet,
+    /// (time in ns, value) for the steps that have one.
+    pub points: Vec<(i64, f64)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Streams(Vec<Stream>),
+    Matrix(Vec<Series>),
+    Vector(Vec<Series>),
+    Scalar(i64, f64),
+}
+
+/// A query over [start, end]: `step` for metric queries, `limit` and `direction` for logs.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub start_ns: i64,
+    pub end_ns: i64,
+    pub step_ns: i64,
+    pub limit: usize,
+    pub direction: Direction,
+}
+
+/// Range query: log queries -> streams, metric queries -> matrix.
+pub async fn query_range(
+    op: &Operator,
+    expr: &Expr,
+    w: Window,
+) -> Result<(Answer, ScanStats), QueryError> {
+    let result = match expr {
+        Expr::Log(q) => log_query(op, q, w).await,
+        Expr::Metric(e) => {
+            // As Loki's query frontend does for metric queries: start rounded down and end
+            // rounded up to a multiple of the step.
+            let step = w.step_ns.max(1);
+            let start = w.start_ns - w.start_ns.rem_euclid(step);
+            let end = match w.end_ns.rem_euclid(step) {
+                0 => w.end_ns,
+                r => w.end_ns.saturating_add(step - r),
+            };
+            let steps = steps(start, end, w.step_ns)?;
+            let mut stats = ScanStats::default();
+            let v = eval(op, e, &steps, &mut stats).await?;
+            Ok((to_matrix(v, &steps), stats))
+        }
+    };
+    count(&result);
+    result
+}
+
+/// Instant query at `time`: metric queries only, as in Loki.
+pub async fn query_instant(
+    op: &Operator,
+    expr: &Expr,
+    time_ns: i64,
+) -> Result<(Answer, ScanStats), QueryError> {
+    let result = match expr {
+        Expr::Log(_) => Err(QueryError::BadRequest(
+            "log queries are not supported as an instant query type, please change your query \
+             to a range query type"
+                .into(),
+        )),
+        Expr::Metric(e) => {
+            let mut stats = ScanStats::default();
+            let v = eval(op, e, &[time_ns], &mut stats).await?;
+            Ok((
+                match v {
+                    Value::Scalar(x) => Answer::Scalar(time_ns, x),
+                    Value::Vector(series) => Answer::Vector(
+                        series
+                            .into_iter()
+                            .filter_map(|(labels, vals)| {
+                                vals[0].map(|x| Series {
+                                    labels,
+                                    points: vec![(time_ns, x)],
+                                })
+                            })
+                            .collect(),
+                    ),
+                },
+                stats,
+            ))
+        }
+    };
+    count(&result);
+    result
+}
+
+fn count(r: &Result<(Answer, ScanStats), QueryError>) {
+    match r {
+        Ok((_, s)) => {
+            metrics::counter!(m::ARCHIVE_QUERY_BYTES_READ).increment(s.bytes_read);
+            metrics::counter!(m::ARCHIVE_QUERIES, "result" => "ok").increment(1);
+        }
+        Err(QueryError::BadRequest(_)) => {
+            metrics::counter!(m::ARCHIVE_QUERIES, "result" => "bad_request").increment(1)
+        }
+        Err(_) => metrics::counter!(m::ARCHIVE_QUERIES, "result" => "error").increment(1),
+    }
+}
+
+/// Evaluation times: start, start + step, ... up to end (Loki's query_range).
+fn steps(start: i64, end: i64, step: i64) -> Result<Vec<i64>, QueryError> {
+    if step <= 0 {
+        return Err(QueryError::BadRequest(
+            "zero or negative query resolution step widths are not accepted. Try a positive \
+             integer"
+                .into(),
+        ));
+    }
+    if end < start {
+        return Err(QueryError::BadRequest(
+            "end timestamp must not be before start time".into(),
+        ));
+    }
+    let n = (end - start) / step + 1;
+    if n > 11_000 {
+        return Err(QueryError::BadRequest(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the \
+             query resolution (?step=XX)"
+                .into(),
+        ));
+    }
+    Ok((0..n).map(|i| start + i * step).collect())
+}
+
+// ---- files ----
+
+/// An archive file that may hold rows of a query: path parts and the compacted flag.
+#[derive(Debug, Clone)]
+struct Candidate {
+    path: String,
+    dir: String,
+    name: String,
+}
+
+/// Files whose path can match: day within [from, to], and service / env equal to what an
+/// equality matcher on `service` / `cluster` pins (the path is built from those labels
+/// first, `archive::layout`). Compacted files (8 hex digits in the name) come first in each
+/// directory, so the inputs they replace can be skipped.
+async fn candidates(
+    op: &Operator,
+    selector: &[Matcher],
+    from_ns: i64,
+    to_ns: i64,
+) -> Result<Vec<Candidate>, QueryError> {
+    let pinned = |label: &str| {
+        selector
+            .iter()
+            .find(|m| m.name == label && m.op == MatchOp::Eq)
+            .map(|m| segment(&m.value))
+    };
+    let (service, env) = (pinned("service"), pinned("cluster"));
+    let (from_day, to_day) = (super::layout::day_of(from_ns), super::layout::day_of(to_ns));
+    let mut out = Vec::new();
+    let mut lister = op.lister_with("").recursive(true).await?;
+    while let Some(entry) = lister.try_next().await? {
+        if entry.metadata().mode() != EntryMode::FILE {
+            continue;
+        }
+        let path = entry.path().trim_start_matches('/');
+        let parts: Vec<&str> = path.split('/').collect();
+        let [e, s, y, mo, d, file] = parts.as_slice() else {
+            continue;
+        };
+        if !(file.ends_with(".snappy.parquet") || file.ends_with(".zstd.parquet")) {
+            continue;
+        }
+        let day = match (y.parse(), mo.parse(), d.parse()) {
+            (Ok(y), Ok(mo), Ok(d)) => chrono::NaiveDate::from_ymd_opt(y, mo, d),
+            _ => None,
+        };
+        let Some(day) = day else { continue };
+        if day < from_day
+            || day > to_day
+            || service.as_deref().is_some_and(|x| x != *s)
+            || env.as_deref().is_some_and(|x| x != *e)
+        {
+            continue;
+        }
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        out.push(Candidate {
+            path: entry.path().to_owned(),
+            dir: dir.to_owned(),
+            name: name.to_owned(),
+        });
+    }
+    let compacted = |c: &Candidate| {
+        c.name
+            .split('.')
+            .next()
+            .and_then(|stem| stem.split_once('-'))
+            .is_some_and(|(_, hex)| hex.len() == 8)
+    };
+    out.sort_by(|a, b| (&a.dir, !compacted(a), &a.name).cmp(&(&b.dir, !compacted(b), &b.name)));
+    Ok(out)
+}
+
+/// A row as the pipeline sees it.
+pub struct RowRef<'a> {
+    pub ts_ns: i64,
+    pub line: &'a str,
+    pub stream: &'a Arc<LabelSet>,
+    pub metadata: &'a [(String, String)],
+}
+
+/// What a scan feeds rows to; it moves to a blocking thread for each file and back.
+trait Visitor: Send + 'static {
+    fn row(&mut self, r: &RowRef<'_>);
+}
+
+/// Reads every candidate file of `q`'s selector overlapping [from, to] (inclusive) and feeds
+/// the rows whose stream matches and whose time is within to `v`.
+async fn scan<V: Visitor>(
+    op: &Operator,
+    selector: Arc<Vec<Matcher>>,
+    from_ns: i64,
+    to_ns: i64,
+    want_metadata: bool,
+    mut v: V,
+    stats: &mut ScanStats,
+) -> Result<V, QueryError> {
+    let mut superseded: HashSet<(String, String)> = HashSet::new();
+    for c in candidates(op, &selector, from_ns, to_ns).await? {
+        if superseded.contains(&(c.dir.clone(), c.name.clone())) {
+            continue;
+        }
+        let data = op.read(&c.path).await?.to_bytes();
+        let sel = selector.clone();
+        let path = c.path.clone();
+        let (back, s, replaces) = tokio::task::spawn_blocking(move || {
+            let mut s = ScanStats {
+                files: 1,
+                bytes_read: data.len() as u64,
+                ..Default::default()
+            };
+            let r = scan_file(data, &sel, from_ns, to_ns, want_metadata, &mut v, &mut s);
+            r.map(|replaces| (v, s, replaces))
+        })
+        .await
+        .map_err(|e| QueryError::Worker(e.to_string()))?
+        .map_err(|msg| QueryError::File { path, msg })?;
+        v = back;
+        stats.add(&s);
+        superseded.extend(replaces.into_iter().map(|n| (c.dir.clone(), n)));
+    }
+    Ok(v)
+}
+
+fn string_col<'a>(b: &'a arrow_array::RecordBatch, name: &str) -> Result<&'a StringArray, String> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .ok_or_else(|| format!("no {name} column"))
+}
+
+fn map_col<'a>(b: &'a arrow_array::RecordBatch, name: &str) -> Option<&'a MapArray> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<MapArray>())
+}
+
+/// The entries of row `i` of a string -> string map column; None when it is not one.
+fn map_entries(
+    m: &MapArray,
+    i: usize,
+) -> Option<(std::ops::Range<usize>, &StringArray, &StringArray)> {
+    let offs = m.value_offsets();
+    let (a, b) = (offs[i] as usize, offs[i + 1] as usize);
+    let keys = m.keys().as_any().downcast_ref::<StringArray>()?;
+    let vals = m.values().as_any().downcast_ref::<StringArray>()?;
+    Some((a..b, keys, vals))
+}
+
+/// One file: the row groups whose time range overlaps, rows matched by stream selector
+/// (evaluated once per distinct label set). Returns the names this file replaces.
+fn scan_file<V: Visitor>(
+    data: bytes::Bytes,
+    selector: &[Matcher],
+    from_ns: i64,
+    to_ns: i64,
+    want_metadata: bool,
+    v: &mut V,
+    stats: &mut ScanStats,
+) -> Result<Vec<String>, String> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(data).map_err(|e| e.to_string())?;
+    let meta = builder.metadata().clone();
+    let replaces = meta
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| {
+            kv.iter()
+                .find(|e| e.key == super::parquet::META_COMPACTED_FROM)
+        })
+        .and_then(|e| e.value.as_deref())
+        .map(|v| {
+            v.split(',')
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let schema = builder.parquet_schema();
+    let ts_idx = schema
+        .columns()
+        .iter()
+        .position(|c| c.name() == "timestamp_ns")
+        .ok_or("no timestamp_ns column")?;
+    let groups: Vec<usize> = (0..meta.num_row_groups())
+        .filter(|&g| match meta.row_group(g).column(ts_idx).statistics() {
+            Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
+                (Some(min), Some(max)) => *max >= from_ns && *min <= to_ns,
+                _ => true,
+            },
+            _ => true,
+        })
+        .collect();
+    if groups.is_empty() {
+        return Ok(replaces);
+    }
+    let mut wanted = vec!["timestamp_ns", "line", "labels"];
+    if want_metadata {
+        wanted.push("structured_metadata");
+    }
+    let roots: Vec<usize> = builder
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| wanted.contains(&f.name().as_str()))
+        .map(|(i, _)| i)
+        .collect();
+    let mask = ProjectionMask::roots(schema, roots);
+    let reader = builder
+        .with_projection(mask)
+        .with_row_groups(groups)
+        .with_batch_size(8192)
+        .build()
+        .map_err(|e| e.to_string())?;
+    // Stream label sets seen in this file: their bytes -> (labels, selector matches).
+    let mut streams: HashMap<Vec<u8>, (Arc<LabelSet>, bool)> = HashMap::new();
+    let mut key = Vec::new();
+    let mut md: Vec<(String, String)> = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| e.to_string())?;
+        let ts = batch
+            .column_by_name("timestamp_ns")
+            .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+            .ok_or("no timestamp_ns column")?;
+        let line = string_col(&batch, "line")?;
+        let labels = map_col(&batch, "labels").ok_or("no labels column")?;
+        let metadata = map_col(&batch, "structured_metadata");
+        stats.rows_scanned += batch.num_rows() as u64;
+        stats.line_bytes_scanned += line.value_data().len() as u64;
+        for i in 0..batch.num_rows() {
+            let t = ts.value(i);
+            if t < from_ns || t > to_ns {
+                continue;
+            }
+            let (range, k, val) = map_entries(labels, i).ok_or("labels is not a string map")?;
+            key.clear();
+            for j in range.clone() {
+                key.extend_from_slice(k.value(j).as_bytes());
+                key.push(0);
+                key.extend_from_slice(val.value(j).as_bytes());
+                key.push(1);
+            }
+            let (stream, ok) = match streams.get(&key) {
+                Some(s) => s,
+                None => {
+                    let set: LabelSet = range
+                        .map(|j| (k.value(j).to_owned(), val.value(j).to_owned()))
+                        .collect();
+                    let ok = selector
+                        .iter()
+                        .all(|m| m.matches(set.get(&m.name).map_or("", String::as_str)));
+                    streams.entry(key.clone()).or_insert((Arc::new(set), ok))
+                }
+            };
+            if !*ok {
+                continue;
+            }
+            md.clear();
+            if let Some((r, mk, mv)) = metadata.and_then(|mm| map_entries(mm, i)) {
+                md.extend(r.map(|j| (mk.value(j).to_owned(), mv.value(j).to_owned())));
+            }
+            v.row(&RowRef {
+                ts_ns: t,
+                line: line.value(i),
+                stream,
+                metadata: &md,
+            });
+        }
+    }
+    Ok(replaces)
+}
+
+// ---- the pipeline ----
+
+/// A line after the pipeline: its text (changed by `line_format`) and extracted labels.
+pub struct Processed {
+    pub line: Option<String>,
+    pub parsed: Vec<(String, String)>,
+}
+
+/// Runs `q`'s stages on a row; None when a filter drops it.
+pub fn run_pipeline(q: &LogQuery, r: &RowRef<'_>) -> Option<Processed> {
+    let mut line: Option<String> = None;
+    let mut parsed: Vec<(String, String)> = Vec::new();
+    for stage in &q.stages {
+        let cur = line.as_deref().unwrap_or(r.line);
+        match stage {
+            Stage::Line(f) => {
+                if !f.keep(cur) {
+                    return None;
+                }
+            }
+            Stage::Json => extract(r, &mut parsed, json_fields(cur), "JSONParserErr"),
+            Stage::Logfmt => extract(r, &mut parsed, logfmt_fields(cur), "LogfmtParserErr"),
+            Stage::Labels(p) => {
+                let mut err = false;
+                if !label_pred(p, r, &parsed, &mut err) {
+                    return None;
+                }
+                if err && label(r, &parsed, "__error__").is_none() {
+                    parsed.push(("__error__".into(), "LabelFilterErr".into()));
+                }
+            }
+            Stage::LineFormat(pieces) => {
+                let mut out = String::new();
+                for p in pieces {
+                    match p {
+                        Piece::Text(t) => out.push_str(t),
+                        Piece::Label(l) => out.push_str(label(r, &parsed, l).unwrap_or("")),
+                    }
+                }
+                line = Some(out);
+            }
+        }
+    }
+    Some(Processed { line, parsed })
+}
+
+/// A label's value: parsed last wins, then structured metadata, then the stream.
+fn label<'a>(r: &'a RowRef<'_>, parsed: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    parsed
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .or_else(|| {
+            r.metadata
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        })
+        .or_else(|| r.stream.get(name).map(String::as_str))
+}
+
+fn label_pred(p: &LabelPred, r: &RowRef<'_>, parsed: &[(String, String)], err: &mut bool) -> bool {
+    match p {
+        LabelPred::Str(m) => m.matches(label(r, parsed, &m.name).unwrap_or("")),
+        LabelPred::Num { name, cmp, value } => {
+            match label(r, parsed, name).map(|v| v.trim().parse::<f64>()) {
+                Some(Ok(x)) => cmp.test(x, *value),
+                // Loki keeps a line whose label is not a number, marked with __error__...
+                Some(Err(_)) => {
+                    *err = true;
+                    true
+                }
+                // ... and one without the label only for `!=`.
+                None => *cmp == Cmp::Ne,
+            }
+        }
+        LabelPred::And(a, b) => label_pred(a, r, parsed, err) && label_pred(b, r, parsed, err),
+        LabelPred::Or(a, b) => label_pred(a, r, parsed, err) || label_pred(b, r, parsed, err),
+    }
+}
+
+/// Adds extracted fields under sanitised names; a name the stream has already gets
+/// `_extracted`, as in Loki.
+fn extract(
+    r: &RowRef<'_>,
+    parsed: &mut Vec<(String, String)>,
+    fields: Option<Vec<(String, String)>>,
+    err: &str,
+) {
+    let Some(fields) = fields else {
+        parsed.push(("__error__".into(), err.into()));
+        return;
+    };
+    for (k, v) in fields {
+        let mut k = sanitize(&k);
+        if k.is_empty() {
+            continue;
+        }
+        if r.stream.contains_key(&k) {
+            k.push_str("_extracted");
+        } else if r.metadata.iter().any(|(m, mv)| *m == k && *mv == v) {
+            // Loki keeps one copy, the structured metadata's.
+            continue;
+        }
+        parsed.retain(|(p, _)| *p != k);
+        parsed.push((k, v));
+    }
+}
+
+fn sanitize(k: &str) -> String {
+    let mut s: String = k
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.starts_with(|c: char| c.is_ascii_digit()) {
+        s.insert(0, '_');
+    }
+    s
+}
+
+/// Top-level JSON fields, nested objects flattened with `_`; arrays skipped. None: not JSON.
+fn json_fields(line: &str) -> Option<Vec<(String, String)>> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let obj = v.as_object()?;
+    let mut out = Vec::new();
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        use serde_json::Value as J;
+        match v {
+            J::Object(o) => {
+                for (k, v) in o {
+                    let name = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}_{k}")
+                    };
+                    walk(&name, v, out);
+                }
+            }
+            J::Array(_) => {}
+            J::String(s) => out.push((prefix.to_owned(), s.clone())),
+            J::Null => out.push((prefix.to_owned(), String::new())),
+            other => out.push((prefix.to_owned(), other.to_string())),
+        }
+    }
+    for (k, v) in obj {
+        walk(k, v, &mut out);
+    }
+    Some(out)
+}
+
+/// `key=value key="quoted value" flag` pairs. None when a quote is left open.
+fn logfmt_fields(line: &str) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut it = line.char_indices().peekable();
+    while let Some(&(start, c)) = it.peek() {
+        if c.is_whitespace() {
+            it.next();
+            continue;
+        }
+        let mut key_end = line.len();
+        while let Some(&(i, c)) = it.peek() {
+            if c == '=' || c.is_whitespace() {
+                key_end = i;
+                break;
+            }
+            it.next();
+        }
+        let key = &line[start..key_end];
+        if it.peek().map(|&(_, c)| c) != Some('=') {
+            out.push((key.to_owned(), String::new()));
+            continue;
+        }
+        it.next();
+        let mut value = String::new();
+        if it.peek().map(|&(_, c)| c) == Some('"') {
+            it.next();
+            let mut closed = false;
+            while let Some((_, c)) = it.next() {
+                match c {
+                    '"' => {
+                        closed = true;
+                        break;
+                    }
+                    '\\' => match it.next() {
+                        Some((_, 'n')) => value.push('\n'),
+                        Some((_, 't')) => value.push('\t'),
+                        Some((_, e)) => value.push(e),
+                        None => return None,
+                    },
+                    c => value.push(c),
+                }
+            }
+            if !closed {
+                return None;
+            }
+        } else {
+            while let Some(&(_, c)) = it.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                value.push(c);
+                it.next();
+            }
+        }
+        if !key.is_empty() {
+            out.push((key.to_owned(), value));
+        }
+    }
+    Some(out)
+}
+
+// ---- log queries ----
+
+struct LogCollector {
+    q: Arc<LogQuery>,
+    limit: usize,
+    direction: Direction,
+    entries: Vec<(Arc<LabelSet>, Entry)>,
+}
+
+impl LogCollector {
+    fn prune(&mut self) {
+        match self.direction {
+            Direction::Backward => self.entries.sort_by_key(|e| std::cmp::Reverse(e.1.ts_ns)),
+            Direction::Forward => self.entries.sort_by_key(|e| e.1.ts_ns),
+        }
+        self.entries.truncate(self.limit);
+    }
+}
+
+impl Visitor for LogCollector {
+    fn row(&mut self, r: &RowRef<'_>) {
+        let Some(p) = run_pipeline(&self.q, r) else {
+            return;
+        };
+        self.entries.push((
+            r.stream.clone(),
+            Entry {
+                ts_ns: r.ts_ns,
+                line: p.line.unwrap_or_else(|| r.line.to_owned()),
+                metadata: r.metadata.iter().cloned().collect(),
+                parsed: p.parsed.into_iter().collect(),
+            },
+        ));
+        if self.entries.len() >= self.limit.saturating_mul(4).max(4096) {
+            self.prune();
+        }
+    }
+}
+
+async fn log_query(
+    op: &Operator,
+    q: &LogQuery,
+    w: Window,
+) -> Result<(Answer, ScanStats), QueryError> {
+    let mut stats = ScanStats::default();
+    let c = LogCollector {
+        q: Arc::new(q.clone()),
+        limit: w.limit.max(1),
+        direction: w.direction,
+        entries: Vec::new(),
+    };
+    // Loki's range for log queries: start inclusive, end exclusive.
+    let sel = Arc::new(q.selector.clone());
+    let mut c = scan(op, sel, w.start_ns, w.end_ns - 1, true, c, &mut stats).await?;
+    c.prune();
+    let mut streams: BTreeMap<Arc<LabelSet>, Vec<Entry>> = BTreeMap::new();
+    for (labels, e) in c.entries {
+        streams.entry(labels).or_default().push(e);
+    }
+    Ok((
+        Answer::Streams(
+            streams
+                .into_iter()
+                .map(|(labels, entries)| Stream { labels, entries })
+                .collect(),
+        ),
+        stats,
+    ))
+}
+
+// ---- metric queries ----
+
+enum Value {
+    Scalar(f64),
+    /// Series with one optional value per step.
+    Vector(Vec<(LabelSet, Vec<Option<f64>>)>),
+}
+
+/// Per output label set, every (time, bytes) of matching lines.
+struct MetricCollector {
+    q: Arc<LogQuery>,
+    series: HashMap<LabelSet, Vec<(i64, u64)>>,
+    last: Option<(Arc<LabelSet>, LabelSet)>,
+}
+
+impl Visitor for MetricCollector {
+    fn row(&mut self, r: &RowRef<'_>) {
+        let Some(p) = run_pipeline(&self.q, r) else {
+            return;
+        };
+        let bytes = p.line.as_deref().unwrap_or(r.line).len() as u64;
+        let key = if p.parsed.is_empty() && r.metadata.is_empty() {
+            // Most rows: the stream's own labels; skip rebuilding them per row.
+            match &self.last {
+                Some((arc, set)) if Arc::ptr_eq(arc, r.stream) => set.clone(),
+                _ => {
+                    let set = (**r.stream).clone();
+                    self.last = Some((r.stream.clone(), set.clone()));
+                    set
+                }
+            }
+        } else {
+            let mut set = (**r.stream).clone();
+            set.extend(r.metadata.iter().cloned());
+            set.extend(p.parsed);
+            set
+        };
+        self.series.entry(key).or_default().push((r.ts_ns, bytes));
+    }
+}
+
+/// Evaluates a metric expression at `steps` (boxed: it recurses).
+fn eval<'a>(
+    op: &'a Operator,
+    e: &'a MetricExpr,
+    steps: &'a [i64],
+    stats: &'a mut ScanStats,
+) -> futures_util::future::BoxFuture<'a, Result<Value, QueryError>> {
+    Box::pin(async move {
+        match e {
+            MetricExpr::Number(x) => Ok(Value::Scalar(*x)),
+            MetricExpr::Range { func, query, range } => {
+                range_agg(op, *func, query, *range, steps, stats).await
+            }
+            MetricExpr::Agg {
+                op: agg,
+                grouping,
+                k,
+                inner,
+            } => match eval(op, inner, steps, stats).await? {
+                Value::Scalar(_) => Err(QueryError::BadRequest(
+                    "aggregations take a vector, not a number".into(),
+                )),
+                Value::Vector(v) => {
+                    Ok(Value::Vector(aggregate(*agg, grouping, *k, v, steps.len())))
+                }
+            },
+            MetricExpr::Binary {
+                op: bop,
+                bool_,
+                lhs,
+                rhs,
+            } => {
+                let l = eval(op, lhs, steps, stats).await?;
+                let r = eval(op, rhs, steps, stats).await?;
+                Ok(binary(*bop, *bool_, l, r))
+            }
+        }
+    })
+}
+
+async fn range_agg(
+    op: &Operator,
+    func: RangeFn,
+    q: &LogQuery,
+    range: std::time::Duration,
+    steps: &[i64],
+    stats: &mut ScanStats,
+) -> Result<Value, QueryError> {
+    let range_ns = i64::try_from(range.as_nanos()).unwrap_or(i64::MAX);
+    let (first, last) = (steps[0], steps[steps.len() - 1]);
+    let want_metadata = true;
+    let c = MetricCollector {
+        q: Arc::new(q.clone()),
+        series: HashMap::new(),
+        last: None,
+    };
+    let sel = Arc::new(q.selector.clone());
+    // Each step t counts the lines in (t - range, t].
+    let c = scan(
+        op,
+        sel,
+        first.saturating_sub(range_ns).saturating_add(1),
+        last,
+        want_metadata,
+        c,
+        stats,
+    )
+    .await?;
+    let secs = range.as_secs_f64();
+    let mut out = Vec::with_capacity(c.series.len());
+    for (labels, mut pts) in c.series {
+        pts.sort_unstable();
+        let mut vals = Vec::with_capacity(steps.len());
+        let (mut lo, mut hi) = (0usize, 0usize);
+        let (mut n, mut bytes) = (0u64, 0u64);
+        for &t in steps {
+            while hi < pts.len() && pts[hi].0 <= t {
+                n += 1;
+                bytes += pts[hi].1;
+                hi += 1;
+            }
+            while lo < hi && pts[lo].0 <= t - range_ns {
+                n -= 1;
+                bytes -= pts[lo].1;
+                lo += 1;
+            }
+            vals.push((n > 0).then(|| match func {
+                RangeFn::CountOverTime => n as f64,
+                RangeFn::Rate => n as f64 / secs,
+                RangeFn::BytesOverTime => bytes as f64,
+                RangeFn::BytesRate => bytes as f64 / secs,
+            }));
+        }
+        out.push((labels, vals));
+    }
+    Ok(Value::Vector(out))
+}
+
+fn group_key(labels: &LabelSet, g: &Grouping) -> LabelSet {
+    match g {
+        Grouping::All => LabelSet::new(),
+        Grouping::By(names) => names
+            .iter()
+            .filter_map(|n| labels.get(n).map(|v| (n.clone(), v.clone())))
+            .collect(),
+        Grouping::Without(names) => labels
+            .iter()
+            .filter(|(k, _)| !names.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
+}
+
+fn aggregate(
+    op: AggOp,
+    g: &Grouping,
+    k: usize,
+    input: Vec<(LabelSet, Vec<Option<f64>>)>,
+    n: usize,
+) -> Vec<(LabelSet, Vec<Option<f64>>)> {
+    if matches!(op, AggOp::Topk | AggOp::Bottomk) {
+        // Per step and group, keep the k largest (smallest) series; series keep their labels.
+        let mut keep = vec![vec![false; n]; input.len()];
+        let mut groups: BTreeMap<LabelSet, Vec<usize>> = BTreeMap::new();
+        for (i, (l, _)) in input.iter().enumerate() {
+            groups.entry(group_key(l, g)).or_default().push(i);
+        }
+        for members in groups.values() {
+            // `s` indexes each member's values and `keep` alike.
+            #[allow(clippy::needless_range_loop)]
+            for s in 0..n {
+                let mut vals: Vec<(f64, usize)> = members
+                    .iter()
+                    .filter_map(|&i| input[i].1[s].map(|v| (v, i)))
+                    .collect();
+                vals.sort_by(|a, b| {
+                    let o = a.0.total_cmp(&b.0);
+                    if op == AggOp::Topk {
+                        o.reverse()
+                    } else {
+                        o
+                    }
+                });
+                for (_, i) in vals.into_iter().take(k) {
+                    keep[i][s] = true;
+                }
+            }
+        }
+        return input
+            .into_iter()
+            .enumerate()
+            .map(|(i, (l, vals))| {
+                let v = vals
+                    .into_iter()
+                    .enumerate()
+                    .map(|(s, v)| v.filter(|_| keep[i][s]))
+                    .collect();
+                (l, v)
+            })
+            .filter(|(_, v): &(LabelSet, Vec<Option<f64>>)| v.iter().any(Option::is_some))
+            .collect();
+    }
+    // (sum, count, min, max) per group and step.
+    // (sum, count, min, max)
+    type Acc = Option<(f64, f64, f64, f64)>;
+    let mut acc: BTreeMap<LabelSet, Vec<Acc>> = BTreeMap::new();
+    for (l, vals) in input {
+        let slot = acc.entry(group_key(&l, g)).or_insert_with(|| vec![None; n]);
+        for (s, v) in vals.into_iter().enumerate() {
+            if let Some(x) = v {
+                slot[s] = Some(match slot[s] {
+                    None => (x, 1.0, x, x),
+                    Some((sum, c, mn, mx)) => (sum + x, c + 1.0, mn.min(x), mx.max(x)),
+                });
+            }
+        }
+    }
+    acc.into_iter()
+        .map(|(l, vals)| {
+            let v = vals
+                .into_iter()
+                .map(|a| {
+                    a.map(|(sum, c, mn, mx)| match op {
+                        AggOp::Sum => sum,
+                        AggOp::Count => c,
+                        AggOp::Min => mn,
+                        AggOp::Max => mx,
+                        _ => sum / c,
+                    })
+                })
+                .collect();
+            (l, v)
+        })
+        .collect()
+}
+
+fn apply(op: BinOp, bool_: bool, a: f64, b: f64) -> Option<f64> {
+    match op {
+        BinOp::Add => Some(a + b),
+        BinOp::Sub => Some(a - b),
+        BinOp::Mul => Some(a * b),
+        BinOp::Div => Some(a / b),
+        BinOp::Cmp(c) => {
+            let t = c.test(a, b);
+            if bool_ {
+                Some(if t { 1.0 } else { 0.0 })
+            } else {
+                t.then_some(a)
+            }
+        }
+    }
+}
+
+/// Vector op vector matches series with equal labels (one to one); vector op number applies
+/// to every value; comparisons without `bool` filter.
+fn binary(op: BinOp, bool_: bool, l: Value, r: Value) -> Value {
+    match (l, r) {
+        (Value::Scalar(a), Value::Scalar(b)) => {
+            let x = match op {
+                BinOp::Cmp(c) => {
+                    if c.test(a, b) {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                }
+                _ => apply(op, false, a, b).unwrap_or(f64::NAN),
+            };
+            Value::Scalar(x)
+        }
+        (Value::Vector(v), Value::Scalar(b)) => Value::Vector(
+            v.into_iter()
+                .map(|(l, vals)| {
+                    let vals = vals
+                        .into_iter()
+                        .map(|a| a.and_then(|a| apply(op, bool_, a, b)))
+                        .collect();
+                    (l, vals)
+                })
+                .collect(),
+        ),
+        (Value::Scalar(a), Value::Vector(v)) => Value::Vector(
+            v.into_iter()
+                .map(|(l, vals)| {
+                    let vals = vals
+                        .into_iter()
+                        .map(|b| {
+                            b.and_then(|b| {
+                                // `2 < v` filters on v's value, keeping v.
+                                match op {
+                                    BinOp::Cmp(c) if !bool_ => c.test(a, b).then_some(b),
+                                    _ => apply(op, bool_, a, b),
+                                }
+                            })
+                        })
+                        .collect();
+                    (l, vals)
+                })
+                .collect(),
+        ),
+        (Value::Vector(lv), Value::Vector(rv)) => {
+            let rmap: HashMap<LabelSet, Vec<Option<f64>>> = rv.into_iter().collect();
+            Value::Vector(
+                lv.into_iter()
+                    .filter_map(|(l, vals)| {
+                        let r = rmap.get(&l)?;
+                        let vals = vals
+                            .into_iter()
+                            .zip(r)
+                            .map(|(a, b)| match (a, b) {
+                                (Some(a), Some(b)) => apply(op, bool_, a, *b),
+                                _ => None,
+                            })
+                            .collect();
+                        Some((l, vals))
+                    })
+                    .collect(),
+            )
+        }
+    }
+}
+
+fn to_matrix(v: Value, steps: &[i64]) -> Answer {
+    let series = match v {
+        Value::Scalar(x) => vec![Series {
+            labels: LabelSet::new(),
+            points: steps.iter().map(|&t| (t, x)).collect(),
+        }],
+        Value::Vector(v) => v
+            .into_iter()
+            .map(|(labels, vals)| Series {
+                labels,
+                points: steps
+                    .iter()
+                    .zip(vals)
+                    .filter_map(|(&t, v)| v.map(|x| (t, x)))
+                    .collect(),
+            })
+            .filter(|s| !s.points.is_empty())
+            .collect(),
+    };
+    Answer::Matrix(series)
+}
+
+// ---- labels and series ----
+
+/// Distinct stream label sets in [from, to] matching any of `selectors` (all when empty).
+pub async fn series(
+    op: &Operator,
+    selectors: &[Vec<Matcher>],
+    from_ns: i64,
+    to_ns: i64,
+) -> Result<(Vec<LabelSet>, ScanStats), QueryError> {
+    struct Sets(HashSet<Arc<LabelSet>>, Option<Arc<LabelSet>>);
+    impl Visitor for Sets {
+        fn row(&mut self, r: &RowRef<'_>) {
+            if self.1.as_ref().is_some_and(|l| Arc::ptr_eq(l, r.stream)) {
+                return;
+            }
+            self.1 = Some(r.stream.clone());
+            self.0.insert(r.stream.clone());
+        }
+    }
+    let mut stats = ScanStats::default();
+    let mut all: HashSet<Arc<LabelSet>> = HashSet::new();
+    let sels: Vec<Vec<Matcher>> = if selectors.is_empty() {
+        vec![Vec::new()]
+    } else {
+        selectors.to_vec()
+    };
+    for sel in sels {
+        let s = scan(
+            op,
+            Arc::new(sel),
+            from_ns,
+            to_ns,
+            false,
+            Sets(HashSet::new(), None),
+            &mut stats,
+        )
+        .await?;
+        all.extend(s.0);
+    }
+    let mut out: Vec<LabelSet> = all.into_iter().map(|a| (*a).clone()).collect();
+    out.sort();
+    Ok((out, stats))
+}
+
+/// Label names, or one label's values, of the streams in [from, to] (matching `selector`).
+pub async fn labels(
+    op: &Operator,
+    name: Option<&str>,
+    selector: &[Matcher],
+    from_ns: i64,
+    to_ns: i64,
+) -> Result<Vec<String>, QueryError> {
+    let sels = if selector.is_empty() {
+        Vec::new()
+    } else {
+        vec![selector.to_vec()]
+    };
+    let (sets, _) = series(op, &sels, from_ns, to_ns).await?;
+    let mut out: Vec<String> = match name {
+        None => sets.into_iter().flat_map(|s| s.into_keys()).collect(),
+        Some(n) => sets.into_iter().filter_map(|mut s| s.remove(n)).collect(),
+    };
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::logql::parse;
+
+    fn row_labels() -> Arc<LabelSet> {
+        Arc::new(LabelSet::from([
+            ("job".to_owned(), "api".to_owned()),
+            ("level".to_owned(), "info".to_owned()),
+        ]))
+    }
+
+    fn run(q: &str, line: &str) -> Option<Processed> {
+        let Ok(Expr::Log(q)) = parse(q) else {
+            panic!("{q}")
+        };
+        let stream = row_labels();
+        let md = vec![("trace_id".to_owned(), "t1".to_owned())];
+        run_pipeline(
+            &q,
+            &RowRef {
+                ts_ns: 1,
+                line,
+                stream: &stream,
+                metadata: &md,
+            },
+        )
+    }
+
+    #[test]
+    fn the_pipeline_filters_parses_and_formats() {
+        let line = r#"{"level":"error","status":503,"req":{"method":"GET"},"msg":"DB down"}"#;
+        assert!(run(r#"{job="api"} |= "DB""#, line).is_some());
+        assert!(run(r#"{job="api"} != "DB""#, line).is_none());
+        assert!(run(r#"{job="api"} |~ "st.tus""#, line).is_some());
+        let p = run(
+            r#"{job="api"} | json | status >= 500 and req_method="GET" | line_format "{{.req_method}} {{.level_extracted}} {{.trace_id}}""#,
+            line,
+        )
+        .unwrap();
+        assert_eq!(p.line.as_deref(), Some("GET error t1"));
+        assert!(p.parsed.contains(&("status".into(), "503".into())));
+        assert!(run(r#"{job="api"} | json | status < 500"#, line).is_none());
+        // Not JSON: marked, and a filter on the marker drops it.
+        let p = run(r#"{job="api"} | json"#, "plain text").unwrap();
+        assert!(p
+            .parsed
+            .contains(&("__error__".into(), "JSONParserErr".into())));
+        assert!(run(r#"{job="api"} | json | __error__="""#, "plain text").is_none());
+        let p = run(
+            r#"{job="api"} | logfmt | duration_ms > 10"#,
+            r#"ts=1 msg="slow query" duration_ms=25 flag"#,
+        )
+        .unwrap();
+        assert!(p.parsed.contains(&("msg".into(), "slow query".into())));
+        assert!(p.parsed.contains(&("flag".into(), String::new())));
+    }
+
+    #[test]
+    fn range_windows_and_aggregations() {
+        let steps = [10, 20, 30];
+        let v = vec![
+            (
+                LabelSet::from([("a".into(), "1".into())]),
+                vec![Some(1.0), None, Some(3.0)],
+            ),
+            (
+                LabelSet::from([("a".into(), "2".into())]),
+                vec![Some(2.0), Some(5.0), None],
+            ),
+        ];
+        let sum = aggregate(AggOp::Sum, &Grouping::All, 0, v.clone(), 3);
+        assert_eq!(sum[0].1, vec![Some(3.0), Some(5.0), Some(3.0)]);
+        let top = aggregate(AggOp::Topk, &Grouping::All, 1, v.clone(), 3);
+        assert_eq!(top.len(), 2);
+        assert_eq!(top[0].1, vec![None, None, Some(3.0)]);
+        let Value::Vector(f) = binary(
+            BinOp::Cmp(Cmp::Gt),
+            false,
+            Value::Vector(v),
+            Value::Scalar(1.5),
+        ) else {
+            panic!()
+        };
+        assert_eq!(f[0].1, vec![None, None, Some(3.0)]);
+        let Answer::Matrix(m) = to_matrix(Value::Vector(f), &steps) else {
+            panic!()
+        };
+        assert_eq!(m[1].points, vec![(10, 2.0), (20, 5.0)]);
+        assert!(steps_ok());
+    }
+
+    fn steps_ok() -> bool {
+        super::steps(0, 100, 25).unwrap() == vec![0, 25, 50, 75, 100]
+            && super::steps(0, 100, 0).is_err()
+            && super::steps(100, 0, 1).is_err()
+    }
+}
