@@ -1,6 +1,8 @@
 #![allow(dead_code)] // each benchmark uses a subset
 //! Shared by the benchmarks: the local stack's addresses, medians, timing.
 
+pub mod loki;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

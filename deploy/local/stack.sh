@@ -129,6 +129,22 @@ install_grafana_peers() {
   done
 }
 
+# Microsoft's Adaptive Cards renderer (npm `adaptivecards`, the library Teams-style hosts use),
+# for the test that parses and renders every kind of Teams card in headless Chromium; kept per
+# machine. Sets ADAPTIVECARDS_JS.
+ADAPTIVECARDS_VERSION=3.0.6
+install_adaptivecards() {
+  local dir=$TOOL_CACHE/adaptivecards-$ADAPTIVECARDS_VERSION
+  ADAPTIVECARDS_JS=$dir/node_modules/adaptivecards/dist/adaptivecards.min.js
+  [ -f "$ADAPTIVECARDS_JS" ] && return 0
+  command -v npm >/dev/null || die "npm is needed for the adaptivecards renderer (apt-get install npm)"
+  mkdir -p "$dir"
+  slow_step "installing the Adaptive Cards renderer (npm adaptivecards@$ADAPTIVECARDS_VERSION) into $dir" \
+    "a few seconds" "$STATE/npm-install.log" \
+    npm install --prefix "$dir" --no-audit --no-fund "adaptivecards@$ADAPTIVECARDS_VERSION" \
+    || die "npm install adaptivecards failed; see $STATE/npm-install.log"
+}
+
 # Python tools for the tests (pyarrow as the independent Parquet reader, schema validators),
 # in a virtualenv kept per machine and rebuilt when tests/requirements.txt changes.
 install_python_tools() {
@@ -293,6 +309,8 @@ cmd_up() {
     && "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$(sed -n 's/^STACK_PG_PORT=//p' "$ENV_FILE")" 2>/dev/null; then
     install_python_tools
     grep -q "^STACK_PYTHON=$VENV/bin/python$" "$ENV_FILE" || { sed -i '/^STACK_PYTHON=/d' "$ENV_FILE"; echo "STACK_PYTHON=$VENV/bin/python" >>"$ENV_FILE"; }
+    install_adaptivecards
+    grep -q "^STACK_ADAPTIVECARDS_JS=$ADAPTIVECARDS_JS$" "$ENV_FILE" || { sed -i '/^STACK_ADAPTIVECARDS_JS=/d' "$ENV_FILE"; echo "STACK_ADAPTIVECARDS_JS=$ADAPTIVECARDS_JS" >>"$ENV_FILE"; }
     log "already up ($ENV_FILE)"
     return 0
   fi
@@ -301,6 +319,7 @@ cmd_up() {
   install_tansu
   install_grafana_peers
   install_python_tools
+  install_adaptivecards
   AUTH_SECRET=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
   local kafka am smtp ap loki loki_grpc promtail prom teams
   kafka=$(free_port); am=$(free_port); smtp=$(free_port); ap=$(free_port); teams=$(free_port)
@@ -336,6 +355,7 @@ STACK_TEAMS_URL=http://127.0.0.1:$teams/webhook
 STACK_TEAMS_CARDS=$STATE/teams/cards
 STACK_SYS_PYTHON=$SYS_PY
 STACK_PYTHON=$VENV/bin/python
+STACK_ADAPTIVECARDS_JS=$ADAPTIVECARDS_JS
 STACK_LOKI_URL=http://127.0.0.1:$loki
 STACK_LOKI_BIN=$LOKI_BIN
 STACK_PROMTAIL_BIN=$PROMTAIL_BIN

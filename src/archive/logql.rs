@@ -76,10 +76,11 @@ impl Matcher {
     }
 }
 
+/// A line filter; substrings are searched with a prebuilt SIMD searcher (the scan's hot loop).
 #[derive(Debug, Clone)]
 pub enum LineFilter {
-    Contains(String),
-    NotContains(String),
+    Contains(Box<memchr::memmem::Finder<'static>>),
+    NotContains(Box<memchr::memmem::Finder<'static>>),
     Matches(Regex),
     NotMatches(Regex),
 }
@@ -87,8 +88,8 @@ pub enum LineFilter {
 impl LineFilter {
     pub fn keep(&self, line: &str) -> bool {
         match self {
-            LineFilter::Contains(s) => line.contains(s.as_str()),
-            LineFilter::NotContains(s) => !line.contains(s.as_str()),
+            LineFilter::Contains(f) => f.find(line.as_bytes()).is_some(),
+            LineFilter::NotContains(f) => f.find(line.as_bytes()).is_none(),
             LineFilter::Matches(r) => r.is_match(line),
             LineFilter::NotMatches(r) => !r.is_match(line),
         }
@@ -720,8 +721,8 @@ impl Parser {
                     })
                 };
                 stages.push(Stage::Line(match op {
-                    MatchOp::Eq => LineFilter::Contains(text),
-                    MatchOp::Ne => LineFilter::NotContains(text),
+                    MatchOp::Eq => LineFilter::Contains(finder(&text)),
+                    MatchOp::Ne => LineFilter::NotContains(finder(&text)),
                     MatchOp::Re => LineFilter::Matches(re(&text)?),
                     MatchOp::Nre => LineFilter::NotMatches(re(&text)?),
                 }));
@@ -848,6 +849,10 @@ impl Parser {
             .map(LabelPred::Str)
             .map_err(|msg| ParseError::Syntax { pos, msg })
     }
+}
+
+fn finder(text: &str) -> Box<memchr::memmem::Finder<'static>> {
+    Box::new(memchr::memmem::Finder::new(text.as_bytes()).into_owned())
 }
 
 /// `line_format` templates: text and `{{.label}}` / `{{ .label }}`; Go template functions

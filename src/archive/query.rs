@@ -10,17 +10,19 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow_array::{Array, Int64Array, MapArray, StringArray};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow_array::{Array, BooleanArray, Int64Array, MapArray, StringArray};
 use futures_util::TryStreamExt;
 use opendal::{EntryMode, Operator};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowPredicateFn, ParquetRecordBatchReaderBuilder, RowFilter};
 use parquet::arrow::ProjectionMask;
 use parquet::file::statistics::Statistics;
 
 use super::layout::segment;
 use super::logql::{
-    AggOp, BinOp, Cmp, Expr, Grouping, LabelPred, LogQuery, MatchOp, Matcher, MetricExpr, Piece,
-    RangeFn, Stage,
+    AggOp, BinOp, Cmp, Expr, Grouping, LabelPred, LineFilter, LogQuery, MatchOp, Matcher,
+    MetricExpr, Piece, RangeFn, Stage,
 };
 use crate::metrics as m;
 
@@ -303,6 +305,37 @@ pub struct RowRef<'a> {
     pub metadata: &'a [(String, String)],
 }
 
+/// What a scan reads: the stream selector, and the line filters that come before any parser
+/// (checked on the raw line first, before a row's labels are even decoded).
+pub struct Filter {
+    pub selector: Vec<Matcher>,
+    pub lines: Vec<LineFilter>,
+}
+
+impl Filter {
+    fn of(q: &LogQuery) -> Arc<Filter> {
+        let lines = q
+            .stages
+            .iter()
+            .map_while(|s| match s {
+                Stage::Line(f) => Some(f.clone()),
+                _ => None,
+            })
+            .collect();
+        Arc::new(Filter {
+            selector: q.selector.clone(),
+            lines,
+        })
+    }
+
+    fn selector(selector: Vec<Matcher>) -> Arc<Filter> {
+        Arc::new(Filter {
+            selector,
+            lines: Vec::new(),
+        })
+    }
+}
+
 /// What a scan feeds rows to; it moves to a blocking thread for each file and back.
 trait Visitor: Send + 'static {
     fn row(&mut self, r: &RowRef<'_>);
@@ -312,7 +345,7 @@ trait Visitor: Send + 'static {
 /// the rows whose stream matches and whose time is within to `v`.
 async fn scan<V: Visitor>(
     op: &Operator,
-    selector: Arc<Vec<Matcher>>,
+    filter: Arc<Filter>,
     from_ns: i64,
     to_ns: i64,
     want_metadata: bool,
@@ -320,12 +353,12 @@ async fn scan<V: Visitor>(
     stats: &mut ScanStats,
 ) -> Result<V, QueryError> {
     let mut superseded: HashSet<(String, String)> = HashSet::new();
-    for c in candidates(op, &selector, from_ns, to_ns).await? {
+    for c in candidates(op, &filter.selector, from_ns, to_ns).await? {
         if superseded.contains(&(c.dir.clone(), c.name.clone())) {
             continue;
         }
         let data = op.read(&c.path).await?.to_bytes();
-        let sel = selector.clone();
+        let sel = filter.clone();
         let path = c.path.clone();
         let (back, s, replaces) = tokio::task::spawn_blocking(move || {
             let mut s = ScanStats {
@@ -373,7 +406,7 @@ fn map_entries(
 /// (evaluated once per distinct label set). Returns the names this file replaces.
 fn scan_file<V: Visitor>(
     data: bytes::Bytes,
-    selector: &[Matcher],
+    filter: &Arc<Filter>,
     from_ns: i64,
     to_ns: i64,
     want_metadata: bool,
@@ -428,12 +461,54 @@ fn scan_file<V: Visitor>(
         .map(|(i, _)| i)
         .collect();
     let mask = ProjectionMask::roots(schema, roots);
-    let reader = builder
+    // With line filters, only `timestamp_ns` and `line` are decoded for every row (a row
+    // filter); the labels and metadata maps only for the rows that pass. The filter counts
+    // what it scanned.
+    let scanned = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let prefiltered = !filter.lines.is_empty();
+    let mut builder = builder
         .with_projection(mask)
         .with_row_groups(groups)
-        .with_batch_size(8192)
-        .build()
-        .map_err(|e| e.to_string())?;
+        .with_batch_size(8192);
+    if prefiltered {
+        let cols: Vec<usize> = builder
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.name() == "timestamp_ns" || f.name() == "line")
+            .map(|(i, _)| i)
+            .collect();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), cols);
+        let (f, counts) = (filter.clone(), scanned.clone());
+        let pred = ArrowPredicateFn::new(mask, move |batch: arrow_array::RecordBatch| {
+            let missing = |c: &str| arrow_schema::ArrowError::SchemaError(format!("no {c} column"));
+            let ts = batch
+                .column_by_name("timestamp_ns")
+                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+                .ok_or_else(|| missing("timestamp_ns"))?;
+            let line = batch
+                .column_by_name("line")
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .ok_or_else(|| missing("line"))?;
+            counts
+                .0
+                .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            counts
+                .1
+                .fetch_add(line.value_data().len() as u64, Ordering::Relaxed);
+            Ok((0..batch.num_rows())
+                .map(|i| {
+                    let t = ts.value(i);
+                    Some(
+                        t >= from_ns && t <= to_ns && f.lines.iter().all(|l| l.keep(line.value(i))),
+                    )
+                })
+                .collect::<BooleanArray>())
+        });
+        builder = builder.with_row_filter(RowFilter::new(vec![Box::new(pred)]));
+    }
+    let reader = builder.build().map_err(|e| e.to_string())?;
     // Stream label sets seen in this file: their bytes -> (labels, selector matches).
     let mut streams: HashMap<Vec<u8>, (Arc<LabelSet>, bool)> = HashMap::new();
     let mut key = Vec::new();
@@ -447,11 +522,17 @@ fn scan_file<V: Visitor>(
         let line = string_col(&batch, "line")?;
         let labels = map_col(&batch, "labels").ok_or("no labels column")?;
         let metadata = map_col(&batch, "structured_metadata");
-        stats.rows_scanned += batch.num_rows() as u64;
-        stats.line_bytes_scanned += line.value_data().len() as u64;
+        if !prefiltered {
+            stats.rows_scanned += batch.num_rows() as u64;
+            stats.line_bytes_scanned += line.value_data().len() as u64;
+        }
         for i in 0..batch.num_rows() {
             let t = ts.value(i);
             if t < from_ns || t > to_ns {
+                continue;
+            }
+            let text = line.value(i);
+            if !filter.lines.iter().all(|f| f.keep(text)) {
                 continue;
             }
             let (range, k, val) = map_entries(labels, i).ok_or("labels is not a string map")?;
@@ -468,7 +549,8 @@ fn scan_file<V: Visitor>(
                     let set: LabelSet = range
                         .map(|j| (k.value(j).to_owned(), val.value(j).to_owned()))
                         .collect();
-                    let ok = selector
+                    let ok = filter
+                        .selector
                         .iter()
                         .all(|m| m.matches(set.get(&m.name).map_or("", String::as_str)));
                     streams.entry(key.clone()).or_insert((Arc::new(set), ok))
@@ -483,11 +565,15 @@ fn scan_file<V: Visitor>(
             }
             v.row(&RowRef {
                 ts_ns: t,
-                line: line.value(i),
+                line: text,
                 stream,
                 metadata: &md,
             });
         }
+    }
+    if prefiltered {
+        stats.rows_scanned += scanned.0.load(Ordering::Relaxed);
+        stats.line_bytes_scanned += scanned.1.load(Ordering::Relaxed);
     }
     Ok(replaces)
 }
@@ -762,8 +848,16 @@ async fn log_query(
         entries: Vec::new(),
     };
     // Loki's range for log queries: start inclusive, end exclusive.
-    let sel = Arc::new(q.selector.clone());
-    let mut c = scan(op, sel, w.start_ns, w.end_ns - 1, true, c, &mut stats).await?;
+    let mut c = scan(
+        op,
+        Filter::of(q),
+        w.start_ns,
+        w.end_ns - 1,
+        true,
+        c,
+        &mut stats,
+    )
+    .await?;
     c.prune();
     let mut streams: BTreeMap<Arc<LabelSet>, Vec<Entry>> = BTreeMap::new();
     for (labels, e) in c.entries {
@@ -877,11 +971,10 @@ async fn range_agg(
         series: HashMap::new(),
         last: None,
     };
-    let sel = Arc::new(q.selector.clone());
     // Each step t counts the lines in (t - range, t].
     let c = scan(
         op,
-        sel,
+        Filter::of(q),
         first.saturating_sub(range_ns).saturating_add(1),
         last,
         want_metadata,
@@ -1154,7 +1247,7 @@ pub async fn series(
     for sel in sels {
         let s = scan(
             op,
-            Arc::new(sel),
+            Filter::selector(sel),
             from_ns,
             to_ns,
             false,

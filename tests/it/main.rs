@@ -14,4 +14,5 @@ mod promtail;
 mod queries;
 mod recovery;
 mod support;
+mod teams_cards;
 mod webhook;
