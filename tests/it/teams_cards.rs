@@ -33,7 +33,10 @@ fn cards() -> Vec<(&'static str, Value)> {
     let mut huge = event(1);
     huge.annotations.insert(
         "description".into(),
-        format!("stack trace {}", "frame at payment.rs:42 <x> & \"y\"\n".repeat(3000)),
+        format!(
+            "stack trace {}",
+            "frame at payment.rs:42 <x> & \"y\"\n".repeat(3000)
+        ),
     );
     let g = "https://grafana.example.com";
     let out = vec![
