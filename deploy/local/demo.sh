@@ -163,6 +163,13 @@ echo "Dead letters (sends that failed for good):"
 echo
 echo "Cold logs (snappy Parquet under $STATE/archive):"
 "$BIN" --config config/alertpipe.toml archive ls | sed 's/^/  /'
+echo "The archive answers LogQL through Loki's API (Grafana's \"Loki cold archive\"), here to the real logcli:"
+"$STACK_LOGCLI_BIN" query --quiet --addr="http://$STACK_ALERTPIPE_LISTEN" \
+  --bearer-token="$(cat "$STACK_AUTH_SECRET_FILE")" --since=1h --limit=3 \
+  '{job="payment-service", level="error"} |= "DB connection failed"' 2>&1 | sed 's/^/  /' || true
+echo "  and a metric query (alertpipe archive query 'sum by (service, level) (count_over_time({job=~\".+\"}[1h]))'):"
+"$BIN" --config config/alertpipe.toml archive query --since 1h --step 1h \
+  'sum by (service, level) (count_over_time({job=~".+"}[1h]))' 2>&1 | tail -8 | sed 's/^/  /' || true
 echo
 curl -fs "$API/metrics" | grep -E '^alertpipe_(alerts_(received|deduplicated|persisted)|kafka_produced|notifications_(sent|throttled)|archive_(lines|files))_total' || true
 echo

@@ -60,8 +60,16 @@ if MAIL_FILE and os.path.exists(MAIL_FILE):
     text = next((p.get_content() for p in m.walk() if p.get_content_type() == "text/plain"), "")
     print(f"The mail it became ({MAIL_FILE}):")
     print(f"  Subject: {m['subject']}")
-    for line in text.strip().splitlines()[:6]:
+    lines = text.strip().splitlines()
+    for line in lines[:6]:
         print(f"  {line}")
+    # The log lines behind the alert (read from Loki by alertpipe), when the mail has them.
+    start = next((i for i, l in enumerate(lines) if l.startswith("Log lines")), None)
+    if start is None:
+        print("  (no log lines in the mail: Loki did not answer alertpipe in time?)")
+    else:
+        for line in lines[start:start + 4]:
+            print(f"  {line[:160]}")
     if first_error_ns:
         delivered_ns = os.stat(MAIL_FILE).st_mtime_ns
         print(f"Time from the first error line written to the mail delivered: "

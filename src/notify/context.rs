@@ -41,13 +41,31 @@ pub fn log_query(e: &AlertEvent) -> Option<String> {
     Some(q)
 }
 
-/// `g0.expr` of a Prometheus-style generator URL (`/graph?g0.expr=...`), decoded.
+/// The expression in a generator URL: `g0.expr` of a Prometheus-style one (`/graph?g0.expr=`),
+/// or the first query of a Grafana Explore one (`/explore?left={"queries":[{"expr":...}]}` as
+/// Loki 3's ruler sends, or `panes=`), decoded.
 fn expr_from_url(url: &str) -> Option<String> {
     let query = url.split_once('?')?.1;
-    let raw = query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("g0.expr="))?;
-    percent_decode(raw)
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name))
+            .and_then(percent_decode)
+    };
+    if let Some(e) = param("g0.expr=") {
+        return Some(e);
+    }
+    let first_expr = |v: &serde_json::Value| {
+        v["queries"][0]["expr"]
+            .as_str()
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned)
+    };
+    if let Some(left) = param("left=") {
+        return first_expr(&serde_json::from_str(&left).ok()?);
+    }
+    let panes: serde_json::Value = serde_json::from_str(&param("panes=")?).ok()?;
+    panes.as_object()?.values().find_map(first_expr)
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -223,6 +241,29 @@ mod tests {
         );
         assert_eq!(expr_from_url(""), None);
         assert_eq!(expr_from_url("http://x/graph?g0.expr=%zz"), None);
+    }
+
+    #[test]
+    fn lokis_explore_generator_url_gives_the_expression() {
+        // What Loki 3.4's ruler sent the demo's Alertmanager.
+        let url = "/explore?left=%7B%22queries%22%3A%5B%7B%22expr%22%3A%22%28sum+by+%28cluster%2Cservice%29%28count_over_time%28%7Bjob%3D~%5C%22.%2B%5C%22%7D+%7C%3D+%5C%22DB+connection+failed%5C%22%5B5m%5D%29%29+%5Cu003e+2%29%22%2C%22queryType%22%3A%22range%22%7D%5D%7D";
+        assert_eq!(
+            expr_from_url(url).as_deref(),
+            Some(
+                r#"(sum by (cluster,service)(count_over_time({job=~".+"} |= "DB connection failed"[5m])) > 2)"#
+            )
+        );
+        let panes = "/explore?schemaVersion=1&panes=%7B%22a%22%3A%7B%22queries%22%3A%5B%7B%22expr%22%3A%22rate%28%7Bjob%3D%5C%22x%5C%22%7D%5B1m%5D%29%22%7D%5D%7D%7D";
+        assert_eq!(
+            expr_from_url(panes).as_deref(),
+            Some(r#"rate({job="x"}[1m])"#)
+        );
+        assert_eq!(expr_from_url("/explore?left=not-json"), None);
+        let expr = expr_from_url(url).unwrap_or_default();
+        assert_eq!(
+            log_part(&expr).as_deref().map(str::trim),
+            Some(r#"{job=~".+"} |= "DB connection failed""#)
+        );
     }
 
     #[test]
