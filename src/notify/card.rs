@@ -9,6 +9,9 @@ use crate::domain::AlertEvent;
 /// Teams refuses bodies over 28 KB; stay clear of it.
 pub const MAX_BODY_BYTES: usize = 27 * 1024;
 
+/// Log lines behind an alert, for its card: (time, line) pairs and the Explore link.
+type Lines<'a> = Option<(&'a [(String, String)], &'a str)>;
+
 fn card(
     title: &str,
     color: &str,
@@ -16,12 +19,25 @@ fn card(
     text: &str,
     link: &str,
     note: Option<&str>,
+    lines: Lines<'_>,
 ) -> Value {
     let mut body = vec![
         json!({"type": "TextBlock", "text": title, "weight": "Bolder", "size": "Medium", "wrap": true, "color": color}),
         json!({"type": "FactSet", "facts": facts.iter().map(|(t, v)| json!({"title": t, "value": v})).collect::<Vec<_>>()}),
         json!({"type": "TextBlock", "text": text, "wrap": true}),
     ];
+    let mut actions =
+        vec![json!({"type": "Action.OpenUrl", "title": "View in Grafana", "url": link})];
+    if let Some((lines, explore)) = lines.filter(|(l, _)| !l.is_empty()) {
+        body.push(json!({"type": "TextBlock", "text": format!("Log lines ({}, newest last)", lines.len()), "weight": "Bolder", "size": "Small", "spacing": "Medium", "wrap": true}));
+        // One block per line, monospace (Adaptive Cards 1.4 has no code block).
+        for (time, line) in lines {
+            body.push(json!({"type": "TextBlock", "text": format!("{time} {line}"), "fontType": "Monospace", "size": "Small", "spacing": "None", "wrap": true}));
+        }
+        actions.push(
+            json!({"type": "Action.OpenUrl", "title": "Log query in Explore", "url": explore}),
+        );
+    }
     if let Some(n) = note {
         body.push(json!({"type": "TextBlock", "text": n, "isSubtle": true, "size": "Small", "wrap": true}));
     }
@@ -35,7 +51,7 @@ fn card(
                 "type": "AdaptiveCard",
                 "version": "1.4",
                 "body": body,
-                "actions": [{"type": "Action.OpenUrl", "title": "View in Grafana", "url": link}],
+                "actions": actions,
             }
         }]
     })
@@ -59,7 +75,25 @@ fn cut(s: &str, max: usize) -> String {
 
 /// The card for one alert, or for a digest of several; truncated to fit.
 pub fn message(events: &[AlertEvent], grafana_url: &str) -> Value {
+    message_with(events, grafana_url, None)
+}
+
+/// [`message`], with the log lines behind a single firing alert (`notify::context`).
+pub fn message_with(
+    events: &[AlertEvent],
+    grafana_url: &str,
+    logs: Option<&super::context::LogContext>,
+) -> Value {
     let views: Vec<View> = events.iter().map(|e| view(e, grafana_url)).collect();
+    let explore = match (events, logs) {
+        ([e], Some(ctx)) if !ctx.lines.is_empty() => {
+            Some(super::render::explore_link(grafana_url, e, &ctx.query))
+        }
+        _ => None,
+    };
+    let lines: Lines<'_> = logs
+        .zip(explore.as_deref())
+        .map(|(c, x)| (c.lines.as_slice(), x));
     let build = |limit: usize, note: Option<&str>| -> Value {
         match views.as_slice() {
             [v] => {
@@ -80,6 +114,7 @@ pub fn message(events: &[AlertEvent], grafana_url: &str) -> Value {
                     &cut(&text, limit),
                     &v.grafana_link,
                     note,
+                    lines,
                 )
             }
             many => {
@@ -128,6 +163,7 @@ pub fn message(events: &[AlertEvent], grafana_url: &str) -> Value {
                     &cut(&lines.join("\n"), limit),
                     &link,
                     note,
+                    None,
                 )
             }
         }

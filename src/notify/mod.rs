@@ -54,7 +54,9 @@ pub fn start(cfg: &Config, pool: PgPool, poison: PoisonStore) -> anyhow::Result<
     let mail = MailActor::new(transport, from, n.grafana_url.clone(), policy, dead.clone())
         .with_log_lines(n.log_source())
         .start();
-    let teams = TeamsActor::new(n.grafana_url.clone(), policy, dead, n.teams_max_per_s).start();
+    let teams = TeamsActor::new(n.grafana_url.clone(), policy, dead, n.teams_max_per_s)
+        .with_log_lines(n.log_source())
+        .start();
     let throttle = ThrottleActor::new(
         n.receivers.clone(),
         mail.recipient(),

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use super::card;
+use super::context::{self, LogSource};
 use super::dead_letter::{settle, DeadLetterActor, DeadNotification};
 use super::deliver::{Deliver, Delivered, NotifyError};
+use crate::domain::AlertStatus;
 use crate::notify::retry::{Failure, RetryPolicy};
 
 pub struct TeamsActor {
@@ -19,9 +21,17 @@ pub struct TeamsActor {
     dead: Addr<DeadLetterActor>,
     interval: Duration,
     next_slot: HashMap<String, Instant>,
+    /// Where the log lines behind an alert are read (`notify.loki_url`), if anywhere.
+    logs: Option<LogSource>,
 }
 
 impl TeamsActor {
+    /// Cards of single firing alerts from LogQL rules carry the lines behind them.
+    pub fn with_log_lines(mut self, src: Option<LogSource>) -> Self {
+        self.logs = src;
+        self
+    }
+
     pub fn new(
         grafana_url: String,
         policy: RetryPolicy,
@@ -37,6 +47,7 @@ impl TeamsActor {
             dead,
             interval: Duration::from_secs(1) / max_per_s.max(1),
             next_slot: HashMap::new(),
+            logs: None,
         }
     }
 
@@ -100,8 +111,19 @@ impl Handler<Deliver> for TeamsActor {
         let url = msg.receiver.webhook_url.expose().to_owned();
         let slot = self.slot(&url);
         let (client, policy, dead) = (self.client.clone(), self.policy, self.dead.clone());
-        let body = card::message(&msg.events, &self.grafana_url);
+        let (grafana, logs) = (self.grafana_url.clone(), self.logs.clone());
         Box::pin(async move {
+            let lines = match (&msg.events[..], &logs) {
+                ([e], Some(src)) if e.status == AlertStatus::Firing => match context::log_query(e) {
+                    Some(q) => context::fetch(&client, src, &q, e.starts_at)
+                        .await
+                        .inspect_err(|err| tracing::warn!(error = %err, query = %q, "log lines for the card not read; sending without"))
+                        .ok(),
+                    None => None,
+                },
+                _ => None,
+            };
+            let body = card::message_with(&msg.events, &grafana, lines.as_ref());
             let outcome = if url.is_empty() {
                 Err((
                     0,

@@ -10,7 +10,8 @@ use std::path::Path;
 use std::process::Command;
 
 use alertpipe::domain::{parse_webhook, AlertEvent, AlertStatus};
-use alertpipe::notify::card::{message, MAX_BODY_BYTES};
+use alertpipe::notify::card::{message, message_with, MAX_BODY_BYTES};
+use alertpipe::notify::context::LogContext;
 use serde_json::Value;
 
 use crate::support::{fixture, Stack};
@@ -39,13 +40,28 @@ fn cards() -> Vec<(&'static str, Value)> {
         ),
     );
     let g = "https://grafana.example.com";
+    let lines = LogContext {
+        query: r#"{service="payment-0"} |= "DB connection failed""#.into(),
+        lines: (0..10)
+            .map(|i| {
+                (
+                    format!("12:00:0{i}.000"),
+                    format!("ERROR [payment] DB connection failed <attempt {i}> & \"retrying\""),
+                )
+            })
+            .collect(),
+    };
     let out = vec![
-        ("alert", message(&[firing], g)),
+        ("alert", message(std::slice::from_ref(&firing), g)),
+        (
+            "alert-with-log-lines",
+            message_with(&[firing], g, Some(&lines)),
+        ),
         ("resolved", message(&[resolved], g)),
         ("digest", message(&digest, g)),
         ("truncated", message(&[huge], g)),
     ];
-    let truncated = out[3].1.to_string();
+    let truncated = out[4].1.to_string();
     assert!(truncated.len() <= MAX_BODY_BYTES, "{}", truncated.len());
     assert!(truncated.contains("truncated"), "the card says it was cut");
     out
@@ -152,7 +168,8 @@ fn microsofts_renderer_parses_validates_and_renders_every_kind_of_teams_card() {
             serde_json::json!([]),
             "{kind}: validation: {r}"
         );
-        assert_eq!(r["actions"], 1, "{kind}: the Grafana link: {r}");
+        let actions = if kind == "alert-with-log-lines" { 2 } else { 1 };
+        assert_eq!(r["actions"], actions, "{kind}: the Grafana links: {r}");
         let text = r["text"].as_str().unwrap_or_default();
         assert!(
             text.contains("payment-"),
@@ -160,6 +177,7 @@ fn microsofts_renderer_parses_validates_and_renders_every_kind_of_teams_card() {
         );
         let expected: &[&str] = match kind {
             "alert" => &["DB connection failed"],
+            "alert-with-log-lines" => &["Log lines (10", "<attempt 9> & \"retrying\""],
             "resolved" => &["DB connection failed", "resolved"],
             "digest" => &["Digest", "40"],
             _ => &["stack trace", "truncated"],
