@@ -16,13 +16,12 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use alertpipe::archive::layout::file_path;
-use alertpipe::archive::parquet::{encode_with, Codec, Promoted, Provenance, Row};
+use alertpipe::archive::parquet::Codec;
 use alertpipe::archive::{logql, query, storage};
-use common::loki::{base_ns, corpus, curl, dir_bytes, flush, labels, push, start_loki, STEP_NS};
+use common::loki::{archive_file, base_ns, corpus, curl, dir_bytes, flush, push, start_loki};
 use common::{env_usize, median};
 
 /// CPU seconds (user + system) of a process so far.
@@ -38,29 +37,7 @@ fn cpu_seconds(pid: &str) -> f64 {
 
 fn write_archive(root: &std::path::Path, sources: &[(String, Vec<Vec<u8>>)]) {
     for (name, lines) in sources {
-        let l = Arc::new(labels(name));
-        let mut rows: Vec<Row> = lines
-            .iter()
-            .enumerate()
-            .map(|(i, line)| Row {
-                ts_ns: base_ns() + i as i64 * STEP_NS,
-                line: line.clone(),
-                labels: l.clone(),
-                metadata: Vec::new(),
-                partition: 0,
-                offset: i as i64,
-            })
-            .collect();
-        let promoted = Promoted {
-            service: name,
-            env: "prod",
-        };
-        let provenance = Provenance {
-            partition: 0,
-            first_offset: 0,
-            last_offset: lines.len() as i64,
-        };
-        let file = encode_with(&mut rows, &promoted, provenance, Codec::Snappy).expect("encodes");
+        let file = archive_file(name, lines, Codec::Snappy);
         let path = root.join(file_path("prod", name, base_ns(), 0, 0, 0, Codec::Snappy));
         std::fs::create_dir_all(path.parent().expect("a directory")).expect("mkdir");
         std::fs::write(&path, file).expect("write");

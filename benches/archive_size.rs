@@ -9,13 +9,12 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use common::loki::{base_ns, corpus, dir_bytes, flush, labels, push, start_loki, STEP_NS};
+use common::loki::{archive_file, corpus, dir_bytes, flush, push, start_loki};
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 
-use alertpipe::archive::parquet::{encode_with, Codec, Promoted, Provenance, Row};
+use alertpipe::archive::parquet::Codec;
 
 fn piped(cmd: &str, args: &[&str], input: &[u8]) -> usize {
     let mut child = Command::new(cmd)
@@ -34,29 +33,7 @@ fn piped(cmd: &str, args: &[&str], input: &[u8]) -> usize {
 }
 
 fn archive_bytes(source: &str, lines: &[Vec<u8>], codec: Codec) -> usize {
-    let l = Arc::new(labels(source));
-    let mut rows: Vec<Row> = lines
-        .iter()
-        .enumerate()
-        .map(|(i, line)| Row {
-            ts_ns: base_ns() + i as i64 * STEP_NS,
-            line: line.clone(),
-            labels: l.clone(),
-            metadata: Vec::new(),
-            partition: 0,
-            offset: i as i64,
-        })
-        .collect();
-    let promoted = Promoted {
-        service: source,
-        env: "prod",
-    };
-    let provenance = Provenance {
-        partition: 0,
-        first_offset: 0,
-        last_offset: lines.len() as i64,
-    };
-    let file = encode_with(&mut rows, &promoted, provenance, codec).expect("encodes");
+    let file = archive_file(source, lines, codec);
     if let Ok(dir) = std::env::var("KEEP_FILES") {
         let _ = std::fs::create_dir_all(&dir);
         let _ = std::fs::write(format!("{dir}/{source}.{}", codec.extension()), &file);

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use alertpipe::archive::parquet::{encode_with, Codec, Promoted, Provenance, Row};
+
 /// An hour ago: Loki refuses samples older than its `reject_old_samples_max_age`.
 pub fn base_ns() -> i64 {
     static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
@@ -191,6 +193,34 @@ pub fn dir_bytes(dir: &Path) -> usize {
             }
         })
         .sum()
+}
+
+/// One source's lines as the archive stage writes them: one Parquet file, lines STEP_NS apart
+/// from base_ns(), the source's labels.
+pub fn archive_file(source: &str, lines: &[Vec<u8>], codec: Codec) -> Vec<u8> {
+    let l = std::sync::Arc::new(labels(source));
+    let mut rows: Vec<Row> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, line)| Row {
+            ts_ns: base_ns() + i as i64 * STEP_NS,
+            line: line.clone(),
+            labels: l.clone(),
+            metadata: Vec::new(),
+            partition: 0,
+            offset: i as i64,
+        })
+        .collect();
+    let promoted = Promoted {
+        service: source,
+        env: "prod",
+    };
+    let provenance = Provenance {
+        partition: 0,
+        first_offset: 0,
+        last_offset: lines.len() as i64,
+    };
+    encode_with(&mut rows, &promoted, provenance, codec).expect("encodes")
 }
 
 /// One source of the corpus: its name and lines.

@@ -1,13 +1,14 @@
 //! The archive stage: `logs` -> ArchiveActor (`actor`) -> snappy Parquet files on storage.
 //! `push` decodes what Promtail sends, `parquet` encodes files, `layout` names them,
-//! `storage` opens the configured store, `read` serves `alertpipe archive ls/cat`, `logql`
-//! and `query` answer LogQL over the files (`http::loki` serves them as Loki's API).
+//! `storage` opens the configured store, `read` serves `alertpipe archive ls/cat`, `logql`,
+//! `pipeline` and `query` answer LogQL over the files (`http::loki` serves them as Loki's API).
 
 pub mod actor;
 pub mod compact;
 pub mod layout;
 pub mod logql;
 pub mod parquet;
+pub mod pipeline;
 pub mod proto;
 pub mod push;
 pub mod query;

@@ -269,6 +269,21 @@ pub(crate) fn writer_properties(
     b
 }
 
+/// The names (same directory) of the files a compacted file's rows come from; empty for
+/// any other file.
+pub fn compacted_from(meta: &parquet::file::metadata::FileMetaData) -> Vec<String> {
+    meta.key_value_metadata()
+        .and_then(|kv| kv.iter().find(|e| e.key == META_COMPACTED_FROM))
+        .and_then(|e| e.value.as_deref())
+        .map(|v| {
+            v.split(',')
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Reads a file's provenance from its footer (None for files not written by alertpipe).
 pub fn provenance(file: bytes::Bytes) -> Option<Provenance> {
     let reader = parquet::file::serialized_reader::SerializedFileReader::new(file).ok()?;

@@ -4,8 +4,7 @@
 //! pipeline. Log queries answer streams (newest or oldest `limit` lines), metric queries a
 //! matrix (range) or a vector (instant), as Loki's HTTP API does (`http::loki`).
 //!
-//! Labels of a line, as in Loki 3: the stream's labels, then its structured metadata, then
-//! what `json` / `logfmt` extract (a name taken already gets `_extracted`).
+//! Each row goes through the query's pipeline (`archive::pipeline`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -21,12 +20,12 @@ use parquet::file::statistics::Statistics;
 
 use super::layout::segment;
 use super::logql::{
-    AggOp, BinOp, Cmp, Expr, Grouping, LabelPred, LineFilter, LogQuery, MatchOp, Matcher,
-    MetricExpr, Piece, RangeFn, Stage,
+    AggOp, BinOp, Expr, Grouping, LineFilter, LogQuery, MatchOp, Matcher, MetricExpr, RangeFn,
+    Stage,
 };
+use super::pipeline::run_pipeline;
+pub use super::pipeline::{LabelSet, RowRef};
 use crate::metrics as m;
-
-pub type LabelSet = BTreeMap<String, String>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -297,14 +296,6 @@ async fn candidates(
     Ok(out)
 }
 
-/// A row as the pipeline sees it.
-pub struct RowRef<'a> {
-    pub ts_ns: i64,
-    pub line: &'a str,
-    pub stream: &'a Arc<LabelSet>,
-    pub metadata: &'a [(String, String)],
-}
-
 /// What a scan reads: the stream selector, and the line filters that come before any parser
 /// (checked on the raw line first, before a row's labels are even decoded).
 pub struct Filter {
@@ -415,21 +406,7 @@ fn scan_file<V: Visitor>(
 ) -> Result<Vec<String>, String> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(data).map_err(|e| e.to_string())?;
     let meta = builder.metadata().clone();
-    let replaces = meta
-        .file_metadata()
-        .key_value_metadata()
-        .and_then(|kv| {
-            kv.iter()
-                .find(|e| e.key == super::parquet::META_COMPACTED_FROM)
-        })
-        .and_then(|e| e.value.as_deref())
-        .map(|v| {
-            v.split(',')
-                .filter(|n| !n.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
+    let replaces = super::parquet::compacted_from(meta.file_metadata());
     let schema = builder.parquet_schema();
     let ts_idx = schema
         .columns()
@@ -576,224 +553,6 @@ fn scan_file<V: Visitor>(
         stats.line_bytes_scanned += scanned.1.load(Ordering::Relaxed);
     }
     Ok(replaces)
-}
-
-// ---- the pipeline ----
-
-/// A line after the pipeline: its text (changed by `line_format`) and extracted labels.
-pub struct Processed {
-    pub line: Option<String>,
-    pub parsed: Vec<(String, String)>,
-}
-
-/// Runs `q`'s stages on a row; None when a filter drops it.
-pub fn run_pipeline(q: &LogQuery, r: &RowRef<'_>) -> Option<Processed> {
-    let mut line: Option<String> = None;
-    let mut parsed: Vec<(String, String)> = Vec::new();
-    for stage in &q.stages {
-        let cur = line.as_deref().unwrap_or(r.line);
-        match stage {
-            Stage::Line(f) => {
-                if !f.keep(cur) {
-                    return None;
-                }
-            }
-            Stage::Json => extract(r, &mut parsed, json_fields(cur), "JSONParserErr"),
-            Stage::Logfmt => extract(r, &mut parsed, logfmt_fields(cur), "LogfmtParserErr"),
-            Stage::Labels(p) => {
-                let mut err = false;
-                if !label_pred(p, r, &parsed, &mut err) {
-                    return None;
-                }
-                if err && label(r, &parsed, "__error__").is_none() {
-                    parsed.push(("__error__".into(), "LabelFilterErr".into()));
-                }
-            }
-            Stage::LineFormat(pieces) => {
-                let mut out = String::new();
-                for p in pieces {
-                    match p {
-                        Piece::Text(t) => out.push_str(t),
-                        Piece::Label(l) => out.push_str(label(r, &parsed, l).unwrap_or("")),
-                    }
-                }
-                line = Some(out);
-            }
-        }
-    }
-    Some(Processed { line, parsed })
-}
-
-/// A label's value: parsed last wins, then structured metadata, then the stream.
-fn label<'a>(r: &'a RowRef<'_>, parsed: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    parsed
-        .iter()
-        .rev()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .or_else(|| {
-            r.metadata
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        })
-        .or_else(|| r.stream.get(name).map(String::as_str))
-}
-
-fn label_pred(p: &LabelPred, r: &RowRef<'_>, parsed: &[(String, String)], err: &mut bool) -> bool {
-    match p {
-        LabelPred::Str(m) => m.matches(label(r, parsed, &m.name).unwrap_or("")),
-        LabelPred::Num { name, cmp, value } => {
-            match label(r, parsed, name).map(|v| v.trim().parse::<f64>()) {
-                Some(Ok(x)) => cmp.test(x, *value),
-                // Loki keeps a line whose label is not a number, marked with __error__...
-                Some(Err(_)) => {
-                    *err = true;
-                    true
-                }
-                // ... and one without the label only for `!=`.
-                None => *cmp == Cmp::Ne,
-            }
-        }
-        LabelPred::And(a, b) => label_pred(a, r, parsed, err) && label_pred(b, r, parsed, err),
-        LabelPred::Or(a, b) => label_pred(a, r, parsed, err) || label_pred(b, r, parsed, err),
-    }
-}
-
-/// Adds extracted fields under sanitised names; a name the stream has already gets
-/// `_extracted`, as in Loki.
-fn extract(
-    r: &RowRef<'_>,
-    parsed: &mut Vec<(String, String)>,
-    fields: Option<Vec<(String, String)>>,
-    err: &str,
-) {
-    let Some(fields) = fields else {
-        parsed.push(("__error__".into(), err.into()));
-        return;
-    };
-    for (k, v) in fields {
-        let mut k = sanitize(&k);
-        if k.is_empty() {
-            continue;
-        }
-        if r.stream.contains_key(&k) {
-            k.push_str("_extracted");
-        } else if r.metadata.iter().any(|(m, mv)| *m == k && *mv == v) {
-            // Loki keeps one copy, the structured metadata's.
-            continue;
-        }
-        parsed.retain(|(p, _)| *p != k);
-        parsed.push((k, v));
-    }
-}
-
-fn sanitize(k: &str) -> String {
-    let mut s: String = k
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if s.starts_with(|c: char| c.is_ascii_digit()) {
-        s.insert(0, '_');
-    }
-    s
-}
-
-/// Top-level JSON fields, nested objects flattened with `_`; arrays skipped. None: not JSON.
-fn json_fields(line: &str) -> Option<Vec<(String, String)>> {
-    let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    let obj = v.as_object()?;
-    let mut out = Vec::new();
-    fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
-        use serde_json::Value as J;
-        match v {
-            J::Object(o) => {
-                for (k, v) in o {
-                    let name = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}_{k}")
-                    };
-                    walk(&name, v, out);
-                }
-            }
-            J::Array(_) => {}
-            J::String(s) => out.push((prefix.to_owned(), s.clone())),
-            J::Null => out.push((prefix.to_owned(), String::new())),
-            other => out.push((prefix.to_owned(), other.to_string())),
-        }
-    }
-    for (k, v) in obj {
-        walk(k, v, &mut out);
-    }
-    Some(out)
-}
-
-/// `key=value key="quoted value" flag` pairs. None when a quote is left open.
-fn logfmt_fields(line: &str) -> Option<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    let mut it = line.char_indices().peekable();
-    while let Some(&(start, c)) = it.peek() {
-        if c.is_whitespace() {
-            it.next();
-            continue;
-        }
-        let mut key_end = line.len();
-        while let Some(&(i, c)) = it.peek() {
-            if c == '=' || c.is_whitespace() {
-                key_end = i;
-                break;
-            }
-            it.next();
-        }
-        let key = &line[start..key_end];
-        if it.peek().map(|&(_, c)| c) != Some('=') {
-            out.push((key.to_owned(), String::new()));
-            continue;
-        }
-        it.next();
-        let mut value = String::new();
-        if it.peek().map(|&(_, c)| c) == Some('"') {
-            it.next();
-            let mut closed = false;
-            while let Some((_, c)) = it.next() {
-                match c {
-                    '"' => {
-                        closed = true;
-                        break;
-                    }
-                    '\\' => match it.next() {
-                        Some((_, 'n')) => value.push('\n'),
-                        Some((_, 't')) => value.push('\t'),
-                        Some((_, e)) => value.push(e),
-                        None => return None,
-                    },
-                    c => value.push(c),
-                }
-            }
-            if !closed {
-                return None;
-            }
-        } else {
-            while let Some(&(_, c)) = it.peek() {
-                if c.is_whitespace() {
-                    break;
-                }
-                value.push(c);
-                it.next();
-            }
-        }
-        if !key.is_empty() {
-            out.push((key.to_owned(), value));
-        }
-    }
-    Some(out)
 }
 
 // ---- log queries ----
@@ -1288,60 +1047,7 @@ pub async fn labels(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::logql::parse;
-
-    fn row_labels() -> Arc<LabelSet> {
-        Arc::new(LabelSet::from([
-            ("job".to_owned(), "api".to_owned()),
-            ("level".to_owned(), "info".to_owned()),
-        ]))
-    }
-
-    fn run(q: &str, line: &str) -> Option<Processed> {
-        let Ok(Expr::Log(q)) = parse(q) else {
-            panic!("{q}")
-        };
-        let stream = row_labels();
-        let md = vec![("trace_id".to_owned(), "t1".to_owned())];
-        run_pipeline(
-            &q,
-            &RowRef {
-                ts_ns: 1,
-                line,
-                stream: &stream,
-                metadata: &md,
-            },
-        )
-    }
-
-    #[test]
-    fn the_pipeline_filters_parses_and_formats() {
-        let line = r#"{"level":"error","status":503,"req":{"method":"GET"},"msg":"DB down"}"#;
-        assert!(run(r#"{job="api"} |= "DB""#, line).is_some());
-        assert!(run(r#"{job="api"} != "DB""#, line).is_none());
-        assert!(run(r#"{job="api"} |~ "st.tus""#, line).is_some());
-        let p = run(
-            r#"{job="api"} | json | status >= 500 and req_method="GET" | line_format "{{.req_method}} {{.level_extracted}} {{.trace_id}}""#,
-            line,
-        )
-        .unwrap();
-        assert_eq!(p.line.as_deref(), Some("GET error t1"));
-        assert!(p.parsed.contains(&("status".into(), "503".into())));
-        assert!(run(r#"{job="api"} | json | status < 500"#, line).is_none());
-        // Not JSON: marked, and a filter on the marker drops it.
-        let p = run(r#"{job="api"} | json"#, "plain text").unwrap();
-        assert!(p
-            .parsed
-            .contains(&("__error__".into(), "JSONParserErr".into())));
-        assert!(run(r#"{job="api"} | json | __error__="""#, "plain text").is_none());
-        let p = run(
-            r#"{job="api"} | logfmt | duration_ms > 10"#,
-            r#"ts=1 msg="slow query" duration_ms=25 flag"#,
-        )
-        .unwrap();
-        assert!(p.parsed.contains(&("msg".into(), "slow query".into())));
-        assert!(p.parsed.contains(&("flag".into(), String::new())));
-    }
+    use crate::archive::logql::Cmp;
 
     #[test]
     fn range_windows_and_aggregations() {

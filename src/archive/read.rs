@@ -72,20 +72,7 @@ pub async fn list_all(op: &Operator) -> anyhow::Result<(Vec<FileInfo>, Vec<FileI
         let bytes = data.len() as u64;
         let builder = ParquetRecordBatchReaderBuilder::try_new(data)?;
         let meta = builder.metadata().file_metadata();
-        let replaces = meta
-            .key_value_metadata()
-            .and_then(|kv| {
-                kv.iter()
-                    .find(|e| e.key == super::parquet::META_COMPACTED_FROM)
-            })
-            .and_then(|e| e.value.as_deref())
-            .map(|v| {
-                v.split(',')
-                    .filter(|n| !n.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let replaces = super::parquet::compacted_from(meta);
         all.push(FileInfo {
             path: entry.path().to_owned(),
             env,

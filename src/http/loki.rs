@@ -321,6 +321,16 @@ fn categorize(req: &HttpRequest) -> bool {
         .any(|v| v.split(',').any(|f| f.trim() == "categorize-labels"))
 }
 
+/// What every handler starts with: the query group's credentials, the archive, the params.
+fn prelude<'a>(
+    req: &HttpRequest,
+    body: &[u8],
+    state: &'a AppState,
+) -> Result<(&'a opendal::Operator, Params), ApiError> {
+    auth::check(req, &state.auth, crate::config::EndpointGroup::Query)?;
+    Ok((archive(state)?, Params::from(req, body)?))
+}
+
 fn success(data: Value) -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "success", "data": data}))
 }
@@ -330,9 +340,7 @@ pub async fn query_range(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::check(&req, &state.auth, crate::config::EndpointGroup::Query)?;
-    let op = archive(&state)?;
-    let p = Params::from(&req, &body)?;
+    let (op, p) = prelude(&req, &body, &state)?;
     let expr = parse_query(&p)?;
     let (start, end) = range(&p)?;
     let w = Window {
@@ -356,9 +364,7 @@ pub async fn query_instant(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::check(&req, &state.auth, crate::config::EndpointGroup::Query)?;
-    let op = archive(&state)?;
-    let p = Params::from(&req, &body)?;
+    let (op, p) = prelude(&req, &body, &state)?;
     let expr = parse_query(&p)?;
     let t = time_param(&p, "time", now_ns())?;
     let started = Instant::now();
@@ -382,9 +388,7 @@ pub async fn labels(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::check(&req, &state.auth, crate::config::EndpointGroup::Query)?;
-    let op = archive(&state)?;
-    let p = Params::from(&req, &body)?;
+    let (op, p) = prelude(&req, &body, &state)?;
     let (start, end) = range(&p)?;
     let names = query::labels(op, None, &selector(&p)?, start, end)
         .await
@@ -398,9 +402,7 @@ pub async fn label_values(
     name: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::check(&req, &state.auth, crate::config::EndpointGroup::Query)?;
-    let op = archive(&state)?;
-    let p = Params::from(&req, &body)?;
+    let (op, p) = prelude(&req, &body, &state)?;
     let (start, end) = range(&p)?;
     let values = query::labels(op, Some(&name), &selector(&p)?, start, end)
         .await
@@ -423,9 +425,7 @@ pub async fn series(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::check(&req, &state.auth, crate::config::EndpointGroup::Query)?;
-    let op = archive(&state)?;
-    let p = Params::from(&req, &body)?;
+    let (op, p) = prelude(&req, &body, &state)?;
     let (start, end) = range(&p)?;
     let sets = query::series(op, &match_params(&p)?, start, end)
         .await
@@ -441,9 +441,7 @@ pub async fn index_stats(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::check(&req, &state.auth, crate::config::EndpointGroup::Query)?;
-    let op = archive(&state)?;
-    let p = Params::from(&req, &body)?;
+    let (op, p) = prelude(&req, &body, &state)?;
     let (start, end) = range(&p)?;
     let sels = match p.get("query") {
         None => Vec::new(),

@@ -17,6 +17,18 @@ use crate::support::{eventually, unique, Stack, TestApp};
 
 const TOKEN: &str = "test-token";
 
+/// An app that ingests pushes and archives them, with a bearer token.
+async fn archive_app() -> TestApp {
+    TestApp::builder()
+        .with_roles(&[Role::Ingest, Role::Archive])
+        .configure(|c| {
+            c.auth.mode = AuthMode::Bearer;
+            c.auth.secret = Secret::new(TOKEN);
+        })
+        .spawn()
+        .await
+}
+
 /// GET with categorised labels (as Grafana asks), and the app's credentials.
 async fn get(base: &str, path: &str, params: &[(&str, &str)], token: Option<&str>) -> (u16, Value) {
     let client = awc::Client::builder()
@@ -150,14 +162,7 @@ fn write_lines(promtail: &Promtail, file: &str) -> usize {
 
 #[actix_web::test]
 async fn the_archive_answers_logql_as_loki_does_for_the_same_lines() {
-    let app = TestApp::builder()
-        .with_roles(&[Role::Ingest, Role::Archive])
-        .configure(|c| {
-            c.auth.mode = AuthMode::Bearer;
-            c.auth.secret = Secret::new(TOKEN);
-        })
-        .spawn()
-        .await;
+    let app = archive_app().await;
     let loki = Loki::start_without_ruler();
     let promtail = Promtail::start(&loki.url, &app.url);
     let file = format!("{}.log", unique("aq"));
@@ -315,14 +320,7 @@ fn logcli(app: &str, args: &[&str]) -> String {
 
 #[actix_web::test]
 async fn logcli_reads_the_archive() {
-    let app = TestApp::builder()
-        .with_roles(&[Role::Ingest, Role::Archive])
-        .configure(|c| {
-            c.auth.mode = AuthMode::Bearer;
-            c.auth.secret = Secret::new(TOKEN);
-        })
-        .spawn()
-        .await;
+    let app = archive_app().await;
     // Promtail sends to alertpipe only (its Loki URL answers nothing).
     let promtail = Promtail::start("http://127.0.0.1:9", &app.url);
     let file = format!("{}.log", unique("cli"));

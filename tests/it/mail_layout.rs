@@ -7,12 +7,11 @@
 //! mail_layout` writes `<kind>-<width>.png` there (the README shows them).
 
 use std::path::Path;
-use std::process::Command;
 
 use alertpipe::domain::{parse_webhook, AlertEvent, AlertStatus};
 use alertpipe::notify::render::{alert_mail, digest_mail};
 
-use crate::support::fixture;
+use crate::support::{chromium, fixture};
 
 const SERVICE: &str = "payment-gateway-europe-west-production-cluster-blue";
 
@@ -24,24 +23,6 @@ fn long_event(i: usize) -> AlertEvent {
     e.message = format!("conn{i}refused-{}", "x".repeat(300));
     e.annotations.insert("summary".into(), e.message.clone());
     e
-}
-
-/// Debian's chromium, headless, as quiet as this machine's closed network needs, with time
-/// for the page's script to run.
-fn chromium() -> Command {
-    let mut c = Command::new("chromium");
-    c.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--virtual-time-budget=5000",
-    ]);
-    c
 }
 
 /// What the page measured: the document's scroll width, the frame's width, its text.

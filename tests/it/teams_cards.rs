@@ -7,14 +7,13 @@
 //! teams_cards` writes `card-<kind>.png` there.
 
 use std::path::Path;
-use std::process::Command;
 
 use alertpipe::domain::{parse_webhook, AlertEvent, AlertStatus};
 use alertpipe::notify::card::{message, message_with, MAX_BODY_BYTES};
 use alertpipe::notify::context::LogContext;
 use serde_json::Value;
 
-use crate::support::{fixture, Stack};
+use crate::support::{chromium, fixture, Stack};
 
 fn event(i: usize) -> AlertEvent {
     let mut e = parse_webhook(&fixture("alertmanager/firing-critical.json"))
@@ -65,23 +64,6 @@ fn cards() -> Vec<(&'static str, Value)> {
     assert!(truncated.len() <= MAX_BODY_BYTES, "{}", truncated.len());
     assert!(truncated.contains("truncated"), "the card says it was cut");
     out
-}
-
-fn chromium() -> Command {
-    let mut c = Command::new("chromium");
-    c.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--allow-file-access-from-files",
-        "--virtual-time-budget=5000",
-    ]);
-    c
 }
 
 /// A page that parses and renders `card` with the renderer at `js` and writes what it found

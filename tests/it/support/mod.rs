@@ -68,6 +68,25 @@ impl Stack {
 }
 
 /// A name no other test (or earlier run) uses.
+/// Debian's chromium, headless, as quiet as this machine's closed network needs, with time
+/// for a page's script to run and file pages allowed to load file scripts.
+pub fn chromium() -> Command {
+    let mut c = Command::new("chromium");
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--allow-file-access-from-files",
+        "--virtual-time-budget=5000",
+    ]);
+    c
+}
+
 pub fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     let nanos = std::time::SystemTime::now()
