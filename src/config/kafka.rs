@@ -61,7 +61,17 @@ impl Default for KafkaConfig {
             create_topics: true,
             partitions: 3,
             message_timeout_ms: 10_000,
-            producer: BTreeMap::from([("linger.ms".to_owned(), "5".to_owned())]),
+            // One produce request in flight per broker connection: with more (librdkafka
+            // allows 5 with idempotence) its broker thread busy-loops under load while the
+            // window is full, which on a small machine ate 63% of the process's CPU
+            // (README, "Ingest both ways").
+            producer: BTreeMap::from([
+                ("linger.ms".to_owned(), "5".to_owned()),
+                (
+                    "max.in.flight.requests.per.connection".to_owned(),
+                    "1".to_owned(),
+                ),
+            ]),
             consumer: BTreeMap::new(),
             group_instance_id: None,
             session_timeout_ms: 10_000,
