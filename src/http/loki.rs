@@ -23,6 +23,9 @@ use crate::archive::query::{
 const DEFAULT_RANGE_NS: i64 = 3_600_000_000_000;
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 5000;
+/// Loki's default `max_query_length`: a metric query keeps a time per matching line, so an
+/// unbounded range is unbounded memory.
+const MAX_RANGE_NS: i64 = 721 * 3_600_000_000_000;
 
 /// Query-string and form parameters; `match[]` may repeat.
 struct Params(Vec<(String, String)>);
@@ -104,6 +107,16 @@ fn range(p: &Params) -> Result<(i64, i64), ApiError> {
     let start = time_param(p, "start", end.saturating_sub(since))?;
     if end < start {
         return Err(bad("end", "end timestamp must not be before start time"));
+    }
+    if end - start > MAX_RANGE_NS {
+        return Err(bad(
+            "start",
+            format!(
+                "the query time range exceeds the limit (query length: {}h, limit: 721h); \
+                 split it or use DuckDB/Spark over the files",
+                (end - start) / 3_600_000_000_000
+            ),
+        ));
     }
     Ok((start, end))
 }
@@ -495,5 +508,18 @@ mod tests {
             Some(1_700_000_000_000_000_000)
         );
         assert_eq!(parse_time("yesterday"), None);
+    }
+
+    #[test]
+    fn ranges_default_to_the_last_hour_and_are_bounded() {
+        let p = |q: &str| Params(serde_urlencoded::from_str(q).unwrap());
+        let (s, e) = range(&p("end=1700000000")).unwrap();
+        assert_eq!(e - s, DEFAULT_RANGE_NS);
+        let (s, e) = range(&p("end=1700000000&since=6h")).unwrap();
+        assert_eq!(e - s, 6 * 3_600_000_000_000);
+        assert!(range(&p("start=1700000000&end=1600000000")).is_err());
+        let err = range(&p("start=1600000000&end=1700000000")).unwrap_err();
+        assert!(err.message.contains("exceeds the limit"), "{}", err.message);
+        assert!(range(&p("since=soon")).is_err());
     }
 }
