@@ -5,9 +5,11 @@ use std::collections::HashSet;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bytea, Text};
 
-use super::outbox::Outcome;
 use super::{DbError, PgPool};
 use diesel::pg::PgConnection;
+
+/// What a send came to: (key, receiver, fingerprint, status, outcome).
+pub type Outcome = (String, String, String, String, &'static str);
 
 /// The subset of `keys` already done.
 pub fn done(pool: &PgPool, keys: &[String]) -> Result<HashSet<String>, DbError> {

@@ -33,8 +33,8 @@ pub struct Claimed {
     pub attempts: i32,
 }
 
-/// What a send came to, for `notifications`: (key, receiver, fingerprint, status, outcome).
-pub type Outcome = (String, String, String, String, &'static str);
+/// What a send came to (a `notifications` row).
+pub use super::notifications::Outcome;
 
 /// Enqueues the notifications not done already and not queued already (a Kafka redelivery
 /// adds nothing). Returns how many were new.
