@@ -364,10 +364,19 @@ pub async fn query_range(
         direction: direction(&p)?,
     };
     let started = Instant::now();
-    let (answer, stats) = query::query_range(op, &expr, w)
-        .await
-        .map_err(query_error)?;
-    let (mut data, n) = answer_json(answer, categorize(&req), w.direction);
+    let r = query::query_range(op, &expr, w).await;
+    respond(&req, r, started, w.direction)
+}
+
+/// An answer (or its error) as Loki's JSON, with the scan's statistics.
+fn respond(
+    req: &HttpRequest,
+    r: Result<(Answer, ScanStats), QueryError>,
+    started: Instant,
+    direction: Direction,
+) -> Result<HttpResponse, ApiError> {
+    let (answer, stats) = r.map_err(query_error)?;
+    let (mut data, n) = answer_json(answer, categorize(req), direction);
     data["stats"] = stats_json(&stats, started, n);
     Ok(success(data))
 }
@@ -381,12 +390,8 @@ pub async fn query_instant(
     let expr = parse_query(&p)?;
     let t = time_param(&p, "time", now_ns())?;
     let started = Instant::now();
-    let (answer, stats) = query::query_instant(op, &expr, t)
-        .await
-        .map_err(query_error)?;
-    let (mut data, n) = answer_json(answer, categorize(&req), Direction::Backward);
-    data["stats"] = stats_json(&stats, started, n);
-    Ok(success(data))
+    let r = query::query_instant(op, &expr, t).await;
+    respond(&req, r, started, Direction::Backward)
 }
 
 fn selector(p: &Params) -> Result<Vec<logql::Matcher>, ApiError> {

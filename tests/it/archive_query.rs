@@ -12,7 +12,7 @@ use chrono::{SecondsFormat, Utc};
 use serde_json::Value;
 
 use crate::queries::{dashboard_targets, expand_range_vars, rule_expressions};
-use crate::support::logs::{Loki, Promtail};
+use crate::support::logs::{loki_get_with as get, Loki, Promtail};
 use crate::support::{eventually, unique, Stack, TestApp};
 
 const TOKEN: &str = "test-token";
@@ -27,29 +27,6 @@ async fn archive_app() -> TestApp {
         })
         .spawn()
         .await
-}
-
-/// GET with categorised labels (as Grafana asks), and the app's credentials.
-async fn get(base: &str, path: &str, params: &[(&str, &str)], token: Option<&str>) -> (u16, Value) {
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .finish();
-    let mut req = client
-        .get(format!("{base}{path}"))
-        .insert_header(("X-Loki-Response-Encoding-Flags", "categorize-labels"));
-    if let Some(t) = token {
-        req = req.insert_header(("authorization", format!("Bearer {t}")));
-    }
-    let mut resp = req
-        .query(&params)
-        .expect("query string")
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{base}{path}: {e}"));
-    let body = resp.body().limit(64 << 20).await.expect("body");
-    let v = serde_json::from_slice(&body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
-    (resp.status().as_u16(), v)
 }
 
 type Row = (BTreeMap<String, String>, String, String, Value, Value);

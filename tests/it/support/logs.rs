@@ -222,12 +222,26 @@ fn str_map(v: &Value) -> BTreeMap<String, String> {
 
 /// GET on a Loki-API server (Loki itself), with structured metadata kept apart from labels.
 pub async fn loki_get(base: &str, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
+    loki_get_with(base, path, params, None).await
+}
+
+/// [`loki_get`] with a bearer token (alertpipe's Loki API over the archive).
+pub async fn loki_get_with(
+    base: &str,
+    path: &str,
+    params: &[(&str, &str)],
+    token: Option<&str>,
+) -> (u16, Value) {
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(60))
         .finish();
-    let mut resp = client
+    let mut req = client
         .get(format!("{base}{path}"))
-        .insert_header(("X-Loki-Response-Encoding-Flags", "categorize-labels"))
+        .insert_header(("X-Loki-Response-Encoding-Flags", "categorize-labels"));
+    if let Some(t) = token {
+        req = req.insert_header(("authorization", format!("Bearer {t}")));
+    }
+    let mut resp = req
         .query(&params)
         .expect("query string")
         .send()
