@@ -34,7 +34,20 @@ pub fn start(cfg: &Config, poison: PoisonStore) -> anyhow::Result<StageHealth> {
         max_file_bytes: cfg.archive.max_file_bytes,
         max_age: cfg.archive.max_age(),
         codec: cfg.archive.codec,
+        row_group_bytes: cfg.archive.row_group_bytes,
+        buffer_bytes: cfg.archive.buffer_bytes,
     };
+    let sweep = (
+        storage.clone(),
+        cfg.archive.max_age() + Duration::from_secs(3600),
+    );
+    actix_web::rt::spawn(async move {
+        match storage::sweep_incomplete(&sweep.0, sweep.1).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed files crashed writers left unfinished"),
+            Err(e) => tracing::warn!(error = %e, "cannot sweep unfinished archive files"),
+        }
+    });
     let archive = ArchiveActor::start_in_arbiter(&actix::Arbiter::new().handle(), move |_| {
         ArchiveActor::new(settings, storage)
     });
@@ -49,6 +62,13 @@ pub fn start(cfg: &Config, poison: PoisonStore) -> anyhow::Result<StageHealth> {
             Duration::from_millis(50),
         )
     };
-    let health = crate::kafka::sink::spawn(consumer, sink::ArchiveSink { actor: archive }, poison);
+    let health = crate::kafka::sink::spawn(
+        consumer,
+        sink::ArchiveSink {
+            actor: archive,
+            batches: Default::default(),
+        },
+        poison,
+    );
     Ok(health)
 }

@@ -154,13 +154,66 @@ pub fn encode(
     encode_with(rows, promoted, provenance, Codec::default())
 }
 
-/// Sorts `rows` by time and encodes them as one Parquet file in memory.
+/// Sorts `rows` by time and encodes them as one Parquet file in memory (one row group).
 pub fn encode_with(
     rows: &mut [Row],
     promoted: &Promoted<'_>,
     provenance: Provenance,
     codec: Codec,
 ) -> Result<Vec<u8>, EncodeError> {
+    let mut file = FileEncoder::new(codec)?;
+    let mut out = file.row_group(rows, promoted)?;
+    out.extend_from_slice(&file.finish(provenance)?);
+    Ok(out)
+}
+
+/// One archive file encoded row group by row group: each call hands back the bytes that are
+/// ready for storage, so a file is never held whole in memory (only its open row group).
+/// The concatenation of everything returned, in order, is the file.
+pub struct FileEncoder {
+    writer: ArrowWriter<Vec<u8>>,
+}
+
+impl FileEncoder {
+    pub fn new(codec: Codec) -> Result<Self, EncodeError> {
+        let props = writer_properties(codec)
+            .set_created_by("alertpipe".into())
+            .build();
+        Ok(FileEncoder {
+            writer: ArrowWriter::try_new(Vec::new(), schema(), Some(props))?,
+        })
+    }
+
+    /// Sorts `rows` by time and encodes them as one row group; returns the bytes written.
+    pub fn row_group(
+        &mut self,
+        rows: &mut [Row],
+        promoted: &Promoted<'_>,
+    ) -> Result<Vec<u8>, EncodeError> {
+        if !rows.is_empty() {
+            self.writer.write(&batch(rows, promoted)?)?;
+            self.writer.flush()?;
+        }
+        Ok(std::mem::take(self.writer.inner_mut()))
+    }
+
+    /// Writes the footer (with the rows' provenance); returns the file's last bytes.
+    pub fn finish(mut self, provenance: Provenance) -> Result<Vec<u8>, EncodeError> {
+        for (k, v) in [
+            (META_PARTITION, provenance.partition.to_string()),
+            (META_FIRST, provenance.first_offset.to_string()),
+            (META_LAST, provenance.last_offset.to_string()),
+        ] {
+            self.writer
+                .append_key_value_metadata(KeyValue::new(k.into(), v));
+        }
+        self.writer.finish()?;
+        Ok(std::mem::take(self.writer.inner_mut()))
+    }
+}
+
+/// Sorts `rows` by time and builds their record batch.
+fn batch(rows: &mut [Row], promoted: &Promoted<'_>) -> Result<RecordBatch, EncodeError> {
     rows.sort_by_key(|r| (r.ts_ns, r.partition, r.offset));
     let n = rows.len();
     let mut ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
@@ -230,20 +283,7 @@ pub fn encode_with(
         Arc::new(partition.finish()),
         Arc::new(offset.finish()),
     ];
-    let batch = RecordBatch::try_new(schema(), columns)?;
-    let props = writer_properties(codec)
-        .set_created_by("alertpipe".into())
-        .set_key_value_metadata(Some(vec![
-            KeyValue::new(META_PARTITION.into(), provenance.partition.to_string()),
-            KeyValue::new(META_FIRST.into(), provenance.first_offset.to_string()),
-            KeyValue::new(META_LAST.into(), provenance.last_offset.to_string()),
-        ]))
-        .build();
-    let mut out = Vec::with_capacity(line_bytes_total / 4 + 4096);
-    let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
-    writer.write(&batch)?;
-    writer.close()?;
-    Ok(out)
+    Ok(RecordBatch::try_new(schema(), columns)?)
 }
 
 /// How each column is stored, chosen on real logs (`benches/archive_size.rs`):
@@ -286,13 +326,20 @@ pub fn compacted_from(meta: &parquet::file::metadata::FileMetaData) -> Vec<Strin
 
 /// Reads a file's provenance from its footer (None for files not written by alertpipe).
 pub fn provenance(file: bytes::Bytes) -> Option<Provenance> {
-    let reader = parquet::file::serialized_reader::SerializedFileReader::new(file).ok()?;
     use parquet::file::reader::FileReader;
-    let kv = reader
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()?
-        .clone();
+    let reader = parquet::file::serialized_reader::SerializedFileReader::new(file).ok()?;
+    provenance_in(reader.metadata().file_metadata())
+}
+
+/// The provenance in a file's footer metadata, given as its Thrift bytes (what lies before
+/// the last 8 bytes of the file).
+pub fn provenance_of_footer(metadata: &[u8]) -> Option<Provenance> {
+    let meta = parquet::file::metadata::ParquetMetaDataReader::decode_metadata(metadata).ok()?;
+    provenance_in(meta.file_metadata())
+}
+
+fn provenance_in(meta: &parquet::file::metadata::FileMetaData) -> Option<Provenance> {
+    let kv = meta.key_value_metadata()?;
     let get = |k: &str| {
         kv.iter()
             .find(|e| e.key == k)

@@ -17,6 +17,8 @@ use crate::kafka::sink::{Decoded, Retryable, Sink, Undecodable};
 
 pub struct ArchiveSink {
     pub actor: Addr<ArchiveActor>,
+    /// Numbers the batches handed to the actor.
+    pub batches: std::cell::Cell<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,15 +54,24 @@ impl Sink for ArchiveSink {
         batch: Arc<Vec<Decoded<Stream>>>,
     ) -> impl Future<Output = Result<Commit, ArchiveSinkError>> + 'static {
         let actor = self.actor.clone();
+        let id = self.batches.get() + 1;
+        self.batches.set(id);
         async move {
+            let mut rewind = Vec::new();
+            let mut error = None;
             loop {
-                let progress = actor
+                let mut progress = actor
                     .send(ArchiveBatch {
+                        id,
                         messages: batch.clone(),
                     })
                     .await??;
+                rewind.append(&mut progress.rewind);
+                error = progress.error.take().or(error);
                 if !progress.more {
-                    return Ok(progress.commit);
+                    progress.rewind = rewind;
+                    progress.error = error;
+                    return Ok(progress.into_commit());
                 }
             }
         }

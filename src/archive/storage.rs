@@ -24,15 +24,27 @@ pub fn operator(root: &str, webhdfs_port: u16) -> Result<Operator, StorageError>
     open(&parsed)
 }
 
+/// Where files being written live until they close (under the root; no reader lists it):
+/// the archive streams a file row group by row group, and a reader must never see half a
+/// file. S3 needs none: an unfinished multipart upload is invisible.
+pub const INCOMPLETE_DIR: &str = ".incomplete";
+
 /// Builds the OpenDAL client for a parsed root.
 pub fn open(root: &ArchiveRoot) -> Result<Operator, StorageError> {
     let op = match root {
-        ArchiveRoot::Fs(path) => {
-            Operator::new(services::Fs::default().root(&path.to_string_lossy()))?.finish()
-        }
-        ArchiveRoot::WebHdfs { endpoint, path } => {
-            Operator::new(services::Webhdfs::default().endpoint(endpoint).root(path))?.finish()
-        }
+        ArchiveRoot::Fs(path) => Operator::new(
+            services::Fs::default()
+                .root(&path.to_string_lossy())
+                .atomic_write_dir(&path.join(INCOMPLETE_DIR).to_string_lossy()),
+        )?
+        .finish(),
+        ArchiveRoot::WebHdfs { endpoint, path } => Operator::new(
+            services::Webhdfs::default()
+                .endpoint(endpoint)
+                .root(path)
+                .atomic_write_dir(&format!("{INCOMPLETE_DIR}/")),
+        )?
+        .finish(),
         ArchiveRoot::S3 { bucket, path } => {
             let mut b = services::S3::default().bucket(bucket).root(path);
             // S3-compatible stores (MinIO, Ceph) ignore the region; AWS needs the right one.
@@ -45,6 +57,39 @@ pub fn open(root: &ArchiveRoot) -> Result<Operator, StorageError> {
         }
     };
     Ok(op)
+}
+
+/// Removes what crashed or killed writers left in [`INCOMPLETE_DIR`]: objects older than
+/// `age` (a live writer's object is younger than the archive's file age; were one removed
+/// anyway, its close fails and the stage reads the partition again). Returns how many.
+pub async fn sweep_incomplete(
+    op: &Operator,
+    age: std::time::Duration,
+) -> Result<usize, StorageError> {
+    use futures_util::TryStreamExt;
+    let dir = format!("{INCOMPLETE_DIR}/");
+    let cutoff = std::time::SystemTime::now() - age;
+    let mut removed = 0;
+    let mut lister = match op.lister_with(&dir).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    while let Some(entry) = lister.try_next().await? {
+        if entry.path() == dir || entry.metadata().mode() != opendal::EntryMode::FILE {
+            continue;
+        }
+        let modified = match entry.metadata().last_modified() {
+            Some(t) => Some(t),
+            None => op.stat(entry.path()).await?.last_modified(),
+        };
+        let modified = modified.map_or(cutoff, std::time::SystemTime::from);
+        if modified < cutoff {
+            op.delete(entry.path()).await?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]
@@ -77,5 +122,40 @@ mod tests {
         assert_eq!(s.info().name(), "bucket");
         assert!(operator("ftp://x/y", 9870).is_err());
         assert!(operator("s3:///nobucket", 9870).is_err());
+    }
+
+    #[actix_web::test]
+    async fn the_sweep_removes_only_old_unfinished_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let op = operator(dir.path().to_str().unwrap(), 9870).unwrap();
+        let tmp = dir.path().join(INCOMPLETE_DIR);
+        let old = tmp.join("120000-abcd.snappy.parquet.old");
+        std::fs::write(&old, b"half a file").unwrap();
+        let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(day_ago)
+            .unwrap();
+        let young = tmp.join("130000-abcd.snappy.parquet.young");
+        std::fs::write(&young, b"being written").unwrap();
+        let kept = dir
+            .path()
+            .join("prod/payment/2026/06/21/120000-abcd.snappy.parquet");
+        std::fs::create_dir_all(kept.parent().unwrap()).unwrap();
+        std::fs::write(&kept, b"a closed file").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&kept)
+            .unwrap()
+            .set_modified(day_ago)
+            .unwrap();
+        let removed = sweep_incomplete(&op, std::time::Duration::from_secs(3600))
+            .await
+            .unwrap();
+        assert_eq!(removed, 1);
+        assert!(!old.exists());
+        assert!(young.exists() && kept.exists());
     }
 }

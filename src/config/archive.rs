@@ -23,6 +23,11 @@ pub struct ArchiveConfig {
     pub max_file_bytes: usize,
     /// Close files at this age at the latest.
     pub max_age_s: u64,
+    /// Encode and write a file's open row group when its raw lines reach this many bytes.
+    pub row_group_bytes: usize,
+    /// Memory for open row groups, all files together: past it, the largest are written.
+    /// With the consumer's prefetch, what bounds the stage's memory (not the file size).
+    pub buffer_bytes: usize,
     /// Messages per consumer batch at most.
     pub batch_size: usize,
     /// Parquet compression: `snappy` (default; `.snappy.parquet`) or `zstd` (`.zstd.parquet`,
@@ -39,6 +44,8 @@ impl Default for ArchiveConfig {
             group: "alertpipe-archive".into(),
             max_file_bytes: 128 * 1024 * 1024,
             max_age_s: 300,
+            row_group_bytes: 8 * 1024 * 1024,
+            buffer_bytes: 64 * 1024 * 1024,
             batch_size: 1000,
             codec: Default::default(),
         }
@@ -114,6 +121,12 @@ impl ArchiveConfig {
             return bad(
                 "archive",
                 "max_file_bytes must be at least 1024 and max_age_s above 0",
+            );
+        }
+        if self.row_group_bytes < 1024 || self.buffer_bytes < self.row_group_bytes {
+            return bad(
+                "archive",
+                "row_group_bytes must be at least 1024 and buffer_bytes at least row_group_bytes",
             );
         }
         if self.batch_size == 0 {

@@ -115,6 +115,13 @@ pub enum Commit {
     /// Only up to these next offsets, per (topic, partition) (the archive keeps open files).
     /// Committed synchronously: the archive's file names depend on it (see `archive::actor`).
     Offsets(Vec<(String, i32, i64)>),
+    /// As `Offsets`, and the sink lost what it held of the partitions in `from` (an archive
+    /// file failed mid-write): read them again from these offsets.
+    Rewind {
+        commit: Vec<(String, i32, i64)>,
+        from: Vec<(String, i32, i64)>,
+        reason: String,
+    },
 }
 
 fn own(m: &rdkafka::message::BorrowedMessage<'_>) -> RawMessage {
@@ -314,6 +321,24 @@ where
         let (next, sync) = match commit_what {
             Commit::Batch => (batch_offsets(&batch), false),
             Commit::Offsets(o) => (o, true),
+            Commit::Rewind {
+                commit,
+                from,
+                reason,
+            } => {
+                tracing::warn!(group = %s.group, %reason, partitions = ?from,
+                    "sink lost open work; reading those partitions again");
+                carried.retain(|m| {
+                    !from
+                        .iter()
+                        .any(|(t, p, _)| *t == m.topic && *p == m.partition)
+                });
+                rewind(&consumer, &health, from).await;
+                health.failed(reason);
+                // Whatever failed (storage, mostly) gets a moment before the same work again.
+                actix_web::rt::time::sleep(Duration::from_secs(1)).await;
+                (commit, true)
+            }
         };
         // Only what this member holds: a commit for a partition that moved would rewind
         // its new owner's progress.
@@ -450,6 +475,32 @@ fn pause(consumer: &GroupConsumer, on: bool) -> bool {
     };
     drop(assignment);
     r.is_ok()
+}
+
+/// Moves the fetch position of held partitions back to the given offsets.
+async fn rewind(
+    consumer: &Arc<GroupConsumer>,
+    health: &StageHealth,
+    from: Vec<(String, i32, i64)>,
+) {
+    for (topic, partition, offset) in from {
+        if !health.is_assigned(&(topic.clone(), partition)) {
+            continue; // moved meanwhile: its new owner starts from the committed offset
+        }
+        let c = consumer.clone();
+        let (t, p) = (topic.clone(), partition);
+        let sought = actix_web::rt::task::spawn_blocking(move || {
+            c.seek(&t, p, Offset::Offset(offset), Duration::from_secs(5))
+        })
+        .await;
+        match sought {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(%topic, partition, offset, error = %e, "cannot seek back")
+            }
+            Err(e) => tracing::error!(%topic, partition, offset, error = %e, "seek task failed"),
+        }
+    }
 }
 
 /// Commits the given next offsets. Asynchronous unless `sync`: a lost commit only means
