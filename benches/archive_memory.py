@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "common"))
 from stack import ENV, REPO, port  # noqa: E402  (benches/common/stack.py)
+CONFIG = os.environ.get("ALERTPIPE_BENCH_CONFIG", os.path.join(REPO, "config/alertpipe.toml"))
 
 TEMPLATES = [
     'level=info ts={ts} caller=handler.go:{n} msg="request served" method=GET path=/api/v1/orders/{id} status=200 duration={ms}ms',
@@ -60,21 +60,23 @@ def metric(url, name):
 class Pusher(threading.Thread):
     """Pushes `count` bodies of about 1 MB, each a slice of every service's stream."""
 
-    def __init__(self, url, seed, count, services, day_ns):
+    def __init__(self, url, seed, target_bytes, services, day_ns):
         super().__init__(daemon=True)
-        self.url, self.count, self.services, self.day_ns = url, count, services, day_ns
+        self.url, self.target, self.services, self.day_ns = url, target_bytes, services, day_ns
         self.rng = random.Random(seed)
         self.seed, self.lines, self.bytes, self.failed = seed, 0, 0, 0
 
     def run(self):
         per_service = max(1, 1_000_000 // (self.services * 120))
-        for i in range(self.count):
+        i = 0
+        while self.bytes < self.target:
+            i += 1
             streams = []
             for s in range(self.services):
                 values = []
                 for j in range(per_service):
                     n = self.rng.randrange(1000)
-                    ts = self.day_ns + ((self.seed * self.count + i) * per_service + j) * 1_000_000
+                    ts = self.day_ns + self.seed * 6 * 3600 * 10**9 + (i * per_service + j) * 1_000_000
                     line = TEMPLATES[(s + j) % len(TEMPLATES)].format(
                         ts=ts, n=n, id=self.rng.randrange(10**8), ms=n % 97, hex=f"{self.rng.getrandbits(64):016x}")
                     values.append([str(ts), line])
@@ -98,7 +100,7 @@ class Pusher(threading.Thread):
 
 
 def files_per_service_day(bin_, env, root):
-    out = subprocess.run([bin_, "archive", "ls", "--config", os.path.join(REPO, "config/alertpipe.toml")],
+    out = subprocess.run([bin_, "archive", "ls", "--config", CONFIG],
                          env=env, capture_output=True, text=True, check=True).stdout
     counts, rows = [], 0
     for line in out.splitlines():
@@ -113,7 +115,7 @@ def files_per_service_day(bin_, env, root):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
-    ap.add_argument("--mb", type=int, default=1024)
+    ap.add_argument("--mb", type=int, default=1024, help="MiB of raw lines to push")
     ap.add_argument("--services", type=int, default=50)
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="alertpipe-archive-memory-")
@@ -132,7 +134,7 @@ def main():
         "ALERTPIPE__TELEMETRY__LOG_LEVEL": "warn",
     }
     log = open(os.path.join(work, "alertpipe.log"), "ab")
-    proc = subprocess.Popen([args.bin, "serve", "--config", os.path.join(REPO, "config/alertpipe.toml"),
+    proc = subprocess.Popen([args.bin, "serve", "--config", CONFIG,
                              "--roles", "ingest,archive"], stdout=log, stderr=log, env=env)
     url = f"http://127.0.0.1:{listen}"
     ok = False
@@ -149,8 +151,7 @@ def main():
             time.sleep(0.2)
         time.sleep(2)
         rest = vm(proc.pid, "VmRSS")
-        bodies = max(4, args.mb * 1_000_000 // 1_000_000)
-        pushers = [Pusher(url, k, bodies // 4, args.services, yesterday) for k in range(4)]
+        pushers = [Pusher(url, k, args.mb * 2**20 // 4, args.services, yesterday) for k in range(4)]
         t0 = time.time()
         for p in pushers:
             p.start()
@@ -183,13 +184,16 @@ def main():
             sys.exit(f"the files hold {rows_before} rows, {lines} lines were pushed; see {work}")
         size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)
         c0 = time.time()
-        compacted = subprocess.run([args.bin, "archive", "compact", "--config",
-                                    os.path.join(REPO, "config/alertpipe.toml")],
-                                   env=cli_env, capture_output=True, text=True)
+        compactor = subprocess.Popen([args.bin, "archive", "compact", "--config",
+                                      CONFIG],
+                                     env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = compactor.stdout.read(), compactor.stderr.read()
+        _, status, usage = os.wait4(compactor.pid, 0)
+        compactor.returncode = os.waitstatus_to_exitcode(status)
         compact_s = time.time() - c0
-        compact_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        if compacted.returncode != 0:
-            sys.exit(f"compaction failed: {compacted.stderr}")
+        compact_peak = usage.ru_maxrss / 1024
+        if compactor.returncode != 0:
+            sys.exit(f"compaction failed: {err}")
         after, rows_after = files_per_service_day(args.bin, cli_env, root)
         if rows_after != lines:
             sys.exit(f"after compaction the files hold {rows_after} rows, {lines} were pushed; see {work}")
@@ -200,7 +204,7 @@ def main():
         print(f"files per service-day: as written mean {sum(before) / max(1, len(before)):.1f} max {max(before or [0])} "
               f"({sum(before)} files, {len(before)} service-days); after compaction mean "
               f"{sum(after) / max(1, len(after)):.1f} max {max(after or [0])}")
-        print(f"compaction: {compact_s:.1f} s, peak RSS {compact_peak:.0f} MiB; {compacted.stdout.strip()}")
+        print(f"compaction: {compact_s:.1f} s, peak RSS {compact_peak:.0f} MiB; {out.strip()}")
         print(f"archive: {size / 1e6:.1f} MB on disk = {raw / max(1, size):.1f}x smaller than the raw lines")
         print(f"every line once: {lines} pushed = {rows_before} rows as written = {rows_after} after compaction")
         ok = True
