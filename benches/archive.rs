@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alertpipe::archive::parquet::{encode, Promoted, Provenance, Row};
 use alertpipe::archive::proto::PushRequest;
 use alertpipe::archive::push::{decode_protobuf, stream_to_proto, Entry, Stream};
+use alertpipe::coldstore::parquet::{encode, Promoted, Provenance, Row};
 use alertpipe::config::{Config, Role};
 use prost::Message;
 
@@ -157,7 +157,7 @@ fn main() {
 
     // 2. The archive stage alone, per (service): rows -> one closed Parquet file on disk.
     let dir = tempfile::tempdir().unwrap();
-    let op = alertpipe::archive::storage::operator(dir.path().to_str().unwrap(), 9870).unwrap();
+    let op = alertpipe::coldstore::storage::operator(dir.path().to_str().unwrap(), 9870).unwrap();
     let mut rows_by_service: BTreeMap<String, Vec<Row>> = BTreeMap::new();
     for (i, p) in pushes.iter().enumerate() {
         for s in p {
@@ -262,14 +262,14 @@ fn main() {
         }
         let pushed = started.elapsed();
         let op =
-            alertpipe::archive::storage::operator(root.path().to_str().unwrap(), 9870).unwrap();
+            alertpipe::coldstore::storage::operator(root.path().to_str().unwrap(), 9870).unwrap();
         let want: i64 = pushes
             .iter()
             .flatten()
             .map(|s| s.entries.len() as i64)
             .sum();
         loop {
-            let rows: i64 = alertpipe::archive::read::list(&op)
+            let rows: i64 = alertpipe::coldstore::read::list(&op)
                 .await
                 .unwrap_or_default()
                 .iter()

@@ -18,9 +18,9 @@ mod common;
 
 use std::time::Instant;
 
-use alertpipe::archive::layout::file_path;
-use alertpipe::archive::parquet::Codec;
-use alertpipe::archive::{logql, query, storage};
+use alertpipe::coldstore::layout::file_path;
+use alertpipe::coldstore::parquet::Codec;
+use alertpipe::coldstore::{logql, query, storage};
 use common::loki::{archive_file, base_ns, corpus, curl, dir_bytes, flush, push, start_loki};
 use common::{env_usize, median};
 

@@ -14,7 +14,7 @@ use common::loki::{archive_file, corpus, dir_bytes, flush, push, start_loki};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use alertpipe::archive::parquet::Codec;
+use alertpipe::coldstore::parquet::Codec;
 
 fn piped(cmd: &str, args: &[&str], input: &[u8]) -> usize {
     let mut child = Command::new(cmd)

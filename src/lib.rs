@@ -2,6 +2,7 @@
 //! Start at `startup::Application`; ARCHITECTURE.md maps the rest.
 
 pub mod archive;
+pub mod coldstore;
 pub mod config;
 pub mod db;
 pub mod domain;

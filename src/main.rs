@@ -122,7 +122,7 @@ async fn archive_query(
     limit: usize,
     step: Option<String>,
 ) -> anyhow::Result<()> {
-    use alertpipe::archive::{logql, query as q};
+    use alertpipe::coldstore::{logql, query as q};
     let ns = |t: chrono::DateTime<chrono::Utc>| t.timestamp_nanos_opt().unwrap_or(i64::MAX);
     let dur = |s: &str, what: &str| {
         logql::parse_duration(s)
@@ -306,9 +306,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Archive(cmd) => {
             let cfg = Config::load(cli.config.as_deref())?;
-            let op = alertpipe::archive::storage::open(&cfg.archive.root()?)?;
+            let op = alertpipe::coldstore::storage::open(&cfg.archive.root()?)?;
             actix_web::rt::System::new().block_on(async move {
-                use alertpipe::archive::read;
+                use alertpipe::coldstore::read;
                 use std::io::Write;
                 let mut out = std::io::stdout().lock();
                 match cmd {
@@ -334,7 +334,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                             (chrono::Utc::now() - chrono::Duration::hours(1)).date_naive()
                         });
                         let r =
-                            alertpipe::archive::compact::compact(&op, before, cfg.archive.codec)
+                            alertpipe::coldstore::compact::compact(&op, before, cfg.archive.codec)
                                 .await?;
                         writeln!(
                             out,

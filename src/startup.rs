@@ -84,7 +84,7 @@ impl Application {
             db,
             // The archive role also answers LogQL over its files (http::loki).
             archive: if cfg.server.runs(Role::Archive) {
-                Some(crate::archive::storage::open(&cfg.archive.root()?)?)
+                Some(crate::coldstore::storage::open(&cfg.archive.root()?)?)
             } else {
                 None
             },

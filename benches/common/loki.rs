@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use alertpipe::archive::parquet::{encode_with, Codec, Promoted, Provenance, Row};
+use alertpipe::coldstore::parquet::{encode_with, Codec, Promoted, Provenance, Row};
 
 /// An hour ago: Loki refuses samples older than its `reject_old_samples_max_age`.
 pub fn base_ns() -> i64 {

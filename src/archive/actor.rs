@@ -23,9 +23,9 @@ use actix::prelude::*;
 use chrono::NaiveDate;
 use opendal::Operator;
 
-use crate::archive::layout;
-use crate::archive::parquet::{self as pq, FileEncoder, Promoted, Provenance, Row};
 use crate::archive::push::Stream;
+use crate::coldstore::layout;
+use crate::coldstore::parquet::{self as pq, FileEncoder, Promoted, Provenance, Row};
 use crate::kafka::consumer::Commit;
 use crate::kafka::sink::Decoded;
 use crate::metrics as m;
@@ -757,7 +757,7 @@ mod tests {
         let mut out = Vec::new();
         for e in walk(root) {
             let name = e.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            if name.starts_with(crate::archive::storage::INCOMPLETE_DIR) {
+            if name.starts_with(crate::coldstore::storage::INCOMPLETE_DIR) {
                 continue;
             }
             let b =
@@ -773,7 +773,7 @@ mod tests {
             out.push((name, groups, lines));
         }
         out.sort();
-        let incomplete = std::fs::read_dir(root.join(crate::archive::storage::INCOMPLETE_DIR))
+        let incomplete = std::fs::read_dir(root.join(crate::coldstore::storage::INCOMPLETE_DIR))
             .map_or(0, |d| d.count());
         (out, incomplete)
     }
@@ -792,7 +792,7 @@ mod tests {
     }
 
     fn start(root: &std::path::Path, s: ArchiveSettings) -> Addr<ArchiveActor> {
-        let op = crate::archive::storage::operator(root.to_str().unwrap(), 9870).unwrap();
+        let op = crate::coldstore::storage::operator(root.to_str().unwrap(), 9870).unwrap();
         ArchiveActor::new(s, op).start()
     }
 
@@ -849,7 +849,7 @@ mod tests {
         let first = send(&actor, 1, messages("payment", 0, 100)).await;
         assert!(first.rewind.is_empty());
         // The temp dir vanishes under the open file: closing it (a rename) fails.
-        let tmp = dir.path().join(crate::archive::storage::INCOMPLETE_DIR);
+        let tmp = dir.path().join(crate::coldstore::storage::INCOMPLETE_DIR);
         std::fs::remove_dir_all(&tmp).unwrap();
         std::fs::write(&tmp, b"not a directory").unwrap();
         actix_web::rt::time::sleep(Duration::from_millis(400)).await;

@@ -1,25 +1,17 @@
 //! The archive stage: `logs` -> ArchiveActor (`actor`) -> snappy Parquet files on storage.
-//! `push` decodes what Promtail sends, `parquet` encodes files, `layout` names them,
-//! `storage` opens the configured store, `read` serves `alertpipe archive ls/cat`, `logql`,
-//! `pipeline` and `query` answer LogQL over the files (`http::loki` serves them as Loki's API).
+//! `push` decodes what Promtail sends; the files themselves (format, names, storage, reading,
+//! LogQL) are `crate::coldstore`'s, shared with the readers.
 
 pub mod actor;
-pub mod compact;
-pub mod layout;
-pub mod logql;
-pub mod parquet;
-pub mod pipeline;
 pub mod proto;
 pub mod push;
-pub mod query;
-pub mod read;
 pub mod sink;
-pub mod storage;
 
 use std::time::Duration;
 
 use actix::Actor;
 
+use crate::coldstore::storage;
 use crate::config::Config;
 use crate::kafka::consumer::{ConsumerSettings, StageHealth};
 use crate::kafka::poison::PoisonStore;

@@ -32,7 +32,7 @@ pub struct ArchiveConfig {
     pub batch_size: usize,
     /// Parquet compression: `snappy` (default; `.snappy.parquet`) or `zstd` (`.zstd.parquet`,
     /// about 2.5x smaller on real logs, see README "Archive size").
-    pub codec: crate::archive::parquet::Codec,
+    pub codec: Codec,
 }
 
 impl Default for ArchiveConfig {
@@ -133,6 +133,27 @@ impl ArchiveConfig {
             return bad("archive.batch_size", "must be above 0");
         }
         self.root().map(|_| ())
+    }
+}
+
+/// The Parquet compression codec of the archive's files (`archive.codec`); named in the file
+/// name (`.snappy.parquet`, `.zstd.parquet`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// Fast to write and read, what Spark and Hive default to.
+    #[default]
+    Snappy,
+    /// About twice as small, somewhat slower to write.
+    Zstd,
+}
+
+impl Codec {
+    pub fn extension(self) -> &'static str {
+        match self {
+            Codec::Snappy => "snappy.parquet",
+            Codec::Zstd => "zstd.parquet",
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use archive::{ArchiveConfig, ArchiveRoot};
+pub use archive::{ArchiveConfig, ArchiveRoot, Codec};
 pub use auth::{AuthConfig, AuthMode, Credentials, EndpointGroup};
 pub use database::DatabaseConfig;
 pub use ingest::{DedupConfig, IngestConfig};

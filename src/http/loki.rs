@@ -1,4 +1,4 @@
-//! Loki's query API over the Parquet archive (`archive::query`), for Grafana's Loki datasource
+//! Loki's query API over the Parquet archive (`coldstore::query`), for Grafana's Loki datasource
 //! and `logcli`: `query_range`, `query`, `labels`, `label/{name}/values`, `series`,
 //! `index/stats`, `status/buildinfo`. Parameters as Loki takes them (times in ns, s or
 //! RFC 3339; `since`; `step` as seconds or a duration), in the query string or a POST form.
@@ -14,8 +14,8 @@ use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
 use super::{auth, AppState};
-use crate::archive::logql::{self, parse_duration};
-use crate::archive::query::{
+use crate::coldstore::logql::{self, parse_duration};
+use crate::coldstore::query::{
     self, Answer, Direction, LabelSet, QueryError, ScanStats, Stream, Window,
 };
 

@@ -505,7 +505,7 @@ async fn the_zstd_codec_writes_zstd_parquet_files_with_the_same_lines() {
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app(|c| {
         archive(dir.path())(c);
-        c.archive.codec = alertpipe::archive::parquet::Codec::Zstd;
+        c.archive.codec = alertpipe::coldstore::parquet::Codec::Zstd;
     })
     .await;
     let (status, body) = app
@@ -544,7 +544,7 @@ async fn the_zstd_codec_writes_zstd_parquet_files_with_the_same_lines() {
 /// Archive files written the way the stage writes them: `n` files of 50 lines for `service`
 /// on `day`, each from its own offsets.
 fn write_day(root: &Path, service: &str, day: chrono::NaiveDate, n: usize) -> Vec<String> {
-    use alertpipe::archive::parquet::{encode, Promoted, Provenance, Row};
+    use alertpipe::coldstore::parquet::{encode, Promoted, Provenance, Row};
     use std::sync::Arc;
     let labels = Arc::new(BTreeMap::from([("service".to_owned(), service.to_owned())]));
     let mut lines = Vec::new();
@@ -580,14 +580,14 @@ fn write_day(root: &Path, service: &str, day: chrono::NaiveDate, n: usize) -> Ve
             prov,
         )
         .unwrap();
-        let path = root.join(alertpipe::archive::layout::file_path(
+        let path = root.join(alertpipe::coldstore::layout::file_path(
             "prod",
             service,
             first_ts,
             0,
             (f * 50) as i64,
             0,
-            alertpipe::archive::parquet::Codec::Snappy,
+            alertpipe::coldstore::parquet::Codec::Snappy,
         ));
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, bytes).unwrap();
@@ -609,10 +609,10 @@ fn parquet_files(dir: &Path) -> Vec<String> {
 
 #[actix_web::test]
 async fn compaction_merges_each_closed_day_and_recovers_from_a_crash_at_every_step() {
-    use alertpipe::archive::compact::compact;
-    use alertpipe::archive::parquet::Codec;
+    use alertpipe::coldstore::compact::compact;
+    use alertpipe::coldstore::parquet::Codec;
     let root = tempfile::tempdir().unwrap();
-    let op = alertpipe::archive::storage::operator(root.path().to_str().unwrap(), 9870).unwrap();
+    let op = alertpipe::coldstore::storage::operator(root.path().to_str().unwrap(), 9870).unwrap();
     let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
     let today = chrono::Utc::now().date_naive();
     let mut expected = write_day(root.path(), "payment", day, 4);
@@ -672,7 +672,7 @@ async fn compaction_merges_each_closed_day_and_recovers_from_a_crash_at_every_st
     write_day(root.path(), "payment", day, 1);
     assert_eq!(parquet_files(&pay).len(), 2);
     let from = day.and_hms_opt(0, 0, 0).unwrap().and_utc();
-    let read = alertpipe::archive::read::lines(
+    let read = alertpipe::coldstore::read::lines(
         &op,
         "payment",
         from,
@@ -714,10 +714,15 @@ async fn compaction_merges_each_closed_day_and_recovers_from_a_crash_at_every_st
         "published under its name, inputs gone"
     );
     let from = tmp_day.and_hms_opt(0, 0, 0).unwrap().and_utc();
-    let read =
-        alertpipe::archive::read::lines(&op, "auth", from, from + chrono::Duration::days(1), None)
-            .await
-            .unwrap();
+    let read = alertpipe::coldstore::read::lines(
+        &op,
+        "auth",
+        from,
+        from + chrono::Duration::days(1),
+        None,
+    )
+    .await
+    .unwrap();
     let mut got: Vec<String> = read.into_iter().map(|(_, l)| l).collect();
     got.sort();
     let mut want = lines21;

@@ -42,10 +42,10 @@ pub fn log_tail(root: &Path) -> String {
 }
 
 pub async fn wait_rows(root: &Path, n: usize) -> Vec<Value> {
-    let op = alertpipe::archive::storage::operator(root.to_str().unwrap(), 9870).unwrap();
+    let op = alertpipe::coldstore::storage::operator(root.to_str().unwrap(), 9870).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     loop {
-        let files = alertpipe::archive::read::list(&op)
+        let files = alertpipe::coldstore::read::list(&op)
             .await
             .unwrap_or_default();
         let rows: i64 = files.iter().map(|f| f.rows).sum();

@@ -113,35 +113,15 @@ pub enum EncodeError {
     Parquet(#[from] parquet::errors::ParquetError),
 }
 
-/// The Parquet compression codec of the archive's files (`archive.codec`); named in the file
-/// name (`.snappy.parquet`, `.zstd.parquet`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Codec {
-    /// Fast to write and read, what Spark and Hive default to.
-    #[default]
-    Snappy,
-    /// About twice as small, somewhat slower to write.
-    Zstd,
-}
+pub use crate::config::Codec;
 
-impl Codec {
-    pub fn extension(self) -> &'static str {
-        match self {
-            Codec::Snappy => "snappy.parquet",
-            Codec::Zstd => "zstd.parquet",
-        }
-    }
-
-    fn compression(self) -> Compression {
-        match self {
-            Codec::Snappy => Compression::SNAPPY,
-            // Level 6: on real logs about 15% smaller than level 3, still well above the
-            // stage's 100 MB/s (the benchmark compares with `zstd -3` of the raw lines).
-            Codec::Zstd => {
-                Compression::ZSTD(parquet::basic::ZstdLevel::try_new(6).unwrap_or_default())
-            }
-        }
+/// The Parquet compression of a codec.
+fn compression(codec: Codec) -> Compression {
+    match codec {
+        Codec::Snappy => Compression::SNAPPY,
+        // Level 6: on real logs about 15% smaller than level 3, still well above the
+        // stage's 100 MB/s (the benchmark compares with `zstd -3` of the raw lines).
+        Codec::Zstd => Compression::ZSTD(parquet::basic::ZstdLevel::try_new(6).unwrap_or_default()),
     }
 }
 
@@ -298,7 +278,7 @@ pub(crate) fn writer_properties(
     use parquet::basic::Encoding;
     use parquet::schema::types::ColumnPath;
     let mut b = WriterProperties::builder()
-        .set_compression(codec.compression())
+        .set_compression(compression(codec))
         .set_column_dictionary_enabled(ColumnPath::from("line"), false)
         .set_column_encoding(ColumnPath::from("line"), Encoding::DELTA_BYTE_ARRAY);
     for col in ["timestamp", "timestamp_ns", "kafka_offset"] {

@@ -238,7 +238,7 @@ fn logfmt_fields(line: &str) -> Option<Vec<(String, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::logql::{parse, Expr};
+    use crate::coldstore::logql::{parse, Expr};
 
     fn row_labels() -> Arc<LabelSet> {
         Arc::new(LabelSet::from([

@@ -85,7 +85,7 @@ pub fn file_path(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::parquet::Codec;
+    use crate::coldstore::parquet::Codec;
 
     #[test]
     fn path_matches_the_seed_layout() {

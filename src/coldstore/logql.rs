@@ -1,4 +1,4 @@
-//! The LogQL the archive answers (`archive::query` evaluates it): log queries — a stream
+//! The LogQL the archive answers (`coldstore::query` evaluates it): log queries — a stream
 //! selector (`= != =~ !~`), line filters (`|= != |~ !~`), `json` / `logfmt`, label filters
 //! (string matchers, numeric comparisons, `and` / `or` / `,`), `line_format` with `{{.label}}`
 //! — and the metric queries dashboards and rules use: `count_over_time`, `rate`,

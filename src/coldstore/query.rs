@@ -4,7 +4,7 @@
 //! pipeline. Log queries answer streams (newest or oldest `limit` lines), metric queries a
 //! matrix (range) or a vector (instant), as Loki's HTTP API does (`http::loki`).
 //!
-//! Each row goes through the query's pipeline (`archive::pipeline`).
+//! Each row goes through the query's pipeline (`coldstore::pipeline`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -236,7 +236,7 @@ struct Candidate {
 
 /// Files whose path can match: day within [from, to], and service / env equal to what an
 /// equality matcher on `service` / `cluster` pins (the path is built from those labels
-/// first, `archive::layout`). Compacted files (8 hex digits in the name) come first in each
+/// first, `coldstore::layout`). Compacted files (8 hex digits in the name) come first in each
 /// directory, so the inputs they replace can be skipped.
 async fn candidates(
     op: &Operator,
@@ -1047,7 +1047,7 @@ pub async fn labels(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::logql::Cmp;
+    use crate::coldstore::logql::Cmp;
 
     #[test]
     fn range_windows_and_aggregations() {
