@@ -26,6 +26,8 @@ pub enum ReceiverKind {
 #[derive(Debug, Clone)]
 pub struct LogSource {
     pub loki_url: String,
+    /// Read instead when Loki does not answer: the archive's files (`archive.root`).
+    pub archive: Option<super::ArchiveRoot>,
     pub max_lines: usize,
     pub max_chars: usize,
     pub timeout: Duration,
@@ -165,6 +167,7 @@ impl NotifyConfig {
         let url = self.loki_url.as_deref().filter(|u| !u.is_empty())?;
         (self.log_lines > 0).then(|| LogSource {
             loki_url: url.to_owned(),
+            archive: None,
             max_lines: self.log_lines,
             max_chars: self.log_line_chars.max(20),
             timeout: Duration::from_secs(3),

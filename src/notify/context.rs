@@ -1,8 +1,9 @@
 //! The log lines behind an alert: for an alert born from a LogQL rule, the few lines that
 //! matched around its start, read from Loki's HTTP API, for its mail (and a link to the full
 //! query in Grafana Explore). The rule's expression comes from the `logql` annotation, else
-//! from the generator URL's `g0.expr` (what Loki's ruler sends). Best effort: when Loki does
-//! not answer in time, the mail goes without lines.
+//! from the generator URL's `g0.expr` (what Loki's ruler sends). When Loki does not answer,
+//! the same query runs over the archive's files (`coldstore::query`, the engine behind the
+//! archive's Loki API). Best effort: when neither answers in time, the mail goes without lines.
 
 use chrono::{DateTime, Utc};
 
@@ -134,19 +135,46 @@ fn log_part(expr: &str) -> Option<String> {
     (!q.is_empty()).then(|| q.to_owned())
 }
 
-/// Reads the lines from Loki: the newest `max_lines` matching in [start - 10 min, start + 1 min],
-/// oldest first, each cut to `max_chars` characters.
+/// The newest `max_lines` lines matching `query` in [start - 10 min, start + 1 min], oldest
+/// first, each cut to `max_chars` characters: from Loki, else from the archive.
 pub async fn fetch(
     client: &awc::Client,
     src: &LogSource,
     query: &str,
     around: DateTime<Utc>,
 ) -> Result<LogContext, String> {
-    let ns = |t: DateTime<Utc>| t.timestamp_nanos_opt().unwrap_or_default().to_string();
+    let lines = match from_loki(client, src, query, around).await {
+        Ok(lines) => lines,
+        Err(loki) => {
+            let Some(root) = &src.archive else {
+                return Err(loki);
+            };
+            let lines = from_archive(root, src, query, around)
+                .await
+                .map_err(|e| format!("{loki}; archive: {e}"))?;
+            tracing::info!(error = %loki, lines = lines.len(),
+                "Loki did not answer; the lines behind the alert come from the archive");
+            lines
+        }
+    };
+    Ok(context_of(query, lines, src))
+}
+
+fn ns(t: DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or_default()
+}
+
+/// (time in ns, line) from Loki's `query_range`.
+async fn from_loki(
+    client: &awc::Client,
+    src: &LogSource,
+    query: &str,
+    around: DateTime<Utc>,
+) -> Result<Vec<(i64, String)>, String> {
     let params = [
         ("query", query.to_owned()),
-        ("start", ns(around - BEFORE)),
-        ("end", ns(around + AFTER)),
+        ("start", ns(around - BEFORE).to_string()),
+        ("end", ns(around + AFTER).to_string()),
         ("limit", src.max_lines.to_string()),
         ("direction", "backward".to_owned()),
     ];
@@ -176,7 +204,7 @@ pub async fn fetch(
     }
     let v: serde_json::Value =
         serde_json::from_slice(&body).map_err(|e| format!("loki json: {e}"))?;
-    let mut lines: Vec<(i64, String)> = v["data"]["result"]
+    Ok(v["data"]["result"]
         .as_array()
         .into_iter()
         .flatten()
@@ -185,11 +213,46 @@ pub async fn fetch(
             let ts = pair.get(0)?.as_str()?.parse::<i64>().ok()?;
             Some((ts, pair.get(1)?.as_str()?.to_owned()))
         })
-        .collect();
+        .collect())
+}
+
+/// (time in ns, line) from the archive's files, through the engine behind its Loki API.
+async fn from_archive(
+    root: &crate::config::ArchiveRoot,
+    src: &LogSource,
+    query: &str,
+    around: DateTime<Utc>,
+) -> Result<Vec<(i64, String)>, String> {
+    use crate::coldstore::query::{self, Answer, Direction, Window};
+    let op = crate::coldstore::storage::open(root).map_err(|e| e.to_string())?;
+    let expr = crate::coldstore::logql::parse(query).map_err(|e| e.to_string())?;
+    let w = Window {
+        start_ns: ns(around - BEFORE),
+        end_ns: ns(around + AFTER),
+        step_ns: 1_000_000_000,
+        limit: src.max_lines,
+        direction: Direction::Backward,
+    };
+    let answer = actix_web::rt::time::timeout(src.timeout, query::query_range(&op, &expr, w))
+        .await
+        .map_err(|_| format!("no answer within {:?}", src.timeout))?
+        .map_err(|e| e.to_string())?;
+    match answer.0 {
+        Answer::Streams(streams) => Ok(streams
+            .into_iter()
+            .flat_map(|s| s.entries)
+            .map(|e| (e.ts_ns, e.line))
+            .collect()),
+        _ => Err("not a log query".into()),
+    }
+}
+
+/// The newest `max_lines`, oldest first, timed and capped for a template.
+fn context_of(query: &str, mut lines: Vec<(i64, String)>, src: &LogSource) -> LogContext {
     lines.sort_by_key(|(t, _)| std::cmp::Reverse(*t));
     lines.truncate(src.max_lines);
     lines.reverse();
-    Ok(LogContext {
+    LogContext {
         query: query.to_owned(),
         lines: lines
             .into_iter()
@@ -200,7 +263,7 @@ pub async fn fetch(
                 (time, cap(&l, src.max_chars))
             })
             .collect(),
-    })
+    }
 }
 
 /// At most `max` characters, control characters but tab shown as spaces, "…" when cut.

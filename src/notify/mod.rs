@@ -25,7 +25,7 @@ use std::sync::Arc;
 use actix::{Actor, Addr};
 use anyhow::Context as _;
 
-use crate::config::Config;
+use crate::config::{Config, LogSource};
 use crate::db::PgPool;
 use crate::kafka::consumer::{ConsumerSettings, StageHealth};
 use crate::kafka::poison::PoisonStore;
@@ -51,11 +51,16 @@ pub fn start(cfg: &Config, pool: PgPool, poison: PoisonStore) -> anyhow::Result<
     let policy = n.retry_policy();
     let from = n.smtp.sender()?;
     let transport = smtp::transport(&n.smtp).context("notify.smtp")?;
+    // The lines behind an alert: from Loki, else from the archive's files.
+    let log_source = n.log_source().map(|s| LogSource {
+        archive: cfg.archive.root().ok(),
+        ..s
+    });
     let mail = MailActor::new(transport, from, n.grafana_url.clone(), policy, dead.clone())
-        .with_log_lines(n.log_source())
+        .with_log_lines(log_source.clone())
         .start();
     let teams = TeamsActor::new(n.grafana_url.clone(), policy, dead, n.teams_max_per_s)
-        .with_log_lines(n.log_source())
+        .with_log_lines(log_source)
         .start();
     let throttle = ThrottleActor::new(
         n.receivers.clone(),

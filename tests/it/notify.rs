@@ -646,3 +646,98 @@ async fn an_alert_from_a_logql_rule_mails_the_lines_behind_it() {
         r#"{{service="{service}", job=~".+"}} |= "DB connection failed""#
     )));
 }
+
+#[actix_web::test]
+async fn with_loki_down_the_lines_behind_an_alert_come_from_the_archive() {
+    use alertpipe::coldstore::parquet::{encode, Promoted, Provenance, Row};
+    let (db, smtp) = (TestDb::new(), Smtp::start());
+    let service = unique("archsvc").replace('-', "_");
+    let archive = tempfile::tempdir().unwrap();
+    // The archive holds the service's lines (as the archive stage writes them); Loki is
+    // configured but nothing listens there.
+    let now = chrono::Utc::now();
+    let labels = std::sync::Arc::new(std::collections::BTreeMap::from([
+        ("service".to_owned(), service.clone()),
+        ("job".to_owned(), format!("{service}-service")),
+    ]));
+    let mut rows: Vec<Row> = (0..20i64)
+        .map(|i| Row {
+            ts_ns: (now - chrono::Duration::seconds(60 - i))
+                .timestamp_nanos_opt()
+                .unwrap(),
+            line: match i {
+                3 => "DB connection failed: <b>pool</b> exhausted".to_owned(),
+                _ if i % 5 == 4 => format!("request {i} ok"),
+                _ => format!("DB connection failed: attempt {i} refused by 10.0.0.5:5432"),
+            }
+            .into_bytes(),
+            labels: labels.clone(),
+            metadata: Vec::new(),
+            partition: 0,
+            offset: i,
+        })
+        .collect();
+    let first_ts = rows[0].ts_ns;
+    let file = encode(
+        &mut rows,
+        &Promoted {
+            service: &service,
+            env: "prod",
+        },
+        Provenance {
+            partition: 0,
+            first_offset: 0,
+            last_offset: 19,
+        },
+    )
+    .unwrap();
+    let path = archive.path().join(alertpipe::coldstore::layout::file_path(
+        "prod",
+        &service,
+        first_ts,
+        0,
+        0,
+        0,
+        Default::default(),
+    ));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, file).unwrap();
+
+    let dead_loki = format!("http://127.0.0.1:{}", crate::support::free_port());
+    let root = archive.path().to_owned();
+    let app = spawn_app(|c| {
+        notify(&db, smtp.port, None)(c);
+        c.notify.loki_url = Some(dead_loki);
+        c.notify.log_lines = 5;
+        c.archive.root = root.to_string_lossy().into_owned();
+    })
+    .await;
+    let body = json!({"version": "4", "status": "firing", "receiver": "x", "groupKey": "g", "alerts": [{
+        "status": "firing",
+        "labels": {"alertname": "DBConnectionFailed", "service": service, "severity": "critical", "cluster": "prod"},
+        "annotations": {"summary": "Payment Service Failure",
+                        "logql": r#"sum(count_over_time({job=~".+"} |= "DB connection failed" [5m])) > 2"#},
+        "startsAt": now.to_rfc3339(), "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://grafana/alerting", "fingerprint": "c0ffee0000000002"}]});
+    let (status, _, _) = app
+        .post_alerts(serde_json::to_vec(&body).unwrap(), None)
+        .await;
+    assert_eq!(status, 200);
+    let mail = &smtp.wait_mails(1).await[0];
+    let html = mail["html"].as_str().unwrap();
+    let text = mail["text"].as_str().unwrap();
+    assert!(html.contains("Log lines (5, newest last)"), "{html}");
+    assert!(
+        text.contains("attempt 18 refused"),
+        "the newest line: {text}"
+    );
+    assert!(
+        text.contains("attempt 13 refused") && !text.contains("attempt 12 refused"),
+        "only the newest 5: {text}"
+    );
+    assert!(
+        !text.contains("request 14 ok"),
+        "only matching lines: {text}"
+    );
+    assert!(!html.contains("<b>pool</b>"), "escaped");
+}
