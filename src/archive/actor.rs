@@ -455,32 +455,11 @@ async fn footer_provenance(
     storage: &Operator,
     path: &str,
 ) -> Result<Option<Provenance>, ArchiveError> {
-    let err = |e: opendal::Error| ArchiveError::Storage(format!("reading {path}: {e}"));
-    let size = match storage.stat(path).await {
-        Ok(meta) => meta.content_length(),
-        Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(err(e)),
-    };
-    if size < 12 {
-        return Ok(None);
+    match crate::coldstore::read::footer(storage, path).await {
+        Ok(f) => Ok(f.and_then(|f| pq::provenance_in(f.meta.file_metadata()))),
+        Err(crate::coldstore::read::ReadError::NotParquet { .. }) => Ok(None),
+        Err(e) => Err(ArchiveError::Storage(format!("reading {path}: {e}"))),
     }
-    let tail = storage
-        .read_with(path)
-        .range(size - 8..size)
-        .await
-        .map_err(err)?
-        .to_vec();
-    let len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
-    if &tail[4..] != b"PAR1" || len + 8 > size {
-        return Ok(None);
-    }
-    let meta = storage
-        .read_with(path)
-        .range(size - 8 - len..size - 8)
-        .await
-        .map_err(err)?
-        .to_bytes();
-    Ok(pq::provenance_of_footer(&meta))
 }
 
 /// Writes the jobs in order. Returns the writers still open, and the partitions whose

@@ -311,14 +311,8 @@ pub fn provenance(file: bytes::Bytes) -> Option<Provenance> {
     provenance_in(reader.metadata().file_metadata())
 }
 
-/// The provenance in a file's footer metadata, given as its Thrift bytes (what lies before
-/// the last 8 bytes of the file).
-pub fn provenance_of_footer(metadata: &[u8]) -> Option<Provenance> {
-    let meta = parquet::file::metadata::ParquetMetaDataReader::decode_metadata(metadata).ok()?;
-    provenance_in(meta.file_metadata())
-}
-
-fn provenance_in(meta: &parquet::file::metadata::FileMetaData) -> Option<Provenance> {
+/// The provenance a file's footer metadata holds (None for files not written by alertpipe).
+pub fn provenance_in(meta: &parquet::file::metadata::FileMetaData) -> Option<Provenance> {
     let kv = meta.key_value_metadata()?;
     let get = |k: &str| {
         kv.iter()

@@ -14,9 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arrow_array::{Array, BooleanArray, Int64Array, MapArray, StringArray};
 use futures_util::TryStreamExt;
 use opendal::{EntryMode, Operator};
-use parquet::arrow::arrow_reader::{ArrowPredicateFn, ParquetRecordBatchReaderBuilder, RowFilter};
+use parquet::arrow::arrow_reader::{ArrowPredicateFn, RowFilter};
 use parquet::arrow::ProjectionMask;
+use parquet::file::metadata::RowGroupMetaData;
 use parquet::file::statistics::Statistics;
+
+use super::read::Parts;
 
 use super::layout::segment;
 use super::logql::{
@@ -348,24 +351,41 @@ async fn scan<V: Visitor>(
         if superseded.contains(&(c.dir.clone(), c.name.clone())) {
             continue;
         }
-        let data = op.read(&c.path).await?.to_bytes();
+        // Footer first, then only the chunks of the columns read in the row groups whose
+        // time statistics overlap: a file is never read whole.
+        let mut wanted = vec!["timestamp_ns", "line", "labels"];
+        if want_metadata {
+            wanted.push("structured_metadata");
+        }
+        let keep = |rg: &RowGroupMetaData| overlaps(rg, from_ns, to_ns);
+        let parts = Parts::fetch(op, &c.path, &wanted, keep)
+            .await
+            .map_err(|e| QueryError::File {
+                path: c.path.clone(),
+                msg: e.to_string(),
+            })?;
+        let Some(parts) = parts else {
+            continue; // gone meanwhile (a compaction's delete)
+        };
+        stats.files += 1;
+        stats.bytes_read += parts.bytes_read;
+        let replaces = super::parquet::compacted_from(parts.meta.file_metadata());
+        superseded.extend(replaces.into_iter().map(|n| (c.dir.clone(), n)));
+        if parts.row_groups.is_empty() {
+            continue;
+        }
         let sel = filter.clone();
         let path = c.path.clone();
-        let (back, s, replaces) = tokio::task::spawn_blocking(move || {
-            let mut s = ScanStats {
-                files: 1,
-                bytes_read: data.len() as u64,
-                ..Default::default()
-            };
-            let r = scan_file(data, &sel, from_ns, to_ns, want_metadata, &mut v, &mut s);
-            r.map(|replaces| (v, s, replaces))
+        let (back, s) = tokio::task::spawn_blocking(move || {
+            let mut s = ScanStats::default();
+            let r = scan_file(parts, &sel, from_ns, to_ns, want_metadata, &mut v, &mut s);
+            r.map(|()| (v, s))
         })
         .await
         .map_err(|e| QueryError::Worker(e.to_string()))?
         .map_err(|msg| QueryError::File { path, msg })?;
         v = back;
         stats.add(&s);
-        superseded.extend(replaces.into_iter().map(|n| (c.dir.clone(), n)));
     }
     Ok(v)
 }
@@ -395,36 +415,32 @@ fn map_entries(
 
 /// One file: the row groups whose time range overlaps, rows matched by stream selector
 /// (evaluated once per distinct label set). Returns the names this file replaces.
+/// Whether a row group's time statistics overlap [from, to] (true without statistics).
+fn overlaps(rg: &RowGroupMetaData, from_ns: i64, to_ns: i64) -> bool {
+    let ts = rg
+        .columns()
+        .iter()
+        .find(|c| c.column_path().string() == "timestamp_ns");
+    match ts.and_then(|c| c.statistics()) {
+        Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
+            (Some(min), Some(max)) => *max >= from_ns && *min <= to_ns,
+            _ => true,
+        },
+        _ => true,
+    }
+}
+
 fn scan_file<V: Visitor>(
-    data: bytes::Bytes,
+    parts: Parts,
     filter: &Arc<Filter>,
     from_ns: i64,
     to_ns: i64,
     want_metadata: bool,
     v: &mut V,
     stats: &mut ScanStats,
-) -> Result<Vec<String>, String> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(data).map_err(|e| e.to_string())?;
-    let meta = builder.metadata().clone();
-    let replaces = super::parquet::compacted_from(meta.file_metadata());
+) -> Result<(), String> {
+    let builder = parts.builder().map_err(|e| e.to_string())?;
     let schema = builder.parquet_schema();
-    let ts_idx = schema
-        .columns()
-        .iter()
-        .position(|c| c.name() == "timestamp_ns")
-        .ok_or("no timestamp_ns column")?;
-    let groups: Vec<usize> = (0..meta.num_row_groups())
-        .filter(|&g| match meta.row_group(g).column(ts_idx).statistics() {
-            Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
-                (Some(min), Some(max)) => *max >= from_ns && *min <= to_ns,
-                _ => true,
-            },
-            _ => true,
-        })
-        .collect();
-    if groups.is_empty() {
-        return Ok(replaces);
-    }
     let mut wanted = vec!["timestamp_ns", "line", "labels"];
     if want_metadata {
         wanted.push("structured_metadata");
@@ -443,10 +459,7 @@ fn scan_file<V: Visitor>(
     // what it scanned.
     let scanned = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let prefiltered = !filter.lines.is_empty();
-    let mut builder = builder
-        .with_projection(mask)
-        .with_row_groups(groups)
-        .with_batch_size(8192);
+    let mut builder = builder.with_projection(mask).with_batch_size(8192);
     if prefiltered {
         let cols: Vec<usize> = builder
             .schema()
@@ -552,7 +565,7 @@ fn scan_file<V: Visitor>(
         stats.rows_scanned += scanned.0.load(Ordering::Relaxed);
         stats.line_bytes_scanned += scanned.1.load(Ordering::Relaxed);
     }
-    Ok(replaces)
+    Ok(())
 }
 
 // ---- log queries ----
@@ -1048,6 +1061,84 @@ pub async fn labels(
 mod tests {
     use super::*;
     use crate::coldstore::logql::Cmp;
+
+    #[actix_web::test]
+    async fn a_narrow_query_reads_the_footer_and_the_row_groups_it_needs_not_the_file() {
+        use crate::coldstore::parquet::{FileEncoder, Promoted, Provenance, Row};
+        let dir = tempfile::tempdir().unwrap();
+        let op = crate::coldstore::storage::operator(dir.path().to_str().unwrap(), 9870).unwrap();
+        let day: i64 = 1_782_000_000_000_000_000; // 2026-06-21
+        let labels = Arc::new(BTreeMap::from([(
+            "service".to_owned(),
+            "payment".to_owned(),
+        )]));
+        // 20 row groups of a minute each, 5000 lines apiece.
+        let mut enc = FileEncoder::new(Default::default()).unwrap();
+        let promoted = Promoted {
+            service: "payment",
+            env: "prod",
+        };
+        let mut file = Vec::new();
+        for g in 0..20i64 {
+            let mut rows: Vec<Row> = (0..5000i64)
+                .map(|i| Row {
+                    ts_ns: day + g * 60_000_000_000 + i * 10_000_000,
+                    line: format!("minute {g} line {i} payment {} accepted", i * 7919 % 1000)
+                        .into_bytes(),
+                    labels: labels.clone(),
+                    metadata: Vec::new(),
+                    partition: 0,
+                    offset: g * 5000 + i,
+                })
+                .collect();
+            file.extend(enc.row_group(&mut rows, &promoted).unwrap());
+        }
+        file.extend(
+            enc.finish(Provenance {
+                partition: 0,
+                first_offset: 0,
+                last_offset: 99_999,
+            })
+            .unwrap(),
+        );
+        let size = file.len() as u64;
+        let path = crate::coldstore::layout::file_path(
+            "prod",
+            "payment",
+            day,
+            0,
+            0,
+            0,
+            Default::default(),
+        );
+        op.write(&path, file).await.unwrap();
+        let expr = crate::coldstore::logql::parse(r#"{service="payment"} |= "line 42 ""#).unwrap();
+        // Minute 7 only.
+        let w = Window {
+            start_ns: day + 7 * 60_000_000_000,
+            end_ns: day + 8 * 60_000_000_000 - 1,
+            step_ns: 1_000_000_000,
+            limit: 100,
+            direction: Direction::Forward,
+        };
+        let (answer, stats) = query_range(&op, &expr, w).await.unwrap();
+        let Answer::Streams(streams) = answer else {
+            panic!("a log query answers streams");
+        };
+        let lines: Vec<&str> = streams
+            .iter()
+            .flat_map(|s| s.entries.iter().map(|e| e.line.as_str()))
+            .collect();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].starts_with("minute 7 line 42 "), "{lines:?}");
+        assert_eq!(stats.files, 1);
+        assert_eq!(stats.rows_scanned, 5000, "one row group scanned");
+        assert!(
+            stats.bytes_read * 5 < size,
+            "read {} of {size} bytes",
+            stats.bytes_read
+        );
+    }
 
     #[test]
     fn range_windows_and_aggregations() {

@@ -2,13 +2,20 @@
 //! bytes) and `alertpipe archive cat` (lines of a service in a time range, in time order).
 
 use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::Arc;
 
 use arrow_array::{Array, Int64Array, StringArray};
+use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::TryStreamExt;
 use opendal::{EntryMode, Operator};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use parquet::arrow::ProjectionMask;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader, RowGroupMetaData};
+use parquet::file::reader::{ChunkReader, Length};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileInfo {
@@ -46,8 +53,185 @@ fn parse_path(path: &str) -> Option<(String, String, NaiveDate)> {
     Some((env.to_string(), service.to_string(), day))
 }
 
-async fn read(op: &Operator, path: &str) -> anyhow::Result<bytes::Bytes> {
-    Ok(op.read(path).await?.to_bytes())
+/// Reading a file in parts failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("storage: {0}")]
+    Storage(#[from] opendal::Error),
+    #[error("{path}: not a Parquet file: {why}")]
+    NotParquet { path: String, why: String },
+}
+
+/// A file's footer, read alone (its last 8 bytes, then the metadata they point at).
+pub struct Footer {
+    pub size: u64,
+    pub meta: Arc<ParquetMetaData>,
+    /// Bytes read to get it.
+    pub bytes_read: u64,
+}
+
+/// Reads the footer of the file at `path`; None when there is no such file.
+pub async fn footer(op: &Operator, path: &str) -> Result<Option<Footer>, ReadError> {
+    let size = match op.stat(path).await {
+        Ok(m) => m.content_length(),
+        Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let bad = |why: &str| ReadError::NotParquet {
+        path: path.to_owned(),
+        why: why.to_owned(),
+    };
+    if size < 12 {
+        return Err(bad("shorter than a footer"));
+    }
+    let tail = op.read_with(path).range(size - 8..size).await?.to_vec();
+    let len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    if &tail[4..] != b"PAR1" || len + 8 > size {
+        return Err(bad("no Parquet footer"));
+    }
+    let buf = op
+        .read_with(path)
+        .range(size - 8 - len..size - 8)
+        .await?
+        .to_bytes();
+    let meta = ParquetMetaDataReader::decode_metadata(&buf).map_err(|e| bad(&e.to_string()))?;
+    Ok(Some(Footer {
+        size,
+        meta: Arc::new(meta),
+        bytes_read: len + 8,
+    }))
+}
+
+/// The parts of a file a reader needs (column chunks), fetched by range, as a Parquet
+/// [`ChunkReader`]: a query reads what its row groups and columns hold, not whole files.
+pub struct Sparse {
+    size: u64,
+    /// (offset, bytes), sorted by offset, not overlapping.
+    parts: Vec<(u64, Bytes)>,
+}
+
+impl Sparse {
+    /// Fetches `ranges` of the file at `path` (of `size` bytes); ranges closer than 64 KiB
+    /// are fetched as one.
+    pub async fn fetch(
+        op: &Operator,
+        path: &str,
+        size: u64,
+        mut ranges: Vec<Range<u64>>,
+    ) -> Result<Sparse, ReadError> {
+        ranges.sort_by_key(|r| r.start);
+        let mut merged: Vec<Range<u64>> = Vec::new();
+        for r in ranges {
+            match merged.last_mut() {
+                Some(last) if r.start <= last.end + (64 << 10) => last.end = last.end.max(r.end),
+                _ => merged.push(r),
+            }
+        }
+        let mut parts = Vec::with_capacity(merged.len());
+        for r in merged {
+            let start = r.start;
+            parts.push((start, op.read_with(path).range(r).await?.to_bytes()));
+        }
+        Ok(Sparse { size, parts })
+    }
+
+    /// Bytes fetched.
+    pub fn fetched(&self) -> u64 {
+        self.parts.iter().map(|(_, b)| b.len() as u64).sum()
+    }
+
+    fn slice(&self, start: u64, len: Option<usize>) -> parquet::errors::Result<Bytes> {
+        let i = self.parts.partition_point(|(o, _)| *o <= start);
+        let missing =
+            || parquet::errors::ParquetError::General(format!("bytes at {start} were not fetched"));
+        let (offset, part) = self
+            .parts
+            .get(i.checked_sub(1).ok_or_else(missing)?)
+            .ok_or_else(missing)?;
+        let from = (start - offset) as usize;
+        let to = len.map_or(part.len(), |l| from + l);
+        if to > part.len() {
+            return Err(missing());
+        }
+        Ok(part.slice(from..to))
+    }
+}
+
+/// What a reader needs of one file: its metadata, the row groups it keeps, and their chunks
+/// of the columns it reads.
+pub struct Parts {
+    pub meta: Arc<ParquetMetaData>,
+    pub row_groups: Vec<usize>,
+    pub data: Sparse,
+    /// Footer and chunks: the bytes read from storage.
+    pub bytes_read: u64,
+}
+
+impl Parts {
+    /// Reads the footer of `path`, then the chunks of the top-level `columns` in the row
+    /// groups `keep` admits. None when the file is gone.
+    pub async fn fetch(
+        op: &Operator,
+        path: &str,
+        columns: &[&str],
+        keep: impl Fn(&RowGroupMetaData) -> bool,
+    ) -> Result<Option<Parts>, ReadError> {
+        let Some(f) = footer(op, path).await? else {
+            return Ok(None);
+        };
+        let schema = f.meta.file_metadata().schema_descr();
+        let leaves: Vec<usize> = (0..schema.num_columns())
+            .filter(|&i| columns.contains(&schema.get_column_root(i).name()))
+            .collect();
+        let row_groups: Vec<usize> = (0..f.meta.num_row_groups())
+            .filter(|&g| keep(f.meta.row_group(g)))
+            .collect();
+        let ranges = row_groups
+            .iter()
+            .flat_map(|&g| {
+                let rg = f.meta.row_group(g);
+                leaves.iter().map(move |&c| {
+                    let (start, len) = rg.column(c).byte_range();
+                    start..start + len
+                })
+            })
+            .collect();
+        let data = Sparse::fetch(op, path, f.size, ranges).await?;
+        Ok(Some(Parts {
+            bytes_read: f.bytes_read + data.fetched(),
+            meta: f.meta,
+            row_groups,
+            data,
+        }))
+    }
+
+    /// A record batch reader over the kept row groups (set its projection to `columns`).
+    pub fn builder(self) -> parquet::errors::Result<ParquetRecordBatchReaderBuilder<Sparse>> {
+        let meta = ArrowReaderMetadata::try_new(self.meta, ArrowReaderOptions::new())?;
+        Ok(
+            ParquetRecordBatchReaderBuilder::new_with_metadata(self.data, meta)
+                .with_row_groups(self.row_groups),
+        )
+    }
+}
+
+impl Length for Sparse {
+    fn len(&self) -> u64 {
+        self.size
+    }
+}
+
+impl ChunkReader for Sparse {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        use bytes::Buf;
+        Ok(self.slice(start, None)?.reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        self.slice(start, Some(length))
+    }
 }
 
 /// Every archive file a reader should see, sorted by path: files a compacted file replaces
@@ -68,10 +252,12 @@ pub async fn list_all(op: &Operator) -> anyhow::Result<(Vec<FileInfo>, Vec<FileI
         let Some((env, service, day)) = parse_path(entry.path()) else {
             continue;
         };
-        let data = read(op, entry.path()).await?;
-        let bytes = data.len() as u64;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(data)?;
-        let meta = builder.metadata().file_metadata();
+        // The footer says all a listing needs: a file is never read whole here.
+        let Some(footer) = footer(op, entry.path()).await? else {
+            continue; // gone meanwhile (a compaction's delete)
+        };
+        let bytes = footer.size;
+        let meta = footer.meta.file_metadata();
         let replaces = super::parquet::compacted_from(meta);
         all.push(FileInfo {
             path: entry.path().to_owned(),
@@ -110,7 +296,11 @@ pub async fn lines(
         if f.service != service || f.day < from.date_naive() || f.day > to.date_naive() {
             continue;
         }
-        let builder = ParquetRecordBatchReaderBuilder::try_new(read(op, &f.path).await?)?;
+        let Some(parts) = Parts::fetch(op, &f.path, &["timestamp_ns", "line"], |_| true).await?
+        else {
+            continue;
+        };
+        let builder = parts.builder()?;
         let schema = builder.parquet_schema();
         let cols: Vec<usize> = ["timestamp_ns", "line"]
             .iter()
