@@ -96,9 +96,13 @@ install_tansu() {
   [ -x "$bin" ] && return 0
   if [ ! -x "$cached" ]; then
     command -v cargo >/dev/null || die "cargo is needed to build tansu (the Kafka-protocol broker)"
+    # opt-level 1 instead of release's 3: measured here (2 cores, same machine, /usr/bin/time),
+    # 818 instead of 1039 CPU-seconds to build (-21%), for a broker 3.5% slower under the bare
+    # producer of `alertpipe loadgen` (24.0k vs 24.9k alerts/s, p99 unchanged at 25 ms). The
+    # features are already minimal: tansu's defaults are its own crates, libsql the one engine.
     slow_step "building the broker, tansu $TANSU_VERSION, once into $TOOL_CACHE" \
-      "9 minutes on 2 cores, then reused" "$STATE/tansu-install.log" \
-      env CARGO_TARGET_DIR="$TOOL_CACHE/../tansu-target" \
+      "7-8 minutes on 2 cores, then reused" "$STATE/tansu-install.log" \
+      env CARGO_TARGET_DIR="$TOOL_CACHE/../tansu-target" CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
       cargo install tansu --version "$TANSU_VERSION" --locked --features libsql \
       --root "$TOOL_CACHE" \
       || die "tansu build failed; see $STATE/tansu-install.log"
