@@ -13,6 +13,5 @@ pub mod loadgen;
 pub mod metrics;
 pub mod notify;
 pub mod persist;
-pub mod priority;
 pub mod startup;
 pub mod telemetry;

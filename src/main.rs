@@ -227,14 +227,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 cfg.server.roles = roles;
             }
             alertpipe::telemetry::init(&cfg.telemetry);
-            alertpipe::priority::set_background_nice(cfg.server.background_nice);
             actix_web::rt::System::new().block_on(async move {
                 let app = Application::build(cfg)
                     .await
                     .context("starting alertpipe")?;
-                // The HTTP workers and the ingest arbiter run; what this thread does from now
-                // on is the consumer stages' (the signals aside).
-                alertpipe::priority::background_thread();
                 app.install_signal_handlers();
                 app.run_until_stopped().await
             })

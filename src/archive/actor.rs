@@ -527,11 +527,6 @@ async fn write_job(
 
 impl Actor for ArchiveActor {
     type Context = Context<Self>;
-
-    /// The archive's thread (Parquet encoding) is background work (`crate::priority`).
-    fn started(&mut self, _: &mut Self::Context) {
-        crate::priority::background_thread();
-    }
 }
 
 impl ArchiveActor {

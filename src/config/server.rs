@@ -36,9 +36,6 @@ pub struct ServerConfig {
     pub body_limit_bytes: usize,
     /// Seconds to drain in-flight requests after SIGTERM.
     pub shutdown_timeout_s: u64,
-    /// Nice steps the consumer stages' threads run below the webhook's path (0-19; 0: the
-    /// same), so a storm's acknowledgements never wait for background work (`priority`).
-    pub background_nice: i32,
 }
 
 impl Default for ServerConfig {
@@ -49,7 +46,6 @@ impl Default for ServerConfig {
             workers: 2,
             body_limit_bytes: 4 * 1024 * 1024,
             shutdown_timeout_s: 30,
-            background_nice: 10,
         }
     }
 }
@@ -70,9 +66,6 @@ impl ServerConfig {
         }
         if self.body_limit_bytes < 1024 {
             return bad("server.body_limit_bytes", "must be at least 1024");
-        }
-        if !(0..=19).contains(&self.background_nice) {
-            return bad("server.background_nice", "must be 0 to 19");
         }
         if self.roles.is_empty() {
             return bad("server.roles", "name at least one role");

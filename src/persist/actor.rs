@@ -28,11 +28,6 @@ impl PersistActor {
 
 impl Actor for PersistActor {
     type Context = SyncContext<Self>;
-
-    /// A persist worker is background work (`crate::priority`).
-    fn started(&mut self, _: &mut Self::Context) {
-        crate::priority::background_thread();
-    }
 }
 
 impl Handler<PersistBatch> for PersistActor {
