@@ -357,7 +357,8 @@ async fn scan<V: Visitor>(
         if want_metadata {
             wanted.push("structured_metadata");
         }
-        let keep = |rg: &RowGroupMetaData| overlaps(rg, from_ns, to_ns);
+        let keep =
+            |rg: &RowGroupMetaData| overlaps(rg, from_ns, to_ns) && may_hold(rg, &filter.selector);
         let parts = Parts::fetch(op, &c.path, &wanted, keep)
             .await
             .map_err(|e| QueryError::File {
@@ -428,6 +429,36 @@ fn overlaps(rg: &RowGroupMetaData, from_ns: i64, to_ns: i64) -> bool {
         },
         _ => true,
     }
+}
+
+/// Whether a row group can hold rows the selector's `=` matchers on `hostname` and `level`
+/// accept, by those promoted columns' min/max statistics (the columns hold the labels'
+/// values, so a value outside [min, max] is in no row). True without statistics. `label=""`
+/// is never used to prune: it matches rows without the label, whose `level` column may still
+/// hold a `detected_level`.
+fn may_hold(rg: &RowGroupMetaData, selector: &[Matcher]) -> bool {
+    selector
+        .iter()
+        .filter(|m| m.op == MatchOp::Eq && !m.value.is_empty())
+        .filter(|m| m.name == "hostname" || m.name == "level")
+        .all(|m| {
+            let stats = rg
+                .columns()
+                .iter()
+                .find(|c| c.column_path().string() == m.name)
+                .and_then(|c| c.statistics());
+            match stats {
+                Some(Statistics::ByteArray(s)) => match (s.min_opt(), s.max_opt()) {
+                    (Some(min), Some(max)) => {
+                        let v = m.value.as_bytes();
+                        min.data() <= v && v <= max.data()
+                    }
+                    // Only nulls: no row has the label, so `label="v"` matches none.
+                    _ => s.null_count_opt().is_none(),
+                },
+                _ => true,
+            }
+        })
 }
 
 fn scan_file<V: Visitor>(
@@ -1061,6 +1092,97 @@ pub async fn labels(
 mod tests {
     use super::*;
     use crate::coldstore::logql::Cmp;
+
+    #[actix_web::test]
+    async fn a_level_selector_skips_row_groups_whose_level_statistics_exclude_it() {
+        use crate::coldstore::parquet::{FileEncoder, Promoted, Provenance, Row};
+        let dir = tempfile::tempdir().unwrap();
+        let op = crate::coldstore::storage::operator(dir.path().to_str().unwrap(), 9870).unwrap();
+        let day: i64 = 1_782_000_000_000_000_000;
+        let labels = |level: &str| {
+            Arc::new(BTreeMap::from([
+                ("service".to_owned(), "payment".to_owned()),
+                ("level".to_owned(), level.to_owned()),
+            ]))
+        };
+        let mut enc = FileEncoder::new(Default::default()).unwrap();
+        let promoted = Promoted {
+            service: "payment",
+            env: "prod",
+        };
+        let mut file = Vec::new();
+        // Row groups: all info; info with two errors; all warn.
+        for (g, levels) in [
+            ["info"; 100],
+            {
+                let mut l = ["info"; 100];
+                l[10] = "error";
+                l[90] = "error";
+                l
+            },
+            ["warn"; 100],
+        ]
+        .iter()
+        .enumerate()
+        {
+            let mut rows: Vec<Row> = levels
+                .iter()
+                .enumerate()
+                .map(|(i, level)| Row {
+                    ts_ns: day + (g * 100 + i) as i64 * 1_000_000,
+                    line: format!("group {g} row {i} {level}").into_bytes(),
+                    labels: labels(level),
+                    metadata: Vec::new(),
+                    partition: 0,
+                    offset: (g * 100 + i) as i64,
+                })
+                .collect();
+            file.extend(enc.row_group(&mut rows, &promoted).unwrap());
+        }
+        file.extend(
+            enc.finish(Provenance {
+                partition: 0,
+                first_offset: 0,
+                last_offset: 299,
+            })
+            .unwrap(),
+        );
+        let path = crate::coldstore::layout::file_path(
+            "prod",
+            "payment",
+            day,
+            0,
+            0,
+            0,
+            Default::default(),
+        );
+        op.write(&path, file).await.unwrap();
+        let w = Window {
+            start_ns: day,
+            end_ns: day + 3_600_000_000_000,
+            step_ns: 1_000_000_000,
+            limit: 100,
+            direction: Direction::Forward,
+        };
+        let expr = crate::coldstore::logql::parse(r#"{service="payment", level="error"}"#).unwrap();
+        let (answer, stats) = query_range(&op, &expr, w).await.unwrap();
+        let Answer::Streams(streams) = answer else {
+            panic!("a log query answers streams");
+        };
+        let lines: Vec<&str> = streams
+            .iter()
+            .flat_map(|s| s.entries.iter().map(|e| e.line.as_str()))
+            .collect();
+        assert_eq!(lines, ["group 1 row 10 error", "group 1 row 90 error"]);
+        assert_eq!(
+            stats.rows_scanned, 100,
+            "only the row group that can hold errors"
+        );
+        // Without the level matcher every row group is read.
+        let expr = crate::coldstore::logql::parse(r#"{service="payment"} |= "error""#).unwrap();
+        let (_, stats) = query_range(&op, &expr, w).await.unwrap();
+        assert_eq!(stats.rows_scanned, 300);
+    }
 
     #[actix_web::test]
     async fn a_narrow_query_reads_the_footer_and_the_row_groups_it_needs_not_the_file() {
