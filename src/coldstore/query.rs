@@ -1092,74 +1092,82 @@ pub async fn labels(
 mod tests {
     use super::*;
     use crate::coldstore::logql::Cmp;
+    use crate::coldstore::parquet::{FileEncoder, Promoted, Provenance, Row};
 
-    #[actix_web::test]
-    async fn a_level_selector_skips_row_groups_whose_level_statistics_exclude_it() {
-        use crate::coldstore::parquet::{FileEncoder, Promoted, Provenance, Row};
-        let dir = tempfile::tempdir().unwrap();
-        let op = crate::coldstore::storage::operator(dir.path().to_str().unwrap(), 9870).unwrap();
-        let day: i64 = 1_782_000_000_000_000_000;
-        let labels = |level: &str| {
-            Arc::new(BTreeMap::from([
-                ("service".to_owned(), "payment".to_owned()),
-                ("level".to_owned(), level.to_owned()),
-            ]))
-        };
-        let mut enc = FileEncoder::new(Default::default()).unwrap();
+    /// 2026-06-21T00:00:00Z, the test files' day.
+    const DAY: i64 = 1_782_000_000_000_000_000;
+
+    /// Writes `groups` as one file of service `payment`, a row group each (as the archive
+    /// stage streams them); returns an operator on it and the file's size.
+    async fn write_groups(dir: &std::path::Path, groups: Vec<Vec<Row>>) -> (Operator, u64) {
+        let op = crate::coldstore::storage::operator(dir.to_str().unwrap(), 9870).unwrap();
         let promoted = Promoted {
             service: "payment",
             env: "prod",
         };
+        let mut enc = FileEncoder::new(Default::default()).unwrap();
         let mut file = Vec::new();
-        // Row groups: all info; info with two errors; all warn.
-        for (g, levels) in [
-            ["info"; 100],
-            {
-                let mut l = ["info"; 100];
-                l[10] = "error";
-                l[90] = "error";
-                l
-            },
-            ["warn"; 100],
-        ]
-        .iter()
-        .enumerate()
-        {
-            let mut rows: Vec<Row> = levels
-                .iter()
-                .enumerate()
-                .map(|(i, level)| Row {
-                    ts_ns: day + (g * 100 + i) as i64 * 1_000_000,
-                    line: format!("group {g} row {i} {level}").into_bytes(),
-                    labels: labels(level),
-                    metadata: Vec::new(),
-                    partition: 0,
-                    offset: (g * 100 + i) as i64,
-                })
-                .collect();
+        let last = groups.iter().map(Vec::len).sum::<usize>() as i64 - 1;
+        for mut rows in groups {
             file.extend(enc.row_group(&mut rows, &promoted).unwrap());
         }
         file.extend(
             enc.finish(Provenance {
                 partition: 0,
                 first_offset: 0,
-                last_offset: 299,
+                last_offset: last,
             })
             .unwrap(),
         );
+        let size = file.len() as u64;
         let path = crate::coldstore::layout::file_path(
             "prod",
             "payment",
-            day,
+            DAY,
             0,
             0,
             0,
             Default::default(),
         );
         op.write(&path, file).await.unwrap();
+        (op, size)
+    }
+
+    #[actix_web::test]
+    async fn a_level_selector_skips_row_groups_whose_level_statistics_exclude_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let labels = |level: &str| {
+            Arc::new(BTreeMap::from([
+                ("service".to_owned(), "payment".to_owned()),
+                ("level".to_owned(), level.to_owned()),
+            ]))
+        };
+        // Row groups: all info; info with two errors; all warn.
+        let mut mixed = ["info"; 100];
+        mixed[10] = "error";
+        mixed[90] = "error";
+        let groups = [["info"; 100], mixed, ["warn"; 100]]
+            .iter()
+            .enumerate()
+            .map(|(g, levels)| {
+                levels
+                    .iter()
+                    .enumerate()
+                    .map(|(i, level)| Row {
+                        ts_ns: DAY + (g * 100 + i) as i64 * 1_000_000,
+                        line: format!("group {g} row {i} {level}").into_bytes(),
+                        labels: labels(level),
+                        metadata: Vec::new(),
+                        partition: 0,
+                        offset: (g * 100 + i) as i64,
+                    })
+                    .collect()
+            })
+            .collect();
+        let (op, _) = write_groups(dir.path(), groups).await;
         let w = Window {
-            start_ns: day,
-            end_ns: day + 3_600_000_000_000,
+            start_ns: DAY,
+            end_ns: DAY + 3_600_000_000_000,
             step_ns: 1_000_000_000,
             limit: 100,
             direction: Direction::Forward,
@@ -1186,59 +1194,33 @@ mod tests {
 
     #[actix_web::test]
     async fn a_narrow_query_reads_the_footer_and_the_row_groups_it_needs_not_the_file() {
-        use crate::coldstore::parquet::{FileEncoder, Promoted, Provenance, Row};
         let dir = tempfile::tempdir().unwrap();
-        let op = crate::coldstore::storage::operator(dir.path().to_str().unwrap(), 9870).unwrap();
-        let day: i64 = 1_782_000_000_000_000_000; // 2026-06-21
         let labels = Arc::new(BTreeMap::from([(
             "service".to_owned(),
             "payment".to_owned(),
         )]));
         // 20 row groups of a minute each, 5000 lines apiece.
-        let mut enc = FileEncoder::new(Default::default()).unwrap();
-        let promoted = Promoted {
-            service: "payment",
-            env: "prod",
-        };
-        let mut file = Vec::new();
-        for g in 0..20i64 {
-            let mut rows: Vec<Row> = (0..5000i64)
-                .map(|i| Row {
-                    ts_ns: day + g * 60_000_000_000 + i * 10_000_000,
-                    line: format!("minute {g} line {i} payment {} accepted", i * 7919 % 1000)
-                        .into_bytes(),
-                    labels: labels.clone(),
-                    metadata: Vec::new(),
-                    partition: 0,
-                    offset: g * 5000 + i,
-                })
-                .collect();
-            file.extend(enc.row_group(&mut rows, &promoted).unwrap());
-        }
-        file.extend(
-            enc.finish(Provenance {
-                partition: 0,
-                first_offset: 0,
-                last_offset: 99_999,
+        let groups = (0..20i64)
+            .map(|g| {
+                (0..5000i64)
+                    .map(|i| Row {
+                        ts_ns: DAY + g * 60_000_000_000 + i * 10_000_000,
+                        line: format!("minute {g} line {i} payment {} accepted", i * 7919 % 1000)
+                            .into_bytes(),
+                        labels: labels.clone(),
+                        metadata: Vec::new(),
+                        partition: 0,
+                        offset: g * 5000 + i,
+                    })
+                    .collect()
             })
-            .unwrap(),
-        );
-        let size = file.len() as u64;
-        let path = crate::coldstore::layout::file_path(
-            "prod",
-            "payment",
-            day,
-            0,
-            0,
-            0,
-            Default::default(),
-        );
-        op.write(&path, file).await.unwrap();
+            .collect();
+        let (op, size) = write_groups(dir.path(), groups).await;
         let expr = crate::coldstore::logql::parse(r#"{service="payment"} |= "line 42 ""#).unwrap();
         // Minute 7 only.
         let w = Window {
-            start_ns: day + 7 * 60_000_000_000,
-            end_ns: day + 8 * 60_000_000_000 - 1,
+            start_ns: DAY + 7 * 60_000_000_000,
+            end_ns: DAY + 8 * 60_000_000_000 - 1,
             step_ns: 1_000_000_000,
             limit: 100,
             direction: Direction::Forward,
