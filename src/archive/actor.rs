@@ -475,10 +475,11 @@ async fn run_jobs(
         if failed.contains_key(&job.file.0) {
             continue;
         }
-        if let Err(e) = write_job(&storage, codec, &mut files, job.file.clone(), &job).await {
+        let partition = job.file.0.clone();
+        if let Err(e) = write_job(&storage, codec, &mut files, job).await {
             tracing::warn!(error = %e, "archive write failed; the partition will be read again");
             metrics::counter!(m::ARCHIVE_FAILED).increment(1);
-            failed.insert(job.file.0.clone(), e.to_string());
+            failed.insert(partition, e.to_string());
         }
     }
     (files, failed)
@@ -488,10 +489,10 @@ async fn write_job(
     storage: &Operator,
     codec: pq::Codec,
     files: &mut HashMap<FileKey, OpenFile>,
-    key: FileKey,
-    job: &Job,
+    job: Job,
 ) -> Result<(), ArchiveError> {
     let started = Instant::now();
+    let key = job.file;
     let mut f = match files.remove(&key) {
         Some(f) => f,
         None => open_file(storage, &key, &job.name, codec).await?,
@@ -500,12 +501,13 @@ async fn write_job(
         ArchiveError::Storage(format!("{what} {path}: {e}"))
     };
     if !job.bytes.is_empty() {
-        if let Err(e) = f.writer.write(job.bytes.clone()).await {
+        let len = job.bytes.len();
+        if let Err(e) = f.writer.write(job.bytes).await {
             let err = storage_err("writing", &f.path, e);
             files.insert(key, f); // aborted with the rest of its partition
             return Err(err);
         }
-        f.written += job.bytes.len();
+        f.written += len;
     }
     let Some(closed) = &job.close else {
         files.insert(key, f);
