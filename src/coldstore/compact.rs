@@ -108,15 +108,18 @@ async fn merge(op: &Operator, dir: &str, files: &[FileInfo], codec: Codec) -> an
     let local = scratch_file(&id)?;
     let mut writer = ArrowWriter::try_new(local, super::parquet::schema(), Some(props))?;
     let mut rows = 0i64;
+    // One input row group in memory at a time (ranged reads), however large the inputs.
     for f in files {
-        let data = op.read(&f.path).await?.to_bytes();
-        for batch in ParquetRecordBatchReaderBuilder::try_new(data)?
-            .with_batch_size(8192)
-            .build()?
-        {
-            let batch = batch?;
-            rows += batch.num_rows() as i64;
-            writer.write(&batch)?;
+        let footer = super::read::footer(op, &f.path)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("{} disappeared during compaction", f.path))?;
+        for g in 0..footer.meta.num_row_groups() {
+            let parts = super::read::Parts::of(op, &f.path, &footer, &[], vec![g]).await?;
+            for batch in parts.builder()?.with_batch_size(8192).build()? {
+                let batch = batch?;
+                rows += batch.num_rows() as i64;
+                writer.write(&batch)?;
+            }
         }
     }
     let mut local = writer.into_inner()?;

@@ -179,12 +179,26 @@ impl Parts {
         let Some(f) = footer(op, path).await? else {
             return Ok(None);
         };
-        let schema = f.meta.file_metadata().schema_descr();
-        let leaves: Vec<usize> = (0..schema.num_columns())
-            .filter(|&i| columns.contains(&schema.get_column_root(i).name()))
-            .collect();
         let row_groups: Vec<usize> = (0..f.meta.num_row_groups())
             .filter(|&g| keep(f.meta.row_group(g)))
+            .collect();
+        let mut parts = Parts::of(op, path, &f, columns, row_groups).await?;
+        parts.bytes_read += f.bytes_read;
+        Ok(Some(parts))
+    }
+
+    /// The chunks of the top-level `columns` (all when empty) in `row_groups` of the file
+    /// whose footer is `f`.
+    pub async fn of(
+        op: &Operator,
+        path: &str,
+        f: &Footer,
+        columns: &[&str],
+        row_groups: Vec<usize>,
+    ) -> Result<Parts, ReadError> {
+        let schema = f.meta.file_metadata().schema_descr();
+        let leaves: Vec<usize> = (0..schema.num_columns())
+            .filter(|&i| columns.is_empty() || columns.contains(&schema.get_column_root(i).name()))
             .collect();
         let ranges = row_groups
             .iter()
@@ -197,12 +211,12 @@ impl Parts {
             })
             .collect();
         let data = Sparse::fetch(op, path, f.size, ranges).await?;
-        Ok(Some(Parts {
-            bytes_read: f.bytes_read + data.fetched(),
-            meta: f.meta,
+        Ok(Parts {
+            bytes_read: data.fetched(),
+            meta: f.meta.clone(),
             row_groups,
             data,
-        }))
+        })
     }
 
     /// A record batch reader over the kept row groups (set its projection to `columns`).
