@@ -55,8 +55,8 @@ pub struct ArchiveBatch {
     pub messages: Arc<Vec<Decoded<Stream>>>,
 }
 
-/// A flush that did not complete and lost nothing (no file was begun): the same batch is
-/// sent again.
+/// Why a file could not be encoded or written; the partition is then read again from its
+/// open epoch's start (`Progress::rewind`, with this as `Progress::error`).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ArchiveError {
     #[error("encoding parquet: {0}")]
@@ -569,8 +569,8 @@ impl ArchiveActor {
                 encode(self, file, true);
             }
         }
-        // Writes to storage may run out of order with the actor's next message only if the
-        // files map is shared; it is moved into the write and back.
+        // The open files travel with the write and come back with it (an AtomicResponse: no
+        // other message runs meanwhile).
         let files = std::mem::take(&mut self.files);
         let write = run_jobs(
             self.storage.clone(),
