@@ -437,6 +437,99 @@ async fn sigkill_mid_flush_then_restart_loses_and_doubles_nothing() {
 }
 
 #[actix_web::test]
+async fn storage_failing_mid_file_rewinds_the_partition_and_nothing_is_lost_or_doubled() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("archive");
+    // Where files being written live is not a directory: every file fails to start, after
+    // the consumer has handed the actor its messages.
+    let incomplete = root.join(".incomplete");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(&incomplete, b"not a directory").unwrap();
+    let brokers = Stack::get().var("STACK_KAFKA_BROKERS").to_owned();
+    let (topic, group, port) = (unique("logs"), unique("archive"), free_port());
+    let mut proc = start_binary(&root, port, &brokers, &topic, &group);
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .finish();
+    let base = format!("http://127.0.0.1:{port}");
+    let status = |client: awc::Client, path: &'static str| {
+        let url = format!("{base}{path}");
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .ok()
+                .map(|r| r.status().as_u16())
+        }
+    };
+    eventually(Duration::from_secs(30), "alertpipe answers", || {
+        let c = client.clone();
+        async move { status(c, "/healthz").await.filter(|s| *s == 200) }
+    })
+    .await;
+    let mut want = Vec::new();
+    for i in 0..30 {
+        let values: Vec<Value> = (0..10)
+            .map(|j| {
+                let ts = 1_750_000_000_000_000_000i64 + i * 1_000_000 + j;
+                want.push(format!("push {i} line {j} storage outage"));
+                serde_json::json!([ts.to_string(), format!("push {i} line {j} storage outage")])
+            })
+            .collect();
+        let body = serde_json::json!({"streams": [
+            {"stream": {"service": format!("svc{}", i % 3), "env": "prod"}, "values": values}
+        ]});
+        let r = client
+            .post(format!("{base}/loki/api/v1/push"))
+            .send_json(&body)
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 204, "push {i}");
+    }
+    // The stage reports the failure (readiness) and writes nothing while storage fails.
+    eventually(
+        Duration::from_secs(30),
+        "the archive stage reports failing",
+        || {
+            let c = client.clone();
+            async move { status(c, "/readyz").await.filter(|s| *s == 503) }
+        },
+    )
+    .await;
+    actix_web::rt::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        pyarrow(&root).is_empty(),
+        "nothing is visible while storage fails"
+    );
+    // Storage back: the partitions are read again from their last commit.
+    std::fs::remove_file(&incomplete).unwrap();
+    std::fs::create_dir(&incomplete).unwrap();
+    wait_rows(&root, want.len()).await;
+    // A late duplicate would show by now.
+    actix_web::rt::time::sleep(Duration::from_secs(3)).await;
+    let rows = all_rows(&pyarrow(&root));
+    let mut got: Vec<String> = rows
+        .iter()
+        .map(|r| r["line"].as_str().unwrap().to_owned())
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "every line once");
+    eventually(Duration::from_secs(30), "ready again", || {
+        let c = client.clone();
+        async move { status(c, "/readyz").await.filter(|s| *s == 200) }
+    })
+    .await;
+    proc.kill9();
+    let log = std::fs::read_to_string(root.with_extension("log")).unwrap();
+    assert!(
+        log.contains("reading those partitions again"),
+        "the consumer sought back (Commit::Rewind): {log}"
+    );
+}
+
+#[actix_web::test]
 async fn an_undecodable_logs_message_is_dead_lettered_whole_and_the_stage_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let logs = unique("logs");
