@@ -46,9 +46,10 @@ pub struct ArchiveSettings {
 }
 
 /// Decoded streams of consumed messages (possibly none: a tick). Send the same batch again
-/// (same `id`) while the answer says `more`; already-buffered offsets are skipped.
+/// (same `id`) while the answer says `more`; already-buffered offsets are skipped. Never
+/// fails: what could not be written comes back as partitions to read again.
 #[derive(Message)]
-#[rtype(result = "Result<Progress, ArchiveError>")]
+#[rtype(result = "Progress")]
 pub struct ArchiveBatch {
     /// Distinct for every batch the consumer hands over; the same while it is resent.
     pub id: u64,
@@ -540,7 +541,7 @@ impl ArchiveActor {
         closing: Vec<PartitionKey>,
         groups: Vec<FileKey>,
         batch: ArchiveBatch,
-    ) -> AtomicResponse<Self, Result<Progress, ArchiveError>> {
+    ) -> AtomicResponse<Self, Progress> {
         let mut jobs = Vec::new();
         // An encoding failure has already taken the rows out: the partition is read again.
         let mut failed: HashMap<PartitionKey, String> = HashMap::new();
@@ -603,7 +604,7 @@ impl ArchiveActor {
                 }
                 progress.commit = act.commits();
                 progress.more = act.pending_in(&batch);
-                Ok(progress)
+                progress
             },
         )))
     }
@@ -638,7 +639,7 @@ impl Handler<Forget> for ArchiveActor {
 }
 
 impl Handler<ArchiveBatch> for ArchiveActor {
-    type Result = AtomicResponse<Self, Result<Progress, ArchiveError>>;
+    type Result = AtomicResponse<Self, Progress>;
 
     fn handle(&mut self, msg: ArchiveBatch, _: &mut Self::Context) -> Self::Result {
         let mut closing = match self.add(&msg.messages, msg.id) {
@@ -657,7 +658,7 @@ impl Handler<ArchiveBatch> for ArchiveActor {
                 more: self.pending_in(&msg),
                 ..Progress::default()
             };
-            return AtomicResponse::new(Box::pin(fut::ready(Ok(p))));
+            return AtomicResponse::new(Box::pin(fut::ready(p)));
         }
         self.flush(closing, groups, msg)
     }
@@ -721,7 +722,6 @@ mod tests {
                     messages: messages.clone(),
                 })
                 .await
-                .unwrap()
                 .unwrap();
             rewind.append(&mut p.rewind);
             if !p.more {

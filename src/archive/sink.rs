@@ -8,7 +8,7 @@ use std::sync::Arc;
 use actix::{Addr, MailboxError};
 use prost::Message as _;
 
-use super::actor::{ArchiveActor, ArchiveBatch, ArchiveError, Forget};
+use super::actor::{ArchiveActor, ArchiveBatch, Forget};
 use super::proto::StreamAdapter;
 use super::push::{stream_from_proto, Stream};
 use crate::kafka::consumer::{Commit, RawMessage};
@@ -21,17 +21,16 @@ pub struct ArchiveSink {
     pub batches: std::cell::Cell<u64>,
 }
 
+/// The actor could not be reached (it restarts); its write failures come back as rewinds.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveSinkError {
-    #[error(transparent)]
-    Flush(#[from] ArchiveError),
     #[error("archive actor: {0}")]
     Mailbox(#[from] MailboxError),
 }
 
 impl Retryable for ArchiveSinkError {
-    /// Storage down, a write cut short, the actor restarting: all worth retrying, and the
-    /// buffered lines of earlier batches depend on it (a batch is never dropped here).
+    /// The actor restarting: worth retrying, and the buffered lines of earlier batches depend
+    /// on it (a batch is never dropped here).
     fn is_transient(&self) -> bool {
         true
     }
@@ -65,7 +64,7 @@ impl Sink for ArchiveSink {
                         id,
                         messages: batch.clone(),
                     })
-                    .await??;
+                    .await?;
                 rewind.append(&mut progress.rewind);
                 error = progress.error.take().or(error);
                 if !progress.more {
