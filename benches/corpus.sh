@@ -72,7 +72,8 @@ sleep 5
 keep loki "$WORK/loki.log"
 keep promtail "$WORK/promtail.log"
 
-# tansu at debug level and alertpipe (JSON, debug) while the load generator sends alerts.
+# tansu at debug level and alertpipe (JSON, debug: an access log line per request) while the load
+# generator sends alerts one per request.
 kport=$(free_port); aport=$(free_port)
 mkdir -p "$WORK/tansu"
 (cd "$WORK/tansu" && RUST_LOG=debug exec "$TOOLS/bin/tansu" broker --listener-url "tcp://127.0.0.1:$kport" \
@@ -85,7 +86,7 @@ ALERTPIPE__SERVER__LISTEN=127.0.0.1:$aport ALERTPIPE__KAFKA__BROKERS=127.0.0.1:$
 PIDS+=($!)
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$aport/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
 "$BIN" loadgen --target "http://127.0.0.1:$aport" --duration-s "$LOAD_SECONDS" --runs 1 --mode alertpipe \
-  --rate 500 >/dev/null 2>&1 || true
+  --rate 500 -b 1 >/dev/null 2>&1 || true
 keep tansu "$WORK/tansu.log"
 keep alertpipe "$WORK/alertpipe.log"
 

@@ -102,10 +102,15 @@ pub async fn track(
     let started = Instant::now();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
     let method = req.method().to_string();
+    let peer = req.peer_addr();
     let res = next.call(req).await?;
-    let status = res.status().as_u16().to_string();
-    metrics::counter!(m::HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status)
+    let code = res.status().as_u16();
+    let elapsed = started.elapsed();
+    // The access log, at debug level (off by default: a storm would flood it).
+    tracing::debug!(%method, %route, status = code, ms = elapsed.as_secs_f64() * 1e3,
+        peer = %peer.map(|p| p.to_string()).unwrap_or_default(), "request");
+    metrics::counter!(m::HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => code.to_string())
         .increment(1);
-    metrics::histogram!(m::HTTP_SECONDS, "route" => route).record(started.elapsed().as_secs_f64());
+    metrics::histogram!(m::HTTP_SECONDS, "route" => route).record(elapsed.as_secs_f64());
     Ok(res)
 }
