@@ -370,3 +370,82 @@ async fn every_endpoint_group_takes_its_own_credentials_and_no_other() {
         assert!(status == 200 || status == 503, "{path}: {status}");
     }
 }
+
+#[actix_web::test]
+async fn at_debug_level_every_request_gets_an_access_log_line() {
+    use crate::support::{eventually, free_port, Proc, Stack};
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("alertpipe.log");
+    let port = free_port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_alertpipe"))
+        .args(["serve", "--roles", "ingest"])
+        .env("ALERTPIPE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "ALERTPIPE__KAFKA__BROKERS",
+            Stack::get().var("STACK_KAFKA_BROKERS"),
+        )
+        .env("ALERTPIPE__TELEMETRY__LOG_FORMAT", "json")
+        .env(
+            "ALERTPIPE__TELEMETRY__LOG_LEVEL",
+            "info,alertpipe::http=debug",
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .expect("alertpipe binary starts");
+    let mut proc = Proc { child };
+    let client = awc::Client::default();
+    let base = format!("http://127.0.0.1:{port}");
+    eventually(Duration::from_secs(30), "alertpipe answers", || {
+        let (c, url) = (client.clone(), format!("{base}/healthz"));
+        async move { c.get(url).send().await.ok().filter(|r| r.status() == 200) }
+    })
+    .await;
+    let bad = client
+        .post(format!("{base}/api/v1/alerts"))
+        .insert_header(("content-type", "application/json"))
+        .send_body("{not json")
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    let lines: Vec<Value> = eventually(Duration::from_secs(10), "access log lines", || {
+        let path = log_path.clone();
+        async move {
+            let lines: Vec<Value> = std::fs::read_to_string(path)
+                .ok()?
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|v| v["message"] == "request")
+                .collect();
+            lines
+                .iter()
+                .any(|v| v["route"] == "/api/v1/alerts")
+                .then_some(lines)
+        }
+    })
+    .await;
+    proc.kill9();
+    let alerts = lines
+        .iter()
+        .find(|v| v["route"] == "/api/v1/alerts")
+        .unwrap();
+    assert_eq!(alerts["method"], "POST");
+    assert_eq!(alerts["status"], 400);
+    assert_eq!(alerts["level"], "DEBUG");
+    assert!(
+        alerts["ms"].as_f64().is_some_and(|ms| ms >= 0.0),
+        "{alerts}"
+    );
+    assert!(
+        alerts["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{alerts}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["route"] == "/healthz" && v["status"] == 200),
+        "{lines:?}"
+    );
+}
