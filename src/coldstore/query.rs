@@ -1097,6 +1097,17 @@ mod tests {
     /// 2026-06-21T00:00:00Z, the test files' day.
     const DAY: i64 = 1_782_000_000_000_000_000;
 
+    /// The lines of a log query's answer, in order.
+    fn lines_of(answer: Answer) -> Vec<String> {
+        let Answer::Streams(streams) = answer else {
+            panic!("a log query answers streams");
+        };
+        streams
+            .into_iter()
+            .flat_map(|s| s.entries.into_iter().map(|e| e.line))
+            .collect()
+    }
+
     /// Writes `groups` as one file of service `payment`, a row group each (as the archive
     /// stage streams them); returns an operator on it and the file's size.
     async fn write_groups(dir: &std::path::Path, groups: Vec<Vec<Row>>) -> (Operator, u64) {
@@ -1174,13 +1185,7 @@ mod tests {
         };
         let expr = crate::coldstore::logql::parse(r#"{service="payment", level="error"}"#).unwrap();
         let (answer, stats) = query_range(&op, &expr, w).await.unwrap();
-        let Answer::Streams(streams) = answer else {
-            panic!("a log query answers streams");
-        };
-        let lines: Vec<&str> = streams
-            .iter()
-            .flat_map(|s| s.entries.iter().map(|e| e.line.as_str()))
-            .collect();
+        let lines = lines_of(answer);
         assert_eq!(lines, ["group 1 row 10 error", "group 1 row 90 error"]);
         assert_eq!(
             stats.rows_scanned, 100,
@@ -1226,13 +1231,7 @@ mod tests {
             direction: Direction::Forward,
         };
         let (answer, stats) = query_range(&op, &expr, w).await.unwrap();
-        let Answer::Streams(streams) = answer else {
-            panic!("a log query answers streams");
-        };
-        let lines: Vec<&str> = streams
-            .iter()
-            .flat_map(|s| s.entries.iter().map(|e| e.line.as_str()))
-            .collect();
+        let lines = lines_of(answer);
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert!(lines[0].starts_with("minute 7 line 42 "), "{lines:?}");
         assert_eq!(stats.files, 1);

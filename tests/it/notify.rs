@@ -616,13 +616,7 @@ async fn an_alert_from_a_logql_rule_mails_the_lines_behind_it() {
         "startsAt": now.to_rfc3339(), "endsAt": "0001-01-01T00:00:00Z",
         "generatorURL": format!("http://loki:3100/graph?g0.expr={enc}&g0.tab=1"),
         "fingerprint": "c0ffee0000000001"}]});
-    let (status, _, _) = app
-        .post_alerts(serde_json::to_vec(&body).unwrap(), None)
-        .await;
-    assert_eq!(status, 200);
-    let mail = &smtp.wait_mails(1).await[0];
-    let html = mail["html"].as_str().unwrap();
-    let text = mail["text"].as_str().unwrap();
+    let (html, text) = &mail_of(&app, &smtp, &body).await;
     assert!(html.contains("Log lines (10, newest last)"), "{html}");
     assert!(
         !html.contains("request 9 ok") && !text.contains("ok\n"),
@@ -719,13 +713,7 @@ async fn with_loki_down_the_lines_behind_an_alert_come_from_the_archive() {
                         "logql": r#"sum(count_over_time({job=~".+"} |= "DB connection failed" [5m])) > 2"#},
         "startsAt": now.to_rfc3339(), "endsAt": "0001-01-01T00:00:00Z",
         "generatorURL": "http://grafana/alerting", "fingerprint": "c0ffee0000000002"}]});
-    let (status, _, _) = app
-        .post_alerts(serde_json::to_vec(&body).unwrap(), None)
-        .await;
-    assert_eq!(status, 200);
-    let mail = &smtp.wait_mails(1).await[0];
-    let html = mail["html"].as_str().unwrap();
-    let text = mail["text"].as_str().unwrap();
+    let (html, text) = &mail_of(&app, &smtp, &body).await;
     assert!(html.contains("Log lines (5, newest last)"), "{html}");
     assert!(
         text.contains("attempt 18 refused"),
@@ -740,4 +728,17 @@ async fn with_loki_down_the_lines_behind_an_alert_come_from_the_archive() {
         "only matching lines: {text}"
     );
     assert!(!html.contains("<b>pool</b>"), "escaped");
+}
+
+/// Posts one webhook `body` and returns the (html, text) of the one mail it gives.
+async fn mail_of(app: &TestApp, smtp: &Smtp, body: &Value) -> (String, String) {
+    let (status, _, _) = app
+        .post_alerts(serde_json::to_vec(body).unwrap(), None)
+        .await;
+    assert_eq!(status, 200);
+    let mail = &smtp.wait_mails(1).await[0];
+    (
+        mail["html"].as_str().unwrap().to_owned(),
+        mail["text"].as_str().unwrap().to_owned(),
+    )
 }
