@@ -21,6 +21,9 @@ pub const PERSIST_SECONDS: &str = "alertpipe_persist_batch_seconds";
 pub const PERSIST_TRUNCATED: &str = "alertpipe_persist_truncated_total";
 /// Persist batches whose fast `COPY` met an occurrence already stored (replays, redeliveries).
 pub const PERSIST_COPY_CONFLICTS: &str = "alertpipe_persist_copy_conflicts_total";
+/// The pause consumer stages take after each batch while webhook acknowledgements run slow
+/// (`kafka::priority`).
+pub const BACKGROUND_PAUSE: &str = "alertpipe_background_pause_seconds";
 pub const DEAD_LETTERED: &str = "alertpipe_dead_lettered_total";
 pub const LOG_PUSHES: &str = "alertpipe_log_pushes_total";
 pub const LOG_LINES_RECEIVED: &str = "alertpipe_log_lines_received_total";

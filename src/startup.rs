@@ -18,6 +18,7 @@ use crate::db::PgPool;
 use crate::http::budget::Budget;
 use crate::http::{self, AppState};
 use crate::kafka::poison::{dlq_topic, PoisonStore};
+use crate::kafka::priority::Foreground;
 use crate::kafka::producer::{Flush, KafkaProducerActor};
 
 pub struct Application {
@@ -61,17 +62,26 @@ impl Application {
             let producer = Supervisor::start(move |_| KafkaProducerActor::new(kafka, topic, 64));
             PoisonStore::new(producer, db.clone())
         });
+        // With the ingest role beside them, the stages yield to its acknowledgements.
+        let foreground = (ingest.is_some() && consumes)
+            .then(|| Arc::new(Foreground::new(cfg.ingest.ack_target())));
         if let Some(poison) = poison {
             if let (true, Some(pool)) = (cfg.server.runs(Role::Persist), &db) {
-                stages.push(crate::persist::start(&cfg, pool.clone(), poison.clone()));
+                stages.push(crate::persist::start(
+                    &cfg,
+                    pool.clone(),
+                    poison.clone(),
+                    foreground.clone(),
+                ));
             }
             if let (true, Some(pool)) = (cfg.server.runs(Role::Notify), &db) {
-                let notify = crate::notify::start(&cfg, pool.clone(), poison.clone())?;
+                let notify =
+                    crate::notify::start(&cfg, pool.clone(), poison.clone(), foreground.clone())?;
                 stages.push(notify.health);
                 outbox = Some(notify.outbox);
             }
             if cfg.server.runs(Role::Archive) {
-                stages.push(crate::archive::start(&cfg, poison)?);
+                stages.push(crate::archive::start(&cfg, poison, foreground.clone())?);
             }
         }
         let draining = Arc::new(AtomicBool::new(false));
@@ -98,6 +108,7 @@ impl Application {
                 Some(crate::metrics::INGEST_INFLIGHT),
             ),
             draining: draining.clone(),
+            foreground,
             metrics,
         });
         let producers: Vec<_> = ingest.map(|i| vec![i.alerts, i.logs]).unwrap_or_default();

@@ -7,6 +7,7 @@ pub mod proto;
 pub mod push;
 pub mod sink;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Actor;
@@ -15,11 +16,16 @@ use crate::coldstore::storage;
 use crate::config::Config;
 use crate::kafka::consumer::{ConsumerSettings, StageHealth};
 use crate::kafka::poison::PoisonStore;
+use crate::kafka::priority::Foreground;
 use actor::{ArchiveActor, ArchiveSettings};
 
 /// ArchiveActor on a thread of its own (Parquet encoding is CPU work), fed by the
 /// `alertpipe-archive` consumer, which commits only what is in closed files.
-pub fn start(cfg: &Config, poison: PoisonStore) -> anyhow::Result<StageHealth> {
+pub fn start(
+    cfg: &Config,
+    poison: PoisonStore,
+    foreground: Option<Arc<Foreground>>,
+) -> anyhow::Result<StageHealth> {
     let storage = storage::open(&cfg.archive.root()?)?;
     let settings = ArchiveSettings {
         default_env: cfg.archive.default_env.clone(),
@@ -53,6 +59,7 @@ pub fn start(cfg: &Config, poison: PoisonStore) -> anyhow::Result<StageHealth> {
             cfg.archive.batch_size,
             Duration::from_millis(50),
         )
+        .yielding_to(foreground)
     };
     let health = crate::kafka::sink::spawn(
         consumer,

@@ -17,6 +17,9 @@ pub struct IngestConfig {
     pub retry_after_s: u64,
     /// Raw log bytes pushed but not yet acknowledged by Kafka; past it, 429.
     pub push_max_inflight_bytes: usize,
+    /// Webhook acknowledgement time the process's consumer stages yield to: while acks run
+    /// slower, the stages pause between batches (`kafka::priority`). 0: they never yield.
+    pub ack_target_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,6 +38,7 @@ impl Default for IngestConfig {
             mailbox_capacity: 1024,
             retry_after_s: 5,
             push_max_inflight_bytes: 256 * 1024 * 1024,
+            ack_target_ms: 25,
         }
     }
 }
@@ -57,6 +61,10 @@ impl IngestConfig {
             );
         }
         Ok(())
+    }
+
+    pub fn ack_target(&self) -> Duration {
+        Duration::from_millis(self.ack_target_ms)
     }
 }
 

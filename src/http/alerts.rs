@@ -19,6 +19,7 @@ pub async fn post_alerts(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     auth::check(&req, &state.auth, crate::config::EndpointGroup::Webhook)?;
+    let started = std::time::Instant::now();
     let retry_after = state.retry_after_s;
     if state.is_draining() {
         return Err(ApiError::unavailable("shutting down", retry_after));
@@ -63,6 +64,9 @@ pub async fn post_alerts(
             ))
         }
     };
+    if let Some(fg) = &state.foreground {
+        fg.observe(started.elapsed());
+    }
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "status": "ok",
         "received": report.received,

@@ -51,6 +51,8 @@ pub struct AppState {
     /// Alerts accepted and not yet acknowledged by Kafka.
     pub alert_budget: budget::Budget,
     pub draining: Arc<AtomicBool>,
+    /// Told how long each webhook acknowledgement took, when consumer stages yield to them.
+    pub foreground: Option<Arc<crate::kafka::priority::Foreground>>,
     pub metrics: PrometheusHandle,
 }
 

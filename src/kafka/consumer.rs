@@ -15,6 +15,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 pub use super::group::StageHealth;
 use super::group::{GroupContext, Limits, TopicPartition};
+use super::priority::Foreground;
 
 /// One consumed message, owned (never hold librdkafka's borrowed messages across awaits).
 #[derive(Debug, Clone)]
@@ -48,6 +49,9 @@ pub struct ConsumerSettings {
     pub limits: Limits,
     /// Extra librdkafka properties (`kafka.consumer`), applied last.
     pub extra: std::collections::BTreeMap<String, String>,
+    /// In a process that also acknowledges webhooks: the pause after each batch that keeps
+    /// those acknowledgements fast (`kafka::priority`).
+    pub foreground: Option<Arc<Foreground>>,
 }
 
 impl ConsumerSettings {
@@ -77,7 +81,14 @@ impl ConsumerSettings {
                 stall_timeout: Duration::from_secs(kafka.stall_timeout_s),
             },
             extra: kafka.consumer.clone(),
+            foreground: None,
         }
+    }
+
+    /// Yields to `foreground` between batches (see `kafka::priority`).
+    pub fn yielding_to(mut self, foreground: Option<Arc<Foreground>>) -> Self {
+        self.foreground = foreground;
+        self
     }
 }
 
@@ -161,7 +172,13 @@ fn create(
         // the next metadata refresh (librdkafka's default: 5 minutes). Look every 2 s instead.
         .set("topic.metadata.refresh.interval.ms", "2000")
         // Lag per partition comes from librdkafka's statistics (see `group::GroupContext`).
-        .set("statistics.interval.ms", "1000");
+        .set("statistics.interval.ms", "1000")
+        // Prefetch ten batches, not librdkafka's 100,000 messages / 64 MB per partition: a
+        // stage that pauses (`kafka::priority`) soon stops costing the broker fetches, and a
+        // backlog does not sit in memory three times over. Much less starves the loop
+        // (2,000 / 4 MB halved the persist stage's end-to-end rate, `benches/persist.rs`).
+        .set("queued.min.messages", "10000")
+        .set("queued.max.messages.kbytes", "16384");
     for (k, v) in &s.extra {
         c.set(k, v);
     }
@@ -348,6 +365,12 @@ where
             .collect();
         // The last commit before leaving must land before the new owner reads the offset.
         commit(&consumer, next, sync || health.stopping()).await;
+        if let (true, Some(fg)) = (counted, &s.foreground) {
+            let pause = fg.pause();
+            if !pause.is_zero() && !health.stopping() {
+                actix_web::rt::time::sleep(pause).await;
+            }
+        }
     }
 }
 

@@ -5,6 +5,7 @@ pub mod acked;
 pub mod consumer;
 pub mod group;
 pub mod poison;
+pub mod priority;
 pub mod producer;
 pub mod sink;
 

@@ -29,6 +29,7 @@ use crate::config::{Config, LogSource};
 use crate::db::PgPool;
 use crate::kafka::consumer::{ConsumerSettings, StageHealth};
 use crate::kafka::poison::PoisonStore;
+use crate::kafka::priority::Foreground;
 use dead_letter::DeadLetterActor;
 use mail::MailActor;
 use outbox::OutboxActor;
@@ -45,7 +46,12 @@ pub struct NotifyStage {
 /// DeadLetterActor, MailActor, TeamsActor, ThrottleActor, OutboxActor, and the
 /// `alertpipe-notify` consumer: route each alert and enqueue its notifications in the outbox;
 /// the OutboxActor sends them through the throttle and records each outcome.
-pub fn start(cfg: &Config, pool: PgPool, poison: PoisonStore) -> anyhow::Result<NotifyStage> {
+pub fn start(
+    cfg: &Config,
+    pool: PgPool,
+    poison: PoisonStore,
+    foreground: Option<Arc<Foreground>>,
+) -> anyhow::Result<NotifyStage> {
     let n = cfg.notify.clone();
     let dead = DeadLetterActor::new(pool.clone(), poison.producer(), n.dlq_topic.clone()).start();
     let policy = n.retry_policy();
@@ -83,7 +89,8 @@ pub fn start(cfg: &Config, pool: PgPool, poison: PoisonStore) -> anyhow::Result<
         &cfg.kafka.alerts_topic,
         n.batch_size,
         n.linger(),
-    );
+    )
+    .yielding_to(foreground);
     let outbox = OutboxActor::new(pool.clone(), throttle, n.outbox_in_hand).start();
     let sink = sink::NotifySink {
         routes: Arc::new(n.routes),

@@ -4,17 +4,25 @@
 pub mod actor;
 pub mod sink;
 
+use std::sync::Arc;
+
 use actix::SyncArbiter;
 
 use crate::config::Config;
 use crate::db::PgPool;
 use crate::kafka::consumer::{ConsumerSettings, StageHealth};
 use crate::kafka::poison::PoisonStore;
+use crate::kafka::priority::Foreground;
 use actor::PersistActor;
 
 /// PersistActor on a SyncArbiter, and the `alertpipe-persist` consumer feeding it one awaited
 /// batch at a time.
-pub fn start(cfg: &Config, pool: PgPool, poison: PoisonStore) -> StageHealth {
+pub fn start(
+    cfg: &Config,
+    pool: PgPool,
+    poison: PoisonStore,
+    foreground: Option<Arc<Foreground>>,
+) -> StageHealth {
     let p = pool.clone();
     let persist = SyncArbiter::start(cfg.persist.workers, move || PersistActor::new(p.clone()));
     let settings = ConsumerSettings::new(
@@ -23,6 +31,7 @@ pub fn start(cfg: &Config, pool: PgPool, poison: PoisonStore) -> StageHealth {
         &cfg.kafka.alerts_topic,
         cfg.persist.batch_size,
         cfg.persist.linger(),
-    );
+    )
+    .yielding_to(foreground);
     crate::kafka::sink::spawn(settings, sink::PersistSink { actor: persist }, poison)
 }
