@@ -252,6 +252,10 @@ where
                 }
                 Err(_) => {
                     forget_revoked(&health, &mut batch, &mut sink).await;
+                    if let Some(fg) = &s.foreground {
+                        // Quiet: let the pause (and its gauge) shrink.
+                        fg.pause();
+                    }
                     // Idle: a tick with an empty batch when the stage wants one.
                     match s.tick {
                         Some(t) if last_tick.elapsed() >= t => {}

@@ -82,16 +82,19 @@ impl Foreground {
         }
         let slowest = self.window_max_us.swap(0, Ordering::AcqRel);
         let pause = self.pause_us.load(Ordering::Relaxed);
-        let next = if slowest > self.target_us {
+        // Windows nobody looked at had no acknowledgements: each shrinks the pause too.
+        let quiet = ((now_us - start) / WINDOW.as_micros() as u64).saturating_sub(1);
+        let mut next = if slowest > self.target_us {
             (pause * 2).clamp(STEP.as_micros() as u64, MAX_PAUSE.as_micros() as u64)
         } else {
-            let less = pause * 3 / 4;
-            if less < 1000 {
-                0
-            } else {
-                less
-            }
+            pause * 3 / 4
         };
+        for _ in 0..quiet.min(64) {
+            next = next * 3 / 4;
+        }
+        if next < 1000 {
+            next = 0;
+        }
         self.pause_us.store(next, Ordering::Relaxed);
         if next != pause {
             metrics::gauge!(crate::metrics::BACKGROUND_PAUSE).set(next as f64 / 1e6);
@@ -135,8 +138,9 @@ mod tests {
         after_windows(&f, 1);
         let p = f.pause_us.load(Ordering::Relaxed);
         assert!(p < MAX_PAUSE.as_micros() as u64 && p > 0, "{p}");
-        // No webhook traffic at all: the pause goes away.
-        after_windows(&f, 40);
+        // No webhook traffic at all: the pause goes away, also when nobody looked meanwhile.
+        let start = f.window_start_us.load(Ordering::Relaxed);
+        f.adjust(start + 40 * WINDOW.as_micros() as u64);
         assert_eq!(f.pause_us.load(Ordering::Relaxed), 0);
     }
 

@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use crate::support::app::persist;
 use crate::support::{
-    eventually, fixture, produce_raw, spawn_app, spawn_app_with, unique, PrivatePg, TestApp, TestDb,
+    eventually, fixture, produce_raw, spawn_app, spawn_app_with, storm_webhook, unique, PrivatePg,
+    TestApp, TestDb,
 };
 
 #[derive(QueryableByName, Debug, Clone, PartialEq)]
@@ -399,4 +400,48 @@ async fn sla_and_incidents_on_a_known_data_set() {
         .get_json("/api/v1/sla?to=2025-01-01T00:00:00Z&from=2025-02-01T00:00:00Z")
         .await;
     assert_eq!(status, 400);
+}
+
+/// In a process that also acknowledges webhooks, the persist stage pauses between batches
+/// while acknowledgements run over `ingest.ack_target_ms`, still stores every alert once,
+/// and runs flat out again once the webhook is quiet (`kafka::priority`).
+#[actix_web::test]
+async fn the_stage_yields_to_slow_webhook_acks_stores_everything_and_resumes_when_quiet() {
+    let app = TestApp::builder()
+        .with_roles(&[Role::Persist])
+        .configure(|c| {
+            // Every real ack (a broker round trip) takes longer: the stage always yields.
+            c.ingest.ack_target_ms = 1;
+            c.persist.batch_size = 10;
+        })
+        .spawn()
+        .await;
+    let pause = |m: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix("alertpipe_background_pause_seconds "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let mut most = 0.0f64;
+    for i in 0..20 {
+        let (status, _, body) = app.post_alerts(storm_webhook(i * 10, 10), None).await;
+        assert_eq!(status, 200, "{body}");
+        most = most.max(pause(&app.metrics().await));
+    }
+    assert!(
+        most >= 0.01,
+        "slow acks did not make the stage pause (most {most} s)"
+    );
+    let db = app.db();
+    wait_rows(db, "all 200 alerts, once each", |r| r.len() == 200).await;
+    assert_eq!(
+        count(db, "SELECT COUNT(DISTINCT fingerprint) AS n FROM alerts"),
+        200
+    );
+    // No webhook traffic: the pause shrinks to nothing within a few seconds.
+    eventually(Duration::from_secs(10), "the pause gone", || {
+        let app = &app;
+        async move { (pause(&app.metrics().await) == 0.0).then_some(()) }
+    })
+    .await;
 }

@@ -18,7 +18,7 @@ use serde_json::json;
 use crate::support::binary::Binary;
 use crate::support::parquet::{all_rows, pyarrow};
 use crate::support::smtp::Smtp;
-use crate::support::{eventually, unique, Stack, TestDb};
+use crate::support::{eventually, storm_token, storm_webhook, unique, Stack, TestDb};
 
 /// One test's peers and names: its database, SMTP server, archive directory, topics, groups.
 struct Rig {
@@ -130,36 +130,8 @@ struct Acked {
     lines: Vec<usize>,
 }
 
-fn alert_token(i: usize) -> String {
-    format!("stormalert{i:06}x")
-}
-
 fn line_token(i: usize) -> String {
     format!("stormline{i:06}x")
-}
-
-fn webhook(from: usize, n: usize) -> Vec<u8> {
-    let alerts: Vec<_> = (from..from + n)
-        .map(|i| {
-            json!({
-                "status": "firing",
-                "labels": {"alertname": format!("Storm{i}"), "service": format!("svc{}", i % 4),
-                           "cluster": "prod", "severity": "critical"},
-                "annotations": {"summary": alert_token(i)},
-                "startsAt": "2026-11-24T13:23:14Z",
-                "endsAt": "0001-01-01T00:00:00Z",
-                "generatorURL": "http://loki.example/",
-                "fingerprint": format!("{:016x}", 0x5707_0000_0000u64 + i as u64),
-            })
-        })
-        .collect();
-    serde_json::to_vec(&json!({
-        "receiver": "webhook-critical", "status": "firing", "alerts": alerts,
-        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
-        "externalURL": "http://127.0.0.1:9093", "version": "4", "groupKey": "storm",
-        "truncatedAlerts": 0
-    }))
-    .unwrap()
 }
 
 fn push(from: usize, n: usize) -> Vec<u8> {
@@ -190,7 +162,7 @@ fn storm(target: String, acked: Rc<RefCell<Acked>>, stop: Rc<RefCell<bool>>) {
             let r = client
                 .post(format!("{target}/api/v1/alerts"))
                 .insert_header(("content-type", "application/json"))
-                .send_body(webhook(a, 5))
+                .send_body(storm_webhook(a, 5))
                 .await;
             if r.map(|r| r.status().is_success()).unwrap_or(false) {
                 acked.borrow_mut().alerts.extend(a..a + 5);
@@ -302,7 +274,7 @@ async fn everything_lands_once(
     kills: &[DateTime<Utc>],
 ) -> [Duration; 3] {
     let want_rows: Vec<String> = acked.alerts.iter().map(|i| format!("Storm{i}")).collect();
-    let want_mails: Vec<String> = acked.alerts.iter().map(|i| alert_token(*i)).collect();
+    let want_mails: Vec<String> = acked.alerts.iter().map(|i| storm_token(*i)).collect();
     let want_lines: Vec<String> = acked.lines.iter().map(|i| line_token(*i)).collect();
     let within = Duration::from_secs(120);
     let t_rows = wait_all(
@@ -488,7 +460,7 @@ async fn a_stage_without_partitions_is_not_ready_and_takes_over_when_the_holder_
     let r = client
         .post(format!("{}/api/v1/alerts", first.url()))
         .insert_header(("content-type", "application/json"))
-        .send_body(webhook(0, 5))
+        .send_body(storm_webhook(0, 5))
         .await
         .expect("webhook answers");
     assert_eq!(r.status().as_u16(), 200);
@@ -515,7 +487,7 @@ async fn a_stage_without_partitions_is_not_ready_and_takes_over_when_the_holder_
     let r = client
         .post(format!("{}/api/v1/alerts", second.url()))
         .insert_header(("content-type", "application/json"))
-        .send_body(webhook(5, 5))
+        .send_body(storm_webhook(5, 5))
         .await
         .expect("webhook answers");
     assert_eq!(r.status().as_u16(), 200);

@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+
 use alertpipe::kafka::{read_topic, ReadMessage};
 
 pub struct Stack {
@@ -85,6 +87,37 @@ pub fn chromium() -> Command {
         "--virtual-time-budget=5000",
     ]);
     c
+}
+
+/// A string that marks alert `i` of a storm wherever it lands (rows, mails).
+pub fn storm_token(i: usize) -> String {
+    format!("stormalert{i:06}x")
+}
+
+/// A firing webhook of `n` unique critical alerts, numbered from `from`; each summary is
+/// [`storm_token`] of its number.
+pub fn storm_webhook(from: usize, n: usize) -> Vec<u8> {
+    let alerts: Vec<_> = (from..from + n)
+        .map(|i| {
+            json!({
+                "status": "firing",
+                "labels": {"alertname": format!("Storm{i}"), "service": format!("svc{}", i % 4),
+                           "cluster": "prod", "severity": "critical"},
+                "annotations": {"summary": storm_token(i)},
+                "startsAt": "2026-11-24T13:23:14Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://loki.example/",
+                "fingerprint": format!("{:016x}", 0x5707_0000_0000u64 + i as u64),
+            })
+        })
+        .collect();
+    serde_json::to_vec(&json!({
+        "receiver": "webhook-critical", "status": "firing", "alerts": alerts,
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+        "externalURL": "http://127.0.0.1:9093", "version": "4", "groupKey": "storm",
+        "truncatedAlerts": 0
+    }))
+    .unwrap()
 }
 
 pub fn unique(prefix: &str) -> String {
