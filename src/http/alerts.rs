@@ -45,6 +45,10 @@ pub async fn post_alerts(
         .send(IngestAlerts { alerts })
         .timeout(state.ingest_timeout)
         .await;
+    // Failures count too: a timed-out ack is the slowest of all.
+    if let Some(fg) = &state.foreground {
+        fg.observe(started.elapsed());
+    }
     let report = match sent {
         Ok(Ok(report)) => report,
         Ok(Err(IngestError::Unavailable(reason))) => {
@@ -64,9 +68,6 @@ pub async fn post_alerts(
             ))
         }
     };
-    if let Some(fg) = &state.foreground {
-        fg.observe(started.elapsed());
-    }
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "status": "ok",
         "received": report.received,
