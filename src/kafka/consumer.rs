@@ -290,7 +290,20 @@ where
         let mut backoff = Duration::from_millis(100);
         let mut paused = false;
         let commit_what = loop {
-            match sink(Event::Batch(batch.clone())).await {
+            let stored = store_while_reading(
+                sink(Event::Batch(batch.clone())),
+                &consumer,
+                &health,
+                &mut carried,
+                s.batch_size,
+            )
+            .await;
+            let (result, revoked) = stored;
+            if !revoked.is_empty() {
+                // Partitions lost while the sink stored: what was read of them is stale.
+                let _ = sink(Event::Revoked(revoked)).await;
+            }
+            match result {
                 Ok(c) => break c,
                 Err(reason) => {
                     if health.stopping() {
@@ -467,6 +480,45 @@ impl Stuck {
 
 /// Drops from `batch` what belongs to partitions revoked since the last look, and has the
 /// stage forget them.
+/// Awaits the sink's answer while reading the next batch (up to `batch_size` into
+/// `carried`), so fetching overlaps storing. Revocations seen after a read concern what came
+/// before it: those messages leave `carried` at once, and the partitions are returned for the
+/// sink to forget once it has answered.
+async fn store_while_reading<Fut>(
+    store: Fut,
+    consumer: &GroupConsumer,
+    health: &StageHealth,
+    carried: &mut Vec<RawMessage>,
+    batch_size: usize,
+) -> (Result<Commit, String>, Vec<TopicPartition>)
+where
+    Fut: Future<Output = Result<Commit, String>>,
+{
+    let mut store = std::pin::pin!(store);
+    let mut revoked: Vec<TopicPartition> = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            result = &mut store => return (result, revoked),
+            got = consumer.recv(), if carried.len() < batch_size && !health.stopping() => {
+                let lost = health.take_revoked();
+                if !lost.is_empty() {
+                    carried.retain(|m| !lost.contains(&(m.topic.clone(), m.partition)));
+                    revoked.extend(lost);
+                }
+                match got {
+                    Ok(m) => carried.push(own(&m)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "consumer error while storing");
+                        // Wait for the store alone.
+                        return (store.await, revoked);
+                    }
+                }
+            }
+        }
+    }
+}
+
 async fn forget_revoked<F, Fut>(health: &StageHealth, batch: &mut Vec<RawMessage>, sink: &mut F)
 where
     F: FnMut(Event) -> Fut,
