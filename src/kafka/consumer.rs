@@ -1,6 +1,6 @@
 //! The consumer loop every sink shares: read a batch (up to `batch_size`, or what arrived
-//! within `linger`), hand it to the sink until the sink says its effect is durable, then
-//! commit the batch's offsets. While the sink fails, the partitions are paused (the consumer
+//! within `linger`), hand it to the sink until the sink says its effect is durable (reading
+//! the next batch meanwhile), then commit the batch's offsets. While the sink fails, the partitions are paused (the consumer
 //! stays in its group) and the same batch is retried with backoff: nothing is skipped.
 
 use std::collections::BTreeMap;
