@@ -290,7 +290,7 @@ where
         let mut backoff = Duration::from_millis(100);
         let mut paused = false;
         let commit_what = loop {
-            let stored = store_while_reading(
+            let (result, revoked) = store_while_reading(
                 sink(Event::Batch(batch.clone())),
                 &consumer,
                 &health,
@@ -298,7 +298,6 @@ where
                 s.batch_size,
             )
             .await;
-            let (result, revoked) = stored;
             if !revoked.is_empty() {
                 // Partitions lost while the sink stored: what was read of them is stale.
                 let _ = sink(Event::Revoked(revoked)).await;
