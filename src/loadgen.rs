@@ -134,6 +134,12 @@ fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
 }
 
 /// Per-sender schedule: closed loop (None) or every `period`.
+/// With `--rate`: how often each sender starts a batch.
+fn open_loop_period(args: &LoadgenArgs) -> Option<Duration> {
+    args.rate
+        .map(|r| Duration::from_secs_f64(args.concurrency as f64 * args.batch as f64 / r))
+}
+
 fn next_slot(start: Instant, period: Option<Duration>, k: u32) -> Option<Instant> {
     period.map(|p| start + p * k)
 }
@@ -144,9 +150,7 @@ async fn run_alertpipe(args: &LoadgenArgs) -> RunResult {
         .finish();
     let url = format!("{}/api/v1/alerts", args.target.trim_end_matches('/'));
     let auth = args.token.as_ref().map(|t| format!("Bearer {t}"));
-    let period = args
-        .rate
-        .map(|r| Duration::from_secs_f64(args.concurrency as f64 * args.batch as f64 / r));
+    let period = open_loop_period(args);
     let deadline = Duration::from_secs(args.duration_s);
     let cpu0 = args.pid.and_then(proc_cpu_s);
     let start = Instant::now();
@@ -201,6 +205,7 @@ async fn run_alertpipe(args: &LoadgenArgs) -> RunResult {
 async fn run_baseline(cfg: &Config, args: &LoadgenArgs) -> anyhow::Result<RunResult> {
     let producer = Rc::new(crate::kafka::future_producer(&cfg.kafka)?);
     let topic = Rc::new(args.baseline_topic.clone());
+    let period = open_loop_period(args);
     let deadline = Duration::from_secs(args.duration_s);
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -210,10 +215,23 @@ async fn run_baseline(cfg: &Config, args: &LoadgenArgs) -> anyhow::Result<RunRes
         tasks.push(actix_web::rt::spawn(async move {
             let mut seq = (sender as u64) << 40 | rand_seed();
             let mut res = RunResult::default();
-            while start.elapsed() < deadline {
+            // The same schedule as alertpipe's senders (open loop with `--rate`).
+            let offset = period.map(|p| p * sender as u32 / 8).unwrap_or_default();
+            let mut k = 0u32;
+            loop {
+                let slot = next_slot(start + offset, period, k);
+                k += 1;
+                if let Some(at) = slot {
+                    if at.duration_since(start) >= deadline {
+                        break;
+                    }
+                    actix_web::rt::time::sleep_until(at.into()).await;
+                } else if start.elapsed() >= deadline {
+                    break;
+                }
                 // The same messages alertpipe would produce: mapped from a webhook body.
                 let events = parse_webhook(&webhook_body(&mut seq, batch)).unwrap_or_default();
-                let t0 = Instant::now();
+                let t0 = slot.unwrap_or_else(Instant::now);
                 let mut acks = Vec::with_capacity(events.len());
                 for e in &events {
                     let payload = serde_json::to_vec(e).unwrap_or_default();
@@ -364,6 +382,17 @@ pub async fn run(cfg: Config, args: LoadgenArgs) -> anyhow::Result<()> {
             "ratio alertpipe/baseline {:.2} (median of per-run ratios)",
             median(ratios)
         );
+        if args.rate.is_some() {
+            let p99: Vec<f64> = ap
+                .iter()
+                .zip(&base)
+                .map(|(a, b)| a.pct(0.99).as_secs_f64() / b.pct(0.99).as_secs_f64().max(1e-9))
+                .collect();
+            println!(
+                "p99 alertpipe/baseline {:.2} (median of per-run ratios; under 1: alertpipe answers faster)",
+                median(p99)
+            );
+        }
     }
     if let Some(pid) = args.pid {
         let kb = |f| {
@@ -399,6 +428,30 @@ fn verdict(runs: &[RunResult]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_loop_senders_share_the_offered_rate() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: LoadgenArgs,
+        }
+        let parse = |extra: &[&str]| {
+            let argv = ["loadgen", "-c", "8", "-b", "50"].iter().chain(extra);
+            Cli::parse_from(argv).args
+        };
+        // 8 senders x 50 alerts every 40 ms = 10,000 alerts/s, for alertpipe and baseline alike.
+        let open = parse(&["--rate", "10000"]);
+        assert_eq!(open_loop_period(&open), Some(Duration::from_millis(40)));
+        let start = Instant::now();
+        let period = open_loop_period(&open);
+        assert_eq!(
+            next_slot(start, period, 25).map(|t| t - start),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(open_loop_period(&parse(&[])), None);
+    }
 
     #[test]
     fn generated_bodies_are_valid_and_unique() {
