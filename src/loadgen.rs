@@ -205,6 +205,23 @@ async fn run_alertpipe(args: &LoadgenArgs) -> RunResult {
 async fn run_baseline(cfg: &Config, args: &LoadgenArgs) -> anyhow::Result<RunResult> {
     let producer = Rc::new(crate::kafka::future_producer(&cfg.kafka)?);
     let topic = Rc::new(args.baseline_topic.clone());
+    // Warm, as alertpipe's producer is: connected, metadata known, producer id granted (on
+    // tansu the first acks take hundreds of ms, which an open-loop run counts for every batch
+    // scheduled meanwhile).
+    let mut warm_seq = (0xffff_u64 << 40) | rand_seed(); // apart from every sender's range
+    if let Some(e) = parse_webhook(&webhook_body(&mut warm_seq, 1))
+        .unwrap_or_default()
+        .first()
+    {
+        let payload = serde_json::to_vec(e)?;
+        let rec = FutureRecord::to(&topic)
+            .key(e.fingerprint.as_str())
+            .payload(&payload);
+        producer
+            .send(rec, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| anyhow::anyhow!("baseline producer cannot reach the broker: {e}"))?;
+    }
     let period = open_loop_period(args);
     let deadline = Duration::from_secs(args.duration_s);
     let start = Instant::now();
