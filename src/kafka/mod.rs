@@ -54,8 +54,11 @@ pub async fn ensure_topics(
         .map(|t| NewTopic::new(t, cfg.partitions, TopicReplication::Fixed(1)))
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(timeout));
-    let results = admin.create_topics(&new, &opts).await?;
-    for r in results {
+    let results = admin.create_topics(&new, &opts).await;
+    // Dropping an AdminClient joins its polling thread, which waits up to 100 ms for an event:
+    // not on the caller's thread (at start-up, the System thread every stage runs on).
+    actix_web::rt::task::spawn_blocking(move || drop(admin));
+    for r in results? {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
