@@ -53,3 +53,43 @@ pub fn peak_rss_mb() -> f64 {
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
+
+/// A bare consumer (a new group, librdkafka's defaults, storing nothing) reads `topic` from the
+/// beginning: the time from its creation to its `n`-th message. Its close (leaving the group,
+/// joining librdkafka's threads) comes after the clock stops, as a stage's does; a `give_up`
+/// without messages panics.
+pub fn bare_consume(brokers: &str, topic: &str, n: usize, give_up: Duration) -> Duration {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let started = Instant::now();
+    let group = format!("bench-bare-{}-{:?}", std::process::id(), started);
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("a bare consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let (mut got, mut last) = (0, Instant::now());
+    let mut bytes = 0usize;
+    while got < n {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                // Owned, as a stage holds them.
+                bytes += m.payload().map(<[u8]>::to_vec).unwrap_or_default().len();
+                got += 1;
+                last = Instant::now();
+            }
+            Some(Err(_)) | None => {
+                assert!(
+                    last.elapsed() < give_up,
+                    "bare consumer stalled at {got}/{n}"
+                )
+            }
+        }
+    }
+    let took = started.elapsed();
+    assert!(bytes > 0);
+    took
+}
