@@ -38,6 +38,12 @@ impl Inbound {
     }
 }
 
+impl AsRef<Inbound> for Inbound {
+    fn as_ref(&self) -> &Inbound {
+        self
+    }
+}
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct StoreReport {
     /// Occurrence rows the batch touched (inserted or resolved; replays count too).
@@ -262,18 +268,19 @@ fn dead_letter(c: &mut PgConnection, item: &Inbound, reason: &str) -> QueryResul
 
 /// Stores one consumer batch in one transaction. When the batch fails on its data (not on the
 /// connection), each message is retried alone so only the poison ones are dead-lettered.
-pub fn store_batch(pool: &PgPool, items: &[Inbound]) -> Result<StoreReport, DbError> {
+pub fn store_batch<I: AsRef<Inbound>>(pool: &PgPool, items: &[I]) -> Result<StoreReport, DbError> {
     let mut c = super::conn(pool)?;
     let mut report = StoreReport::default();
     let rows: Vec<NewAlert> = items
         .iter()
+        .map(AsRef::as_ref)
         .filter_map(|i| i.event.as_ref().ok().map(|e| (i, e)))
         .map(|(i, e)| NewAlert::from_event(e, i.partition, i.offset))
         .collect();
     report.truncated = rows.iter().filter(|r| r.truncated).count();
     let whole = c.transaction(|c| -> QueryResult<(usize, usize)> {
         let mut dead = 0;
-        for item in items {
+        for item in items.iter().map(AsRef::as_ref) {
             if let Err(reason) = &item.event {
                 dead_letter(c, item, reason)?;
                 dead += 1;
@@ -297,10 +304,10 @@ pub fn store_batch(pool: &PgPool, items: &[Inbound]) -> Result<StoreReport, DbEr
     }
 }
 
-fn store_one_by_one(pool: &PgPool, items: &[Inbound]) -> Result<StoreReport, DbError> {
+fn store_one_by_one<I: AsRef<Inbound>>(pool: &PgPool, items: &[I]) -> Result<StoreReport, DbError> {
     let mut c = super::conn(pool)?;
     let mut report = StoreReport::default();
-    for item in items {
+    for item in items.iter().map(AsRef::as_ref) {
         let result = match &item.event {
             Err(reason) => Err(reason.clone()),
             Ok(e) => {

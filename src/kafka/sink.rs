@@ -35,6 +35,12 @@ pub struct Decoded<T> {
     pub item: T,
 }
 
+impl<T> AsRef<T> for Decoded<T> {
+    fn as_ref(&self) -> &T {
+        &self.item
+    }
+}
+
 pub trait Sink: 'static {
     /// A decoded message.
     type Item: 'static;

@@ -2,18 +2,21 @@
 //! per batch (diesel on a SyncArbiter, r2d2 pool). SyncArbiter mailboxes are unbounded, so the
 //! bound is the consumer: it awaits each batch before reading the next.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
 
 use crate::db::alerts::{store_batch, Inbound, StoreReport};
 use crate::db::{DbError, PgPool};
+use crate::kafka::sink::Decoded;
 use crate::metrics as m;
 
 #[derive(Message)]
 #[rtype(result = "Result<StoreReport, DbError>")]
 pub struct PersistBatch {
-    pub items: Vec<Inbound>,
+    /// The consumer loop's batch itself, shared (a retry sends the same one again).
+    pub items: Arc<Vec<Decoded<Inbound>>>,
 }
 
 pub struct PersistActor {

@@ -52,8 +52,7 @@ impl Sink for PersistSink {
     ) -> impl Future<Output = Result<Commit, PersistError>> + 'static {
         let actor = self.actor.clone();
         async move {
-            let items = batch.iter().map(|d| d.item.clone()).collect();
-            actor.send(PersistBatch { items }).await??;
+            actor.send(PersistBatch { items: batch }).await??;
             Ok(Commit::Batch)
         }
     }
