@@ -127,12 +127,16 @@ impl NewAlert {
     fn from_event(e: &AlertEvent, partition: i32, offset: i64) -> NewAlert {
         let (service, cut_service) = fit(&text(&e.service), SERVICE_MAX);
         let (severity, cut_severity) = fit(&text(e.severity.as_str()), SEVERITY_MAX);
-        let mut labels = e.labels.clone();
-        if cut_service {
+        // Copied only when the service has to be added to them.
+        let labels = if cut_service {
+            let mut labels = e.labels.clone();
             labels
                 .entry("service".to_owned())
                 .or_insert_with(|| e.service.clone());
-        }
+            std::borrow::Cow::Owned(labels)
+        } else {
+            std::borrow::Cow::Borrowed(&e.labels)
+        };
         let resolved = e.status == AlertStatus::Resolved;
         NewAlert {
             service,
