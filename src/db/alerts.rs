@@ -68,8 +68,8 @@ struct NewAlert {
     starts_at: Option<DateTime<Utc>>,
     ends_at: Option<DateTime<Utc>>,
     resolved_at: Option<DateTime<Utc>>,
-    labels: serde_json::Value,
-    annotations: serde_json::Value,
+    labels: JsonText,
+    annotations: JsonText,
     generator_url: Option<String>,
     kafka_partition: Option<i32>,
     kafka_offset: Option<i64>,
@@ -107,12 +107,39 @@ fn fit(s: &str, max: usize) -> (String, bool) {
     }
 }
 
-fn to_json(map: &BTreeMap<String, String>) -> serde_json::Value {
-    serde_json::Value::Object(
-        map.iter()
-            .map(|(k, v)| (text(k), serde_json::Value::String(text(v))))
-            .collect(),
-    )
+/// A JSON object already written as text, sent to a `jsonb` column as it is (PostgreSQL's
+/// binary jsonb format: a version byte, then the text). A row's labels and annotations go
+/// straight from their map to this text: no `serde_json::Value` tree in between.
+#[derive(Debug, Clone, diesel::expression::AsExpression)]
+#[diesel(sql_type = diesel::sql_types::Jsonb)]
+struct JsonText(String);
+
+impl diesel::serialize::ToSql<diesel::sql_types::Jsonb, diesel::pg::Pg> for JsonText {
+    fn to_sql<'b>(
+        &'b self,
+        out: &mut diesel::serialize::Output<'b, '_, diesel::pg::Pg>,
+    ) -> diesel::serialize::Result {
+        use std::io::Write;
+        out.write_all(&[1])?;
+        out.write_all(self.0.as_bytes())?;
+        Ok(diesel::serialize::IsNull::No)
+    }
+}
+
+/// The map as a JSON object, keys and values made storable ([`super::pg_text`]).
+fn to_json(map: &BTreeMap<String, String>) -> JsonText {
+    struct Storable<'a>(&'a BTreeMap<String, String>);
+    impl serde::Serialize for Storable<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_map(
+                self.0
+                    .iter()
+                    .map(|(k, v)| (super::pg_text(k), super::pg_text(v))),
+            )
+        }
+    }
+    // Serialising strings into a String cannot fail.
+    JsonText(serde_json::to_string(&Storable(map)).unwrap_or_else(|_| "{}".to_owned()))
 }
 
 /// See [`super::pg_text`].
@@ -359,13 +386,34 @@ mod tests {
             starts_at: Some("2025-06-23T12:00:00Z".parse().unwrap()),
             ends_at: None,
             resolved_at: None,
-            labels: serde_json::json!({}),
-            annotations: serde_json::json!({}),
+            labels: JsonText("{}".into()),
+            annotations: JsonText("{}".into()),
             generator_url: None,
             kafka_partition: None,
             kafka_offset: None,
             truncated: false,
         }
+    }
+
+    #[test]
+    fn labels_become_json_text_with_nul_replaced_and_everything_else_kept() {
+        let map: BTreeMap<String, String> = [
+            ("a\0b".to_owned(), "quote \" back \\ nl \n é \0".to_owned()),
+            ("z".to_owned(), String::new()),
+        ]
+        .into();
+        let JsonText(text) = to_json(&map);
+        let back: BTreeMap<String, String> = serde_json::from_str(&text).unwrap();
+        let want: BTreeMap<String, String> = [
+            (
+                "a\u{FFFD}b".to_owned(),
+                "quote \" back \\ nl \n é \u{FFFD}".to_owned(),
+            ),
+            ("z".to_owned(), String::new()),
+        ]
+        .into();
+        assert_eq!(back, want);
+        assert_eq!(to_json(&BTreeMap::new()).0, "{}");
     }
 
     #[test]
