@@ -144,6 +144,46 @@ fn next_slot(start: Instant, period: Option<Duration>, k: u32) -> Option<Instant
     period.map(|p| start + p * k)
 }
 
+/// One sender's timetable, the same for alertpipe's senders and the baseline's: open loop (a
+/// batch every period, senders staggered across one period) or closed loop (the next batch as
+/// soon as the last is answered), until the run's deadline.
+struct Schedule {
+    start: Instant,
+    offset: Duration,
+    period: Option<Duration>,
+    deadline: Duration,
+    k: u32,
+}
+
+impl Schedule {
+    fn new(start: Instant, period: Option<Duration>, sender: usize, deadline: Duration) -> Self {
+        let offset = period.map(|p| p * sender as u32 / 8).unwrap_or_default();
+        Schedule {
+            start,
+            offset,
+            period,
+            deadline,
+            k: 0,
+        }
+    }
+
+    /// Waits for the next batch's turn: None when the run is over, else its scheduled time
+    /// (open loop; latency counts from it) or None inside (closed loop: count from now).
+    async fn next(&mut self) -> Option<Option<Instant>> {
+        let slot = next_slot(self.start + self.offset, self.period, self.k);
+        self.k += 1;
+        match slot {
+            Some(at) if at.duration_since(self.start) >= self.deadline => None,
+            Some(at) => {
+                actix_web::rt::time::sleep_until(at.into()).await;
+                Some(slot)
+            }
+            None if self.start.elapsed() >= self.deadline => None,
+            None => Some(None),
+        }
+    }
+}
+
 async fn run_alertpipe(args: &LoadgenArgs) -> RunResult {
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -161,20 +201,8 @@ async fn run_alertpipe(args: &LoadgenArgs) -> RunResult {
         tasks.push(actix_web::rt::spawn(async move {
             let mut seq = (sender as u64) << 40 | rand_seed();
             let mut res = RunResult::default();
-            let mut k = 0u32;
-            // Stagger open-loop senders across one period.
-            let offset = period.map(|p| p * sender as u32 / 8).unwrap_or_default();
-            loop {
-                let slot = next_slot(start + offset, period, k);
-                k += 1;
-                if let Some(at) = slot {
-                    if at.duration_since(start) >= deadline {
-                        break;
-                    }
-                    actix_web::rt::time::sleep_until(at.into()).await;
-                } else if start.elapsed() >= deadline {
-                    break;
-                }
+            let mut schedule = Schedule::new(start, period, sender, deadline);
+            while let Some(slot) = schedule.next().await {
                 let body = webhook_body(&mut seq, batch);
                 let t0 = slot.unwrap_or_else(Instant::now);
                 let mut req = client
@@ -232,20 +260,8 @@ async fn run_baseline(cfg: &Config, args: &LoadgenArgs) -> anyhow::Result<RunRes
         tasks.push(actix_web::rt::spawn(async move {
             let mut seq = (sender as u64) << 40 | rand_seed();
             let mut res = RunResult::default();
-            // The same schedule as alertpipe's senders (open loop with `--rate`).
-            let offset = period.map(|p| p * sender as u32 / 8).unwrap_or_default();
-            let mut k = 0u32;
-            loop {
-                let slot = next_slot(start + offset, period, k);
-                k += 1;
-                if let Some(at) = slot {
-                    if at.duration_since(start) >= deadline {
-                        break;
-                    }
-                    actix_web::rt::time::sleep_until(at.into()).await;
-                } else if start.elapsed() >= deadline {
-                    break;
-                }
+            let mut schedule = Schedule::new(start, period, sender, deadline);
+            while let Some(slot) = schedule.next().await {
                 // The same messages alertpipe would produce: mapped from a webhook body.
                 let events = parse_webhook(&webhook_body(&mut seq, batch)).unwrap_or_default();
                 let t0 = slot.unwrap_or_else(Instant::now);
@@ -468,6 +484,28 @@ mod tests {
             Some(Duration::from_secs(1))
         );
         assert_eq!(open_loop_period(&parse(&[])), None);
+    }
+
+    #[actix_web::test]
+    async fn a_schedule_gives_each_slot_until_the_deadline_then_ends() {
+        let start = Instant::now();
+        let mut open = Schedule::new(
+            start,
+            Some(Duration::from_millis(1)),
+            0,
+            Duration::from_millis(3),
+        );
+        let mut slots = Vec::new();
+        while let Some(slot) = open.next().await {
+            slots.push(slot.map(|t| t - start));
+        }
+        let ms = Duration::from_millis;
+        assert_eq!(slots, vec![Some(ms(0)), Some(ms(1)), Some(ms(2))]);
+        // Closed loop: turns at once, counted from when the batch is sent, until the deadline.
+        let mut closed = Schedule::new(Instant::now(), None, 3, Duration::from_secs(60));
+        assert_eq!(closed.next().await, Some(None));
+        let mut over = Schedule::new(Instant::now(), None, 0, Duration::ZERO);
+        assert_eq!(over.next().await, None);
     }
 
     #[test]
