@@ -48,29 +48,26 @@ fn count(url: &str) -> i64 {
     count_on(&mut diesel::PgConnection::establish(url).expect("postgres reachable"))
 }
 
-fn count_on(c: &mut diesel::PgConnection) -> i64 {
+/// One number from `sql` (a query answering a bigint `n`).
+fn scalar_on(c: &mut diesel::PgConnection, sql: &str) -> i64 {
     #[derive(diesel::QueryableByName)]
     struct N {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         n: i64,
     }
-    diesel::sql_query("SELECT COUNT(*) AS n FROM alerts")
+    diesel::sql_query(sql)
         .load::<N>(c)
         .map(|r| r[0].n)
         .unwrap_or(0)
 }
 
+fn count_on(c: &mut diesel::PgConnection) -> i64 {
+    scalar_on(c, "SELECT COUNT(*) AS n FROM alerts")
+}
+
 /// The highest row id: one look into the primary key's index, however many rows there are.
 fn max_id_on(c: &mut diesel::PgConnection) -> i64 {
-    #[derive(diesel::QueryableByName)]
-    struct N {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    diesel::sql_query("SELECT COALESCE(MAX(id), 0)::bigint AS n FROM alerts")
-        .load::<N>(c)
-        .map(|r| r[0].n)
-        .unwrap_or(0)
+    scalar_on(c, "SELECT COALESCE(MAX(id), 0)::bigint AS n FROM alerts")
 }
 
 /// Waits on a thread of its own, through one connection (a new connection per look costs
