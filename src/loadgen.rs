@@ -133,13 +133,13 @@ fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
-/// Per-sender schedule: closed loop (None) or every `period`.
 /// With `--rate`: how often each sender starts a batch.
 fn open_loop_period(args: &LoadgenArgs) -> Option<Duration> {
     args.rate
         .map(|r| Duration::from_secs_f64(args.concurrency as f64 * args.batch as f64 / r))
 }
 
+/// The `k`-th slot of a sender: closed loop (None) or every `period` from `start`.
 fn next_slot(start: Instant, period: Option<Duration>, k: u32) -> Option<Instant> {
     period.map(|p| start + p * k)
 }
