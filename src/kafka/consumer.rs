@@ -135,6 +135,40 @@ pub enum Commit {
     },
 }
 
+/// The held partitions read to their end (librdkafka's partition EOF), so nothing more is there
+/// to fill a batch with: the loop stores what it has instead of waiting out `linger`. Under a
+/// trickle a batch is then one message (stored at once, not `linger` later); under load, or
+/// behind, partitions are never at their end and batches fill as before.
+#[derive(Default)]
+struct AtEnd(std::collections::BTreeSet<i32>);
+
+impl AtEnd {
+    /// What `recv` answered, sorted: a message (its partition is no longer at its end), the
+    /// end of a partition (`None`), or an error.
+    fn take(
+        &mut self,
+        got: Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>,
+    ) -> Result<Option<RawMessage>, KafkaError> {
+        match got {
+            Ok(m) => {
+                self.0.remove(&m.partition());
+                Ok(Some(own(&m)))
+            }
+            Err(KafkaError::PartitionEOF(p)) => {
+                self.0.insert(p);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every partition this member holds is read to its end.
+    fn all(&self, health: &StageHealth) -> bool {
+        let held = health.assigned();
+        !held.is_empty() && held.iter().all(|(_, p)| self.0.contains(p))
+    }
+}
+
 fn own(m: &rdkafka::message::BorrowedMessage<'_>) -> RawMessage {
     RawMessage {
         topic: m.topic().to_owned(),
@@ -173,6 +207,9 @@ fn create(
         .set("topic.metadata.refresh.interval.ms", "2000")
         // Lag per partition comes from librdkafka's statistics (see `group::GroupContext`).
         .set("statistics.interval.ms", "1000")
+        // Say when a partition has been read to its end (`AtEnd`): a batch then stops waiting
+        // out its linger once nothing more is there to read.
+        .set("enable.partition.eof", "true")
         // Prefetch ten batches, not librdkafka's 100,000 messages / 64 MB per partition: a
         // stage that pauses (`kafka::priority`) soon stops costing the broker fetches, and a
         // backlog does not sit in memory three times over. Much less starves the loop
@@ -209,6 +246,7 @@ where
     let mut last_tick = Instant::now();
     let mut last_look = Instant::now();
     let mut stuck = Stuck::default();
+    let mut at_end = AtEnd::default();
     loop {
         if health.stopping() {
             // Closing the consumer leaves the group: its partitions move at once.
@@ -225,6 +263,7 @@ where
                     "partitions with lag and no progress held elsewhere; rejoining as a dynamic member");
                 static_id = None;
                 carried.clear();
+                at_end = AtEnd::default();
                 // The old consumer's close revokes what it held; the stage forgets it at the
                 // next look.
                 close(std::mem::replace(
@@ -239,17 +278,20 @@ where
         if batch.is_empty() {
             let wait = s.tick.map_or(LOOK, |t| t.min(LOOK));
             match actix_web::rt::time::timeout(wait, consumer.recv()).await {
-                Ok(Ok(m)) => {
-                    // Revocations seen inside this recv concern what came before it (nothing
-                    // here): the stage forgets them; `m` is of the new assignment.
-                    forget_revoked(&health, &mut batch, &mut sink).await;
-                    batch.push(own(&m));
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(group = %s.group, error = %e, "consumer error");
-                    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
+                Ok(got) => match at_end.take(got) {
+                    Ok(Some(m)) => {
+                        // Revocations seen inside this recv concern what came before it
+                        // (nothing here): the stage forgets them; `m` is of the new assignment.
+                        forget_revoked(&health, &mut batch, &mut sink).await;
+                        batch.push(m);
+                    }
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(group = %s.group, error = %e, "consumer error");
+                        actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                },
                 Err(_) => {
                     forget_revoked(&health, &mut batch, &mut sink).await;
                     if let Some(fg) = &s.foreground {
@@ -265,21 +307,27 @@ where
             }
         }
         let deadline = Instant::now() + s.linger;
-        while !batch.is_empty() && batch.len() < s.batch_size {
+        // Already read to the end (during the last store, say): nothing to linger for.
+        let mut drained = !batch.is_empty() && at_end.all(&health);
+        while !drained && !batch.is_empty() && batch.len() < s.batch_size {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
             match actix_web::rt::time::timeout(left, consumer.recv()).await {
-                Ok(Ok(m)) => {
-                    // A rebalance ran inside recv: what came before it may be stale.
-                    forget_revoked(&health, &mut batch, &mut sink).await;
-                    batch.push(own(&m));
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(group = %s.group, error = %e, "consumer error");
-                    break;
-                }
+                Ok(got) => match at_end.take(got) {
+                    Ok(Some(m)) => {
+                        // A rebalance ran inside recv: what came before it may be stale.
+                        forget_revoked(&health, &mut batch, &mut sink).await;
+                        batch.push(m);
+                    }
+                    // Nothing more to wait for once every held partition is at its end.
+                    Ok(None) => drained = at_end.all(&health),
+                    Err(e) => {
+                        tracing::warn!(group = %s.group, error = %e, "consumer error");
+                        break;
+                    }
+                },
                 Err(_) => break,
             }
         }
@@ -295,6 +343,7 @@ where
                 &consumer,
                 &health,
                 &mut carried,
+                &mut at_end,
                 s.batch_size,
             )
             .await;
@@ -338,8 +387,8 @@ where
                                 pause(&consumer, true);
                             }
                         }
-                        if let Ok(Ok(m)) = got {
-                            carried.push(own(&m));
+                        if let Ok(Ok(Some(m))) = got.map(|g| at_end.take(g)) {
+                            carried.push(m);
                         }
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -488,6 +537,7 @@ async fn store_while_reading<Fut>(
     consumer: &GroupConsumer,
     health: &StageHealth,
     carried: &mut Vec<RawMessage>,
+    at_end: &mut AtEnd,
     batch_size: usize,
 ) -> (Result<Commit, String>, Vec<TopicPartition>)
 where
@@ -505,8 +555,9 @@ where
                     carried.retain(|m| !lost.contains(&(m.topic.clone(), m.partition)));
                     revoked.extend(lost);
                 }
-                match got {
-                    Ok(m) => carried.push(own(&m)),
+                match at_end.take(got) {
+                    Ok(Some(m)) => carried.push(m),
+                    Ok(None) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "consumer error while storing");
                         // Wait for the store alone.

@@ -176,6 +176,32 @@ async fn duplicates_out_of_order_and_full_redelivery_change_nothing() {
 }
 
 #[actix_web::test]
+async fn a_lone_alert_is_stored_at_once_not_after_the_linger() {
+    let db = TestDb::new();
+    let linger = Duration::from_secs(30);
+    let app = spawn_app(|c: &mut alertpipe::config::Config| {
+        persist(&db)(c);
+        c.persist.linger_ms = linger.as_millis() as u64;
+    })
+    .await;
+    let mut msgs = events("alertmanager/firing-critical-group.json");
+    let second = msgs.split_off(1);
+    // The first joins the group and reads the partition to its end; the second comes to a
+    // member that is already at the end of every partition it holds.
+    for (i, msg) in [msgs, second].iter().enumerate() {
+        let sent = std::time::Instant::now();
+        produce(&app, msg).await;
+        wait_rows(&db, "the alert", |r| r.len() == i + 1).await;
+        assert!(
+            sent.elapsed() < linger / 2,
+            "alert {} took {:?}: the batch waited for more that was not there",
+            i + 1,
+            sent.elapsed()
+        );
+    }
+}
+
+#[actix_web::test]
 async fn poison_messages_are_dead_lettered_whole_nul_text_is_stored_and_consumption_goes_on() {
     let db = TestDb::new();
     let app = spawn_app(persist(&db)).await;
