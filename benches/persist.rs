@@ -4,7 +4,9 @@
 //!    consumer batch sizes 1, 100 and 1000, and all rows in one transaction as COPY has them.
 //! 2. Baseline, same run, same rows (every column the stage fills): COPY by a bare client
 //!    (psql \copy from a CSV, one transaction).
-//! 3. End to end: the rows produced to a topic, consumed by alertpipe's persist role.
+//! 3. End to end: the rows produced to a topic, consumed by alertpipe's persist role, paired
+//!    with a bare consumer reading the same topic with the stage's fetch wait
+//!    (`kafka.fetch_wait_max_ms`), and one with librdkafka's defaults (500 ms).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -72,7 +74,7 @@ fn max_id_on(c: &mut diesel::PgConnection) -> i64 {
 
 /// Waits on a thread of its own, through one connection (a new connection per look costs
 /// PostgreSQL a process start, CPU the stage under test would otherwise have), until the
-/// table holds `rows`; answers when it saw them. The table was truncated with its ids
+/// table holds `rows`; answers when it saw the first row and when it saw them all. The table was truncated with its ids
 /// restarted, so it looks at the highest id (an index probe) and counts the rows (a scan of
 /// the whole table, which every 20 ms took PostgreSQL CPU from the stage under test) only
 /// once the ids say they may all be there.
@@ -80,13 +82,18 @@ fn wait_for_rows(
     mut c: diesel::PgConnection,
     rows: usize,
     started: Instant,
-) -> std::thread::JoinHandle<Instant> {
+) -> std::thread::JoinHandle<(Instant, Instant)> {
+    let mut first = None;
     std::thread::spawn(move || loop {
         let mut n = max_id_on(&mut c);
+        if n > 0 {
+            first.get_or_insert_with(Instant::now);
+        }
         if n as usize >= rows {
             n = count_on(&mut c);
             if n as usize >= rows {
-                return Instant::now();
+                let now = Instant::now();
+                return (first.unwrap_or(now), now);
             }
         }
         assert!(
@@ -246,10 +253,23 @@ fn main() {
             }
         }
     });
+    // CONSUMER="key=value,...": librdkafka properties for the stage's consumer, to tune.
+    let extra: Vec<(String, String)> = std::env::var("CONSUMER")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    // The fetch wait the stage runs with, for the bare consumer that fetches as it does.
+    let wait = extra
+        .iter()
+        .find(|(k, _)| k == "fetch.wait.max.ms")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| Config::default().kafka.fetch_wait_max_ms.to_string());
     let mut pairs = Vec::new();
     for run in 0..runs {
         exec(&url, "TRUNCATE alerts RESTART IDENTITY");
-        let (b, t, u) = (brokers.clone(), topic.clone(), url.clone());
+        let (b, t, u, extra) = (brokers.clone(), topic.clone(), url.clone(), extra.clone());
         let e2e = actix_web::rt::System::new().block_on(async move {
             let mut cfg = Config::default();
             cfg.server.roles = vec![Role::Persist];
@@ -259,12 +279,7 @@ fn main() {
             cfg.database.url = u.clone();
             cfg.persist.batch_size = 1000;
             cfg.persist.group = format!("{t}-g{run}");
-            // CONSUMER="key=value,...": librdkafka properties for the stage's consumer, to tune.
-            for kv in std::env::var("CONSUMER").unwrap_or_default().split(',') {
-                if let Some((k, v)) = kv.split_once('=') {
-                    cfg.kafka.consumer.insert(k.trim().into(), v.trim().into());
-                }
-            }
+            cfg.kafka.consumer.extend(extra);
             let conn = diesel::PgConnection::establish(&u).expect("postgres reachable");
             let started = Instant::now();
             let app = alertpipe::startup::Application::build(cfg).await.unwrap();
@@ -272,26 +287,44 @@ fn main() {
             let handle = app.handle();
             let poller = wait_for_rows(conn, rows, started);
             actix_web::rt::spawn(app.run_until_stopped());
-            let done = actix_web::rt::task::spawn_blocking(move || poller.join())
+            let (first, done) = actix_web::rt::task::spawn_blocking(move || poller.join())
                 .await
                 .unwrap()
                 .expect("end to end finished");
             let rate = rows as f64 / (done - started).as_secs_f64();
             println!(
-                "  (process start: {} ms of {} ms)",
+                "  (process start {} ms, first row at {} ms, last at {} ms)",
                 built.as_millis(),
+                (first - started).as_millis(),
                 (done - started).as_millis()
             );
             handle.stop(false).await;
             rate
         });
-        // What bounds it: the same topic read by a bare consumer, storing nothing.
-        let d = common::bare_consume(&brokers, &topic, rows, Duration::from_secs(30));
-        let bare = rows as f64 / d.as_secs_f64();
-        println!("  end to end run {}: persist {e2e:>8.0} rows/s, bare consumer {bare:>8.0} rows/s ({:.2}x)", run + 1, e2e / bare);
-        pairs.push((e2e, bare));
+        // What bounds it: the same topic read by a bare consumer, storing nothing, fetching
+        // as the stage does; then with librdkafka's defaults.
+        let bare = |props: &[(&str, &str)], what: &str| {
+            let give_up = Duration::from_secs(30);
+            let (first, d) = common::bare_consume(&brokers, &topic, rows, props, give_up);
+            println!(
+                "  (bare consumer, {what}: first message at {} ms, last at {} ms)",
+                first.as_millis(),
+                d.as_millis()
+            );
+            rows as f64 / d.as_secs_f64()
+        };
+        let same = bare(&[("fetch.wait.max.ms", &wait)], "the stage's fetch wait");
+        let default = bare(&[], "librdkafka's defaults");
+        println!(
+            "  end to end run {}: persist {e2e:>8.0} rows/s, bare consumer {same:>8.0} rows/s \
+             ({:.2}x), with defaults {default:>8.0} rows/s ({:.2}x)",
+            run + 1,
+            e2e / same,
+            e2e / default
+        );
+        pairs.push((e2e, same, default));
     }
-    let med = |f: &dyn Fn(&(f64, f64)) -> f64| {
+    let med = |f: &dyn Fn(&(f64, f64, f64)) -> f64| {
         let mut v: Vec<f64> = pairs.iter().map(f).collect();
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
@@ -301,12 +334,17 @@ fn main() {
         med(&|p| p.0)
     );
     println!(
-        "bare consumer, same topic     {:>10.0} rows/s  (fetch alone)",
+        "bare consumer, same topic     {:>10.0} rows/s  (fetch alone, fetch.wait.max.ms {wait})",
         med(&|p| p.1)
     );
     println!(
-        "end to end / bare consumer: {:.2} (median of paired runs; target 0.9)",
-        med(&|p| p.0 / p.1)
+        "bare consumer, defaults       {:>10.0} rows/s  (fetch alone, fetch.wait.max.ms 500)",
+        med(&|p| p.2)
+    );
+    println!(
+        "end to end / bare consumer: {:.2} (median of paired runs; target 0.9); / bare consumer with defaults: {:.2}",
+        med(&|p| p.0 / p.1),
+        med(&|p| p.0 / p.2)
     );
     println!(
         "stage/COPY at batch 1000: {ratio1000:.2}; in one transaction like COPY: {ratio_all:.2}"

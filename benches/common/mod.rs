@@ -54,24 +54,34 @@ pub fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// A bare consumer (a new group, librdkafka's defaults, storing nothing) reads `topic` from the
-/// beginning: the time from its creation to its `n`-th message. Its close (leaving the group,
-/// joining librdkafka's threads) comes after the clock stops, as a stage's does; a `give_up`
-/// without messages panics.
-pub fn bare_consume(brokers: &str, topic: &str, n: usize, give_up: Duration) -> Duration {
+/// A bare consumer (a new group, librdkafka's defaults but for `props`, storing nothing) reads
+/// `topic` from the beginning: the time from its creation to its first and to its `n`-th
+/// message. Its close (leaving the group, joining librdkafka's threads) comes after the clock
+/// stops, as a stage's does; a `give_up` without messages panics.
+pub fn bare_consume(
+    brokers: &str,
+    topic: &str,
+    n: usize,
+    props: &[(&str, &str)],
+    give_up: Duration,
+) -> (Duration, Duration) {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::Message;
     let started = Instant::now();
     let group = format!("bench-bare-{}-{:?}", std::process::id(), started);
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+    let mut config = rdkafka::ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .expect("a bare consumer");
+        .set("auto.offset.reset", "earliest");
+    for (k, v) in props {
+        config.set(*k, *v);
+    }
+    let consumer: BaseConsumer = config.create().expect("a bare consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
     let (mut got, mut last) = (0, Instant::now());
+    let mut first = None;
     let mut bytes = 0usize;
     while got < n {
         match consumer.poll(Duration::from_millis(100)) {
@@ -80,6 +90,7 @@ pub fn bare_consume(brokers: &str, topic: &str, n: usize, give_up: Duration) -> 
                 bytes += m.payload().map(<[u8]>::to_vec).unwrap_or_default().len();
                 got += 1;
                 last = Instant::now();
+                first.get_or_insert(last - started);
             }
             Some(Err(_)) | None => {
                 assert!(
@@ -91,5 +102,5 @@ pub fn bare_consume(brokers: &str, topic: &str, n: usize, give_up: Duration) -> 
     }
     let took = started.elapsed();
     assert!(bytes > 0);
-    took
+    (first.unwrap_or(took), took)
 }

@@ -38,6 +38,13 @@ pub struct KafkaConfig {
     /// (also the time a rebalance waits for members to rejoin). Stages never hold the loop for
     /// long, so this can be short.
     pub max_poll_interval_ms: u64,
+    /// Longest the broker may hold a fetch that has too little data (`fetch.wait.max.ms`).
+    /// Apache Kafka answers a fetch with data at once, whatever this is; tansu 0.6 sleeps
+    /// after every fetch, data or not (half of this, then the rest), so with librdkafka's 500
+    /// ms each fetch took 250 ms and a stage read a 3-partition backlog in bursts with pauses
+    /// between them (README, "Performance"). 100 ms: stages read a backlog about 1.5x faster on
+    /// tansu, at the price of an idle consumer asking 10 times a second instead of 2.
+    pub fetch_wait_max_ms: u64,
     /// The tansu workaround, off (0) by default; the local stack sets it. Every 3 s each stage
     /// looks at its group from outside: when a partition it does not hold has lag and no
     /// progress for a session timeout and 3 s, or when it is a static member holding nothing for
@@ -77,6 +84,7 @@ impl Default for KafkaConfig {
             session_timeout_ms: 10_000,
             heartbeat_interval_ms: 1_000,
             max_poll_interval_ms: 60_000,
+            fetch_wait_max_ms: 100,
             rejoin_after_s: 0,
             unassigned_grace_s: 30,
             stall_timeout_s: 120,
@@ -113,6 +121,9 @@ impl KafkaConfig {
                 "kafka.heartbeat_interval_ms",
                 "must be above 0 and at most a third of session_timeout_ms",
             );
+        }
+        if self.fetch_wait_max_ms == 0 || self.fetch_wait_max_ms > 10_000 {
+            return bad("kafka.fetch_wait_max_ms", "must be between 1 and 10000");
         }
         if self.max_poll_interval_ms < self.session_timeout_ms {
             return bad(

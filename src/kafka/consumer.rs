@@ -1,7 +1,8 @@
 //! The consumer loop every sink shares: read a batch (up to `batch_size`, or what arrived
-//! within `linger`), hand it to the sink until the sink says its effect is durable (reading
-//! the next batch meanwhile), then commit the batch's offsets. While the sink fails, the partitions are paused (the consumer
-//! stays in its group) and the same batch is retried with backoff: nothing is skipped.
+//! within `linger`, or what there was once every held partition is read to its end), hand it
+//! to the sink until the sink says its effect is durable (reading the next batch meanwhile),
+//! then commit the batch's offsets. While the sink fails, the partitions are paused (the
+//! consumer stays in its group) and the same batch is retried with backoff: nothing is skipped.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -42,6 +43,7 @@ pub struct ConsumerSettings {
     pub session_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
     pub max_poll_interval_ms: u64,
+    pub fetch_wait_max_ms: u64,
     /// When set, the loop watches its group from outside and rejoins it (as a dynamic member)
     /// when it is stuck: the tansu workaround (`kafka.rejoin_after_s`).
     pub rejoin_after: Option<Duration>,
@@ -74,6 +76,7 @@ impl ConsumerSettings {
             session_timeout_ms: kafka.session_timeout_ms,
             heartbeat_interval_ms: kafka.heartbeat_interval_ms,
             max_poll_interval_ms: kafka.max_poll_interval_ms,
+            fetch_wait_max_ms: kafka.fetch_wait_max_ms,
             rejoin_after: (kafka.rejoin_after_s > 0)
                 .then(|| Duration::from_secs(kafka.rejoin_after_s)),
             limits: Limits {
@@ -201,6 +204,8 @@ fn create(
         .set("session.timeout.ms", s.session_timeout_ms.to_string())
         .set("heartbeat.interval.ms", s.heartbeat_interval_ms.to_string())
         .set("max.poll.interval.ms", s.max_poll_interval_ms.to_string())
+        // `kafka.fetch_wait_max_ms`: tansu holds every fetch for about half of this.
+        .set("fetch.wait.max.ms", s.fetch_wait_max_ms.to_string())
         // The roles' topics are created at start-up, concurrently with this subscription: a
         // consumer that subscribed first sees UnknownTopicOrPartition and only looks again at
         // the next metadata refresh (librdkafka's default: 5 minutes). Look every 2 s instead.
