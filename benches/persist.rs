@@ -277,8 +277,12 @@ fn main() {
             cfg.kafka.brokers = b;
             cfg.kafka.alerts_topic = t.clone();
             cfg.database.url = u.clone();
-            cfg.persist.batch_size = 1000;
+            cfg.persist.batch_size = common::env_usize("E2E_BATCH", 1000);
             cfg.persist.group = format!("{t}-g{run}");
+            // COMMIT_INTERVAL_MS=0: commit after every batch, as before the interval (an A/B).
+            cfg.kafka.commit_interval_ms =
+                common::env_usize("COMMIT_INTERVAL_MS", cfg.kafka.commit_interval_ms as usize)
+                    as u64;
             cfg.kafka.consumer.extend(extra);
             let conn = diesel::PgConnection::establish(&u).expect("postgres reachable");
             let started = Instant::now();

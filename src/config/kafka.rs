@@ -45,6 +45,13 @@ pub struct KafkaConfig {
     /// between them (README, "Performance"). 100 ms: stages read a backlog about 1.5x faster on
     /// tansu, at the price of an idle consumer asking 10 times a second instead of 2.
     pub fetch_wait_max_ms: u64,
+    /// While a stage works through a backlog, its offsets are committed at most this often
+    /// (each batch's otherwise); once every partition it holds is read to its end, and when it
+    /// stops, at once. Every offset commit is a write on the broker, and tansu serves one
+    /// storage request at a time, so a commit per batch slowed the stage's own fetches (and
+    /// every producer's acks). A crash redelivers at most this much, which the stages absorb
+    /// (one row per occurrence, one mail per notification). 0: commit every batch.
+    pub commit_interval_ms: u64,
     /// The tansu workaround, off (0) by default; the local stack sets it. Every 3 s each stage
     /// looks at its group from outside: when a partition it does not hold has lag and no
     /// progress for a session timeout and 3 s, or when it is a static member holding nothing for
@@ -85,6 +92,7 @@ impl Default for KafkaConfig {
             heartbeat_interval_ms: 1_000,
             max_poll_interval_ms: 60_000,
             fetch_wait_max_ms: 100,
+            commit_interval_ms: 1_000,
             rejoin_after_s: 0,
             unassigned_grace_s: 30,
             stall_timeout_s: 120,
@@ -124,6 +132,12 @@ impl KafkaConfig {
         }
         if self.fetch_wait_max_ms == 0 || self.fetch_wait_max_ms > 10_000 {
             return bad("kafka.fetch_wait_max_ms", "must be between 1 and 10000");
+        }
+        if self.commit_interval_ms >= self.session_timeout_ms {
+            return bad(
+                "kafka.commit_interval_ms",
+                "must be below session_timeout_ms (a stuck group is told by commits that do not move)",
+            );
         }
         if self.max_poll_interval_ms < self.session_timeout_ms {
             return bad(

@@ -44,6 +44,8 @@ pub struct ConsumerSettings {
     pub heartbeat_interval_ms: u64,
     pub max_poll_interval_ms: u64,
     pub fetch_wait_max_ms: u64,
+    /// Commits at most this often while a backlog lasts (`kafka.commit_interval_ms`).
+    pub commit_interval: Duration,
     /// When set, the loop watches its group from outside and rejoins it (as a dynamic member)
     /// when it is stuck: the tansu workaround (`kafka.rejoin_after_s`).
     pub rejoin_after: Option<Duration>,
@@ -77,6 +79,7 @@ impl ConsumerSettings {
             heartbeat_interval_ms: kafka.heartbeat_interval_ms,
             max_poll_interval_ms: kafka.max_poll_interval_ms,
             fetch_wait_max_ms: kafka.fetch_wait_max_ms,
+            commit_interval: Duration::from_millis(kafka.commit_interval_ms),
             rejoin_after: (kafka.rejoin_after_s > 0)
                 .then(|| Duration::from_secs(kafka.rejoin_after_s)),
             limits: Limits {
@@ -172,6 +175,48 @@ impl AtEnd {
     }
 }
 
+/// Offsets of durable batches not committed yet: during a backlog one commit per
+/// `kafka.commit_interval_ms` instead of one per batch (see `KafkaConfig::commit_interval_ms`).
+#[derive(Default)]
+struct Pending {
+    next: BTreeMap<(String, i32), i64>,
+    /// When the oldest of them became durable.
+    since: Option<Instant>,
+}
+
+impl Pending {
+    /// Later batches' offsets replace earlier ones (a rewind's too: they are committed in the
+    /// order they were made durable).
+    fn add(&mut self, next: Vec<(String, i32, i64)>) {
+        if next.is_empty() {
+            return;
+        }
+        self.since.get_or_insert_with(Instant::now);
+        for (topic, partition, offset) in next {
+            self.next.insert((topic, partition), offset);
+        }
+    }
+
+    fn any(&self) -> bool {
+        !self.next.is_empty()
+    }
+
+    fn due(&self, every: Duration) -> bool {
+        self.since.is_some_and(|t| t.elapsed() >= every)
+    }
+
+    /// Empties it, keeping only what this member holds: a commit for a partition that moved
+    /// would rewind its new owner's progress (its owner reads those messages again instead).
+    fn take(&mut self, health: &StageHealth) -> Vec<(String, i32, i64)> {
+        self.since = None;
+        std::mem::take(&mut self.next)
+            .into_iter()
+            .filter(|(tp, _)| health.is_assigned(tp))
+            .map(|((t, p), o)| (t, p, o))
+            .collect()
+    }
+}
+
 fn own(m: &rdkafka::message::BorrowedMessage<'_>) -> RawMessage {
     RawMessage {
         topic: m.topic().to_owned(),
@@ -252,11 +297,17 @@ where
     let mut last_look = Instant::now();
     let mut stuck = Stuck::default();
     let mut at_end = AtEnd::default();
+    let mut pending = Pending::default();
     loop {
         if health.stopping() {
+            // The last commit before leaving must land before the new owner reads the offset.
+            commit(&consumer, pending.take(&health), true).await;
             // Closing the consumer leaves the group: its partitions move at once.
             close(consumer).await;
             return Ok(());
+        }
+        if pending.due(s.commit_interval) || (pending.any() && at_end.all(&health)) {
+            commit(&consumer, pending.take(&health), false).await;
         }
         if last_look.elapsed() >= LOOK {
             last_look = Instant::now();
@@ -267,6 +318,7 @@ where
                 tracing::warn!(group = %s.group, instance = ?static_id,
                     "partitions with lag and no progress held elsewhere; rejoining as a dynamic member");
                 static_id = None;
+                commit(&consumer, pending.take(&health), true).await;
                 carried.clear();
                 at_end = AtEnd::default();
                 // The old consumer's close revokes what it held; the stage forgets it at the
@@ -360,8 +412,9 @@ where
                 Ok(c) => break c,
                 Err(reason) => {
                     if health.stopping() {
-                        // Shutting down with a failing sink: nothing is committed; whoever
-                        // takes the partitions reads the batch again.
+                        // Shutting down with a failing sink: this batch is not committed;
+                        // whoever takes the partitions reads it again.
+                        commit(&consumer, pending.take(&health), true).await;
                         close(consumer).await;
                         return Ok(());
                     }
@@ -427,14 +480,12 @@ where
                 (commit, true)
             }
         };
-        // Only what this member holds: a commit for a partition that moved would rewind
-        // its new owner's progress.
-        let next: Vec<_> = next
-            .into_iter()
-            .filter(|(t, p, _)| health.is_assigned(&(t.clone(), *p)))
-            .collect();
+        pending.add(next);
         // The last commit before leaving must land before the new owner reads the offset.
-        commit(&consumer, next, sync || health.stopping()).await;
+        let now = sync || health.stopping();
+        if now || pending.due(s.commit_interval) || at_end.all(&health) {
+            commit(&consumer, pending.take(&health), now).await;
+        }
         if let (true, Some(fg)) = (counted, &s.foreground) {
             let pause = fg.pause();
             if !pause.is_zero() && !health.stopping() {
@@ -663,5 +714,51 @@ async fn commit(consumer: &Arc<GroupConsumer>, next: Vec<(String, i32, i64)>, sy
     };
     if let Err(e) = result {
         tracing::warn!(error = %e, "offset commit failed; the batch may be redelivered");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health() -> StageHealth {
+        let h = StageHealth::new(
+            "pending-test",
+            Limits {
+                unassigned_grace: Duration::from_secs(60),
+                stall_timeout: Duration::from_secs(60),
+            },
+        );
+        h.assign(vec![("t".to_owned(), 0), ("t".to_owned(), 1)]);
+        h
+    }
+
+    #[test]
+    fn pending_offsets_keep_the_latest_per_partition_and_only_what_is_held() {
+        let h = health();
+        let mut p = Pending::default();
+        assert!(!p.any() && !p.due(Duration::ZERO), "nothing to commit");
+        p.add(vec![("t".into(), 0, 10), ("t".into(), 1, 5)]);
+        p.add(vec![("t".into(), 0, 20), ("t".into(), 2, 7)]);
+        h.revoke(vec![("t".to_owned(), 1)]);
+        // Partition 1 moved (its new owner reads from the committed offset); 2 was never ours.
+        assert_eq!(p.take(&h), vec![("t".to_owned(), 0, 20)]);
+        assert!(!p.any() && !p.due(Duration::ZERO), "taken");
+    }
+
+    #[test]
+    fn pending_offsets_fall_due_an_interval_after_the_oldest() {
+        let h = health();
+        let mut p = Pending::default();
+        p.add(vec![("t".into(), 0, 1)]);
+        assert!(p.due(Duration::ZERO), "interval 0 commits every batch");
+        assert!(!p.due(Duration::from_secs(60)));
+        std::thread::sleep(Duration::from_millis(30));
+        p.add(vec![("t".into(), 0, 2)]);
+        // The clock runs from the oldest uncommitted batch, not the newest.
+        assert!(p.due(Duration::from_millis(20)));
+        assert_eq!(p.take(&h), vec![("t".to_owned(), 0, 2)]);
+        p.add(Vec::new());
+        assert!(!p.due(Duration::ZERO), "an empty batch starts no clock");
     }
 }

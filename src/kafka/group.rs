@@ -192,7 +192,7 @@ impl StageHealth {
         std::mem::take(&mut self.lock().revoked)
     }
 
-    fn assign(&self, tps: Vec<TopicPartition>) {
+    pub(super) fn assign(&self, tps: Vec<TopicPartition>) {
         let mut s = self.lock();
         // A partition revoked and assigned again stays in `revoked`: what the loop holds of it
         // predates the revocation, and librdkafka fetches it again from the committed offset.
@@ -200,7 +200,7 @@ impl StageHealth {
         self.count(&mut s);
     }
 
-    fn revoke(&self, tps: Vec<TopicPartition>) {
+    pub(super) fn revoke(&self, tps: Vec<TopicPartition>) {
         let mut s = self.lock();
         for tp in tps {
             s.assigned.remove(&tp);
