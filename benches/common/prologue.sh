@@ -7,7 +7,7 @@ set -a; . "${ALERTPIPE_STATE:-$REPO/.state}/stack.env"; set +a
 cargo build --quiet --release --locked
 BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/alertpipe
 # The stack's broker (tansu, sqlite) keeps every topic ever written and slows as its database
-# grows (README, Performance: "Where the rest of the latency is"): say so when it is large.
+# grows (benches/RESULTS.md, "Where the rest of the latency is"): say so when it is large.
 broker_db="${ALERTPIPE_STATE:-$REPO/.state}/tansu/tansu.db"
 if [ -f "$broker_db" ] && [ "$(stat -c %s "$broker_db")" -gt $((1024 * 1024 * 1024)) ]; then
   echo "note: the broker's database is $(($(stat -c %s "$broker_db") / 1024 / 1024)) MB; figures drift as it grows." \

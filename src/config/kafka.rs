@@ -78,7 +78,7 @@ impl Default for KafkaConfig {
             // One produce request in flight per broker connection: with more (librdkafka
             // allows 5 with idempotence) its broker thread busy-loops under load while the
             // window is full, which on a small machine ate 63% of the process's CPU
-            // (README, "Ingest both ways").
+            // (benches/RESULTS.md, "Ingest both ways").
             producer: BTreeMap::from([
                 ("linger.ms".to_owned(), "5".to_owned()),
                 (

@@ -17,7 +17,7 @@ fn project_config_file_parses_and_validates() {
     let text = include_str!("../../config/alertpipe.toml");
     let cfg = parse(text, &[]).unwrap();
     cfg.validate().unwrap();
-    // The ack target the stages yield to is the one measured (README, Performance: 50 ms
+    // The ack target the stages yield to is the one measured (benches/RESULTS.md: 50 ms
     // yields too late), and the shipped file states the default.
     assert_eq!(cfg.ingest.ack_target_ms, 25);
     assert_eq!(
