@@ -298,10 +298,27 @@ fn main() {
     let (msgs, d) = common::timed(|| {
         alertpipe::kafka::read_topic(&brokers, &logs_topic, usize::MAX, idle).unwrap()
     });
+    let defaults = raw as f64 / 1e6 / (d.saturating_sub(idle)).as_secs_f64().max(1e-3);
     println!(
-        "bare consumer, same topic: {} records, {:.1} MB/s of raw lines (fetch alone)",
+        "bare consumer, same topic: {} records, {defaults:.1} MB/s of raw lines (fetch alone, \
+         librdkafka's defaults: fetch.wait.max.ms 500); end to end / it: {:.2}",
         msgs.len(),
-        raw as f64 / 1e6 / (d.saturating_sub(idle)).as_secs_f64().max(1e-3)
+        e2e / defaults
+    );
+    // And fetching as the stage does (`kafka.fetch_wait_max_ms`).
+    let wait = Config::default().kafka.fetch_wait_max_ms.to_string();
+    let (_, d) = common::bare_consume(
+        &brokers,
+        &logs_topic,
+        msgs.len(),
+        &[("fetch.wait.max.ms", &wait)],
+        Duration::from_secs(30),
+    );
+    let same = mb(raw, d);
+    println!(
+        "bare consumer, the stage's fetch wait ({wait} ms): {same:.1} MB/s of raw lines; \
+         end to end / it: {:.2}",
+        e2e / same
     );
 
     println!(
