@@ -5,6 +5,8 @@
 //! 2. the archive stage alone: decoded entries -> one closed snappy Parquet file on local disk
 //! 3. end to end: POST /loki/api/v1/push -> Kafka -> ArchiveActor -> closed files, through the
 //!    local broker; and the push endpoint's requests/s and MB/s on its own.
+//! 4. the archive role alone started on the full topic, until every row is in a closed file,
+//!    against a bare consumer fetching the same topic as the stage does (like for like).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -216,6 +218,11 @@ fn main() {
     let conc = common::env_usize("CONCURRENCY", 4);
     let logs_topic = format!("bench-logs-{}", std::process::id());
     let brokers = stack["STACK_KAFKA_BROKERS"].clone();
+    let want: i64 = pushes
+        .iter()
+        .flatten()
+        .map(|s| s.entries.len() as i64)
+        .sum();
     let (push_rate, push_mb, e2e) = rt.block_on(async move {
         let root = tempfile::tempdir().unwrap();
         let mut cfg = Config::default();
@@ -261,29 +268,7 @@ fn main() {
             t.await.unwrap();
         }
         let pushed = started.elapsed();
-        let op =
-            alertpipe::coldstore::storage::operator(root.path().to_str().unwrap(), 9870).unwrap();
-        let want: i64 = pushes
-            .iter()
-            .flatten()
-            .map(|s| s.entries.len() as i64)
-            .sum();
-        loop {
-            let rows: i64 = alertpipe::coldstore::read::list(&op)
-                .await
-                .unwrap_or_default()
-                .iter()
-                .map(|f| f.rows)
-                .sum();
-            if rows >= want {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(600),
-                "stalled at {rows}/{want}"
-            );
-            actix_web::rt::time::sleep(Duration::from_millis(100)).await;
-        }
+        archived(root.path(), want, started).await;
         let n = bodies.len() as f64;
         (
             n / pushed.as_secs_f64(),
@@ -321,8 +306,61 @@ fn main() {
         e2e / same
     );
 
+    // 4. Like for like with the bare consumers: the archive role alone started on the full
+    //    topic (a new group, from the beginning), until every row is in a closed file; its
+    //    last files close on age, up to `max_age_s` (1 s) after its last row.
+    let drained = rt.block_on({
+        let (brokers, topic) = (brokers.clone(), logs_topic.clone());
+        async move {
+            let root = tempfile::tempdir().unwrap();
+            let mut cfg = Config::default();
+            cfg.server.roles = vec![Role::Archive];
+            cfg.server.listen = "127.0.0.1:0".parse().unwrap();
+            cfg.kafka.brokers = brokers;
+            cfg.kafka.logs_topic = topic.clone();
+            cfg.archive.root = root.path().display().to_string();
+            cfg.archive.group = format!("{topic}-drain");
+            cfg.archive.max_age_s = 1;
+            cfg.telemetry.log_level = "warn".into();
+            let started = Instant::now();
+            let app = alertpipe::startup::Application::build(cfg).await.unwrap();
+            let handle = app.handle();
+            actix_web::rt::spawn(app.run_until_stopped());
+            archived(root.path(), want, started).await;
+            let d = started.elapsed();
+            handle.stop(false).await;
+            mb(raw, d)
+        }
+    });
+    println!(
+        "archive role alone on the full topic -> closed files {drained:.1} MB/s raw; / bare \
+         consumer with its fetch wait: {:.2}",
+        drained / same
+    );
+
     println!(
         "peak RSS of the benchmark process: {:.0} MB",
         common::peak_rss_mb()
     );
+}
+
+/// Waits until the archive under `root` holds `want` rows in closed files.
+async fn archived(root: &std::path::Path, want: i64, started: Instant) {
+    let op = alertpipe::coldstore::storage::operator(root.to_str().unwrap(), 9870).unwrap();
+    loop {
+        let rows: i64 = alertpipe::coldstore::read::list(&op)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|f| f.rows)
+            .sum();
+        if rows >= want {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "stalled at {rows}/{want}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
 }
