@@ -182,6 +182,10 @@ struct Pending {
     next: BTreeMap<(String, i32), i64>,
     /// When the oldest of them became durable.
     since: Option<Instant>,
+    /// What this member last committed per partition: the same offset again is not sent
+    /// (the archive answers every batch with the offsets below its open files, which move
+    /// only when files close, and commits them synchronously).
+    last: BTreeMap<(String, i32), i64>,
 }
 
 impl Pending {
@@ -205,15 +209,39 @@ impl Pending {
         self.since.is_some_and(|t| t.elapsed() >= every)
     }
 
-    /// Empties it, keeping only what this member holds: a commit for a partition that moved
-    /// would rewind its new owner's progress (its owner reads those messages again instead).
+    /// Empties it, keeping only what this member holds (a commit for a partition that moved
+    /// would rewind its new owner's progress; its owner reads those messages again instead)
+    /// and what differs from this member's last commit.
     fn take(&mut self, health: &StageHealth) -> Vec<(String, i32, i64)> {
         self.since = None;
+        // Forget what is no longer held: if it comes back, its offset may have moved.
+        self.last.retain(|tp, _| health.is_assigned(tp));
+        let last = &self.last;
         std::mem::take(&mut self.next)
             .into_iter()
-            .filter(|(tp, _)| health.is_assigned(tp))
+            .filter(|(tp, o)| health.is_assigned(tp) && last.get(tp) != Some(o))
             .map(|((t, p), o)| (t, p, o))
             .collect()
+    }
+
+    /// Remembers a commit the broker took.
+    fn committed(&mut self, offsets: &[(String, i32, i64)]) {
+        for (t, p, o) in offsets {
+            self.last.insert((t.clone(), *p), *o);
+        }
+    }
+}
+
+/// Commits what is pending (see `Pending::take`) and remembers it once the broker took it.
+async fn flush(
+    consumer: &Arc<GroupConsumer>,
+    pending: &mut Pending,
+    health: &StageHealth,
+    sync: bool,
+) {
+    let offsets = pending.take(health);
+    if commit(consumer, offsets.clone(), sync).await {
+        pending.committed(&offsets);
     }
 }
 
@@ -301,13 +329,13 @@ where
     loop {
         if health.stopping() {
             // The last commit before leaving must land before the new owner reads the offset.
-            commit(&consumer, pending.take(&health), true).await;
+            flush(&consumer, &mut pending, &health, true).await;
             // Closing the consumer leaves the group: its partitions move at once.
             close(consumer).await;
             return Ok(());
         }
         if pending.due(s.commit_interval) || (pending.any() && at_end.all(&health)) {
-            commit(&consumer, pending.take(&health), false).await;
+            flush(&consumer, &mut pending, &health, false).await;
         }
         if last_look.elapsed() >= LOOK {
             last_look = Instant::now();
@@ -318,7 +346,7 @@ where
                 tracing::warn!(group = %s.group, instance = ?static_id,
                     "partitions with lag and no progress held elsewhere; rejoining as a dynamic member");
                 static_id = None;
-                commit(&consumer, pending.take(&health), true).await;
+                flush(&consumer, &mut pending, &health, true).await;
                 carried.clear();
                 at_end = AtEnd::default();
                 // The old consumer's close revokes what it held; the stage forgets it at the
@@ -414,7 +442,7 @@ where
                     if health.stopping() {
                         // Shutting down with a failing sink: this batch is not committed;
                         // whoever takes the partitions reads it again.
-                        commit(&consumer, pending.take(&health), true).await;
+                        flush(&consumer, &mut pending, &health, true).await;
                         close(consumer).await;
                         return Ok(());
                     }
@@ -484,7 +512,7 @@ where
         // The last commit before leaving must land before the new owner reads the offset.
         let now = sync || health.stopping();
         if now || pending.due(s.commit_interval) || at_end.all(&health) {
-            commit(&consumer, pending.take(&health), now).await;
+            flush(&consumer, &mut pending, &health, now).await;
         }
         if let (true, Some(fg)) = (counted, &s.foreground) {
             let pause = fg.pause();
@@ -690,9 +718,10 @@ async fn rewind(
 
 /// Commits the given next offsets. Asynchronous unless `sync`: a lost commit only means
 /// redelivery, which every sink absorbs; the archive's names need its commits in order.
-async fn commit(consumer: &Arc<GroupConsumer>, next: Vec<(String, i32, i64)>, sync: bool) {
+/// False when the commit failed (for an asynchronous one: could not be queued).
+async fn commit(consumer: &Arc<GroupConsumer>, next: Vec<(String, i32, i64)>, sync: bool) -> bool {
     if next.is_empty() {
-        return;
+        return true;
     }
     let mut tpl = TopicPartitionList::new();
     for (topic, partition, offset) in next {
@@ -712,9 +741,10 @@ async fn commit(consumer: &Arc<GroupConsumer>, next: Vec<(String, i32, i64)>, sy
     } else {
         consumer.commit(&tpl, CommitMode::Async)
     };
-    if let Err(e) = result {
+    if let Err(e) = &result {
         tracing::warn!(error = %e, "offset commit failed; the batch may be redelivered");
     }
+    result.is_ok()
 }
 
 #[cfg(test)]
@@ -744,6 +774,29 @@ mod tests {
         // Partition 1 moved (its new owner reads from the committed offset); 2 was never ours.
         assert_eq!(p.take(&h), vec![("t".to_owned(), 0, 20)]);
         assert!(!p.any() && !p.due(Duration::ZERO), "taken");
+    }
+
+    #[test]
+    fn an_offset_already_committed_is_not_committed_again_while_held() {
+        let h = health();
+        let mut p = Pending::default();
+        p.add(vec![("t".into(), 0, 10), ("t".into(), 1, 5)]);
+        let first = p.take(&h);
+        assert_eq!(first.len(), 2);
+        p.committed(&first);
+        // The archive answers every batch with the same offsets until a file closes.
+        p.add(vec![("t".into(), 0, 10), ("t".into(), 1, 6)]);
+        assert_eq!(p.take(&h), vec![("t".to_owned(), 1, 6)]);
+        // A commit that failed is not remembered: the same offset goes again.
+        p.add(vec![("t".into(), 1, 6)]);
+        assert_eq!(p.take(&h), vec![("t".to_owned(), 1, 6)]);
+        // Lost and taken back: its offset may have moved meanwhile, so it is sent again.
+        h.revoke(vec![("t".to_owned(), 0)]);
+        p.add(vec![("t".into(), 1, 7)]);
+        p.take(&h);
+        h.assign(vec![("t".to_owned(), 0)]);
+        p.add(vec![("t".into(), 0, 10)]);
+        assert_eq!(p.take(&h), vec![("t".to_owned(), 0, 10)]);
     }
 
     #[test]
