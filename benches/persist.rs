@@ -9,6 +9,8 @@
 //! 3. End to end: the rows produced to a topic, consumed by alertpipe's persist role, paired
 //!    with a bare consumer reading the same topic with the stage's fetch wait
 //!    (`kafka.fetch_wait_max_ms`), and one with librdkafka's defaults (500 ms).
+//! 4. The notify stage end to end on the same topic (consumed -> outbox rows), paired with a
+//!    bare consumer with the same fetch wait.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -80,6 +82,37 @@ fn max_id_on(c: &mut diesel::PgConnection) -> i64 {
 /// restarted, so it looks at the highest id (an index probe) and counts the rows (a scan of
 /// the whole table, which every 20 ms took PostgreSQL CPU from the stage under test) only
 /// once the ids say they may all be there.
+/// Waits until `rows` notifications are enqueued (in the outbox, or already moved on to
+/// `notifications`): the outbox's id sequence first (cheap), then the counts, in one snapshot.
+fn wait_for_notifications(
+    mut c: diesel::PgConnection,
+    rows: usize,
+    started: Instant,
+) -> std::thread::JoinHandle<Instant> {
+    std::thread::spawn(move || loop {
+        let ids = scalar_on(
+            &mut c,
+            "SELECT (CASE WHEN is_called THEN last_value ELSE 0 END)::bigint AS n \
+             FROM notification_outbox_id_seq",
+        );
+        if ids as usize >= rows {
+            let n = scalar_on(
+                &mut c,
+                "SELECT ((SELECT COUNT(*) FROM notification_outbox) \
+                 + (SELECT COUNT(*) FROM notifications))::bigint AS n",
+            );
+            if n as usize >= rows {
+                return Instant::now();
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "notify end to end stalled at {ids} enqueued"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    })
+}
+
 fn wait_for_rows(
     mut c: diesel::PgConnection,
     rows: usize,
@@ -195,7 +228,9 @@ fn main() {
         }
         (common::median(rates), common::median(ratios))
     };
-    let (r1000, ratio1000) = ratio(1000);
+    // The stage's batch: the shipped `persist.batch_size` unless BATCH says otherwise.
+    let batch = common::env_usize("BATCH", Config::default().persist.batch_size);
+    let (rb, ratio_b) = ratio(batch);
     let (rall, ratio_all) = ratio(rows);
     let copy = common::median(copies);
     println!("baseline COPY (psql)          {copy:>10.0} rows/s");
@@ -209,8 +244,8 @@ fn main() {
         );
     }
     println!(
-        "PersistActor stage, batch  1000 {r1000:>9.0} rows/s  ({:.2}x COPY, median of paired runs)",
-        ratio1000
+        "PersistActor stage, batch {batch:>5} {rb:>9.0} rows/s  ({:.2}x COPY, median of paired runs)",
+        ratio_b
     );
     println!(
         "PersistActor stage, batch {rows:>5} {rall:>9.0} rows/s  ({:.2}x COPY: one transaction, as COPY)",
@@ -279,7 +314,7 @@ fn main() {
             cfg.kafka.brokers = b;
             cfg.kafka.alerts_topic = t.clone();
             cfg.database.url = u.clone();
-            cfg.persist.batch_size = common::env_usize("E2E_BATCH", 1000);
+            cfg.persist.batch_size = batch;
             cfg.persist.group = format!("{t}-g{run}");
             // COMMIT_INTERVAL_MS=0: commit after every batch, as before the interval (an A/B).
             cfg.kafka.commit_interval_ms =
@@ -336,7 +371,7 @@ fn main() {
         v[v.len() / 2]
     };
     println!(
-        "end to end via broker, b=1000 {:>10.0} rows/s  (consumer start + fetch + store)",
+        "end to end via broker         {:>10.0} rows/s  (consumer start + fetch + store)",
         med(&|p| p.0)
     );
     println!(
@@ -353,7 +388,68 @@ fn main() {
         med(&|p| p.0 / p.2)
     );
     println!(
-        "stage/COPY at batch 1000: {ratio1000:.2}; in one transaction like COPY: {ratio_all:.2}"
+        "stage/COPY at batch {batch}: {ratio_b:.2}; in one transaction like COPY: {ratio_all:.2}"
+    );
+
+    // 4. The notify stage end to end, on the same topic: every alert is critical and routes to
+    //    one receiver, so each becomes one outbox row (consumed -> enqueued -> committed). The
+    //    delivery worker runs too and moves rows to `notifications` (digests, mostly: the
+    //    throttle lets a few mails a minute through), so the rows are counted in both tables.
+    let mut notify_pairs = Vec::new();
+    for run in 0..runs {
+        exec(
+            &url,
+            "TRUNCATE notification_outbox, notifications RESTART IDENTITY",
+        );
+        let (b, t, u, smtp) = (
+            brokers.clone(),
+            topic.clone(),
+            url.clone(),
+            stack["STACK_SMTP_PORT"].clone(),
+        );
+        let rate = actix_web::rt::System::new().block_on(async move {
+            let mut cfg = Config::default();
+            cfg.server.roles = vec![Role::Notify];
+            cfg.server.listen = "127.0.0.1:0".parse().unwrap();
+            cfg.kafka.brokers = b;
+            cfg.kafka.alerts_topic = t.clone();
+            cfg.database.url = u.clone();
+            cfg.notify.group = format!("{t}-notify-g{run}");
+            cfg.notify.dlq_topic = format!("{t}.dlq");
+            cfg.notify.smtp.port = smtp.parse().expect("STACK_SMTP_PORT");
+            cfg.telemetry.log_level = "error".into();
+            let conn = diesel::PgConnection::establish(&u).expect("postgres reachable");
+            let started = Instant::now();
+            let app = alertpipe::startup::Application::build(cfg).await.unwrap();
+            let handle = app.handle();
+            let poller = wait_for_notifications(conn, rows, started);
+            actix_web::rt::spawn(app.run_until_stopped());
+            let done = actix_web::rt::task::spawn_blocking(move || poller.join())
+                .await
+                .unwrap()
+                .expect("notify end to end finished");
+            handle.stop(false).await;
+            rows as f64 / (done - started).as_secs_f64()
+        });
+        let (_, d) = common::bare_consume(
+            &brokers,
+            &topic,
+            rows,
+            &[("fetch.wait.max.ms", &wait)],
+            Duration::from_secs(30),
+        );
+        let same = rows as f64 / d.as_secs_f64();
+        println!(
+            "  notify run {}: {rate:>8.0} alerts/s into the outbox, bare consumer {same:>8.0} \
+             ({:.2}x)",
+            run + 1,
+            rate / same
+        );
+        notify_pairs.push(rate / same);
+    }
+    println!(
+        "notify stage end to end / bare consumer with its fetch wait: {:.2} (median of paired runs)",
+        common::median(notify_pairs)
     );
     let _ = std::fs::remove_file(&csv);
     exec(

@@ -11,7 +11,9 @@ use super::{bad, ConfigError};
 pub struct PersistConfig {
     /// Kafka consumer group.
     pub group: String,
-    /// Messages per transaction at most.
+    /// Messages per transaction at most. A batch is stored at once when the stage is caught
+    /// up, so this only matters during a backlog, where each transaction's fixed cost counts:
+    /// the stage reached 0.89x a bare COPY at 500, 0.92x at 2000 (`cargo bench --bench persist`).
     pub batch_size: usize,
     /// How long a batch waits to fill.
     pub linger_ms: u64,
@@ -23,7 +25,7 @@ impl Default for PersistConfig {
     fn default() -> Self {
         PersistConfig {
             group: "alertpipe-persist".into(),
-            batch_size: 500,
+            batch_size: 2000,
             linger_ms: 50,
             workers: 2,
         }
