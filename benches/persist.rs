@@ -415,6 +415,8 @@ fn main() {
             cfg.kafka.alerts_topic = t.clone();
             cfg.database.url = u.clone();
             cfg.notify.group = format!("{t}-notify-g{run}");
+            // NOTIFY_BATCH=: the notify stage's batch (`notify.batch_size`), to tune.
+            cfg.notify.batch_size = common::env_usize("NOTIFY_BATCH", cfg.notify.batch_size);
             cfg.notify.dlq_topic = format!("{t}.dlq");
             cfg.notify.smtp.port = smtp.parse().expect("STACK_SMTP_PORT");
             cfg.telemetry.log_level = "error".into();
