@@ -24,6 +24,12 @@ fn project_config_file_parses_and_validates() {
         cfg.ingest.ack_target_ms,
         IngestConfig::default().ack_target_ms
     );
+    // The measured consumer settings: the file states the defaults the integration tests run.
+    let d = Config::default();
+    assert_eq!(cfg.kafka.commit_interval_ms, d.kafka.commit_interval_ms);
+    assert_eq!(cfg.kafka.fetch_wait_max_ms, d.kafka.fetch_wait_max_ms);
+    assert_eq!(cfg.persist.batch_size, d.persist.batch_size);
+    assert_eq!(cfg.notify.batch_size, d.notify.batch_size);
 }
 
 #[test]
