@@ -19,6 +19,10 @@ use crate::kafka::poison::PoisonStore;
 use crate::kafka::priority::Foreground;
 use actor::{ArchiveActor, ArchiveSettings};
 
+/// Bounds of the idle tick that closes files on age when no logs arrive.
+const TICK_MIN: Duration = Duration::from_millis(50);
+const TICK_MAX: Duration = Duration::from_millis(500);
+
 /// ArchiveActor on a thread of its own (Parquet encoding is CPU work), fed by the
 /// `alertpipe-archive` consumer, which commits only what is in closed files.
 pub fn start(
@@ -50,8 +54,9 @@ pub fn start(
         ArchiveActor::new(settings, storage)
     });
     let consumer = ConsumerSettings {
-        // Idle ticks let age-based flushes happen when no logs arrive.
-        tick: Some(Duration::from_millis(500).min(cfg.archive.max_age())),
+        // Idle ticks let age-based flushes happen when no logs arrive: a file closes within
+        // a tenth of `max_age` (at most 500 ms, at least 50 ms) of being due.
+        tick: Some((cfg.archive.max_age() / 10).clamp(TICK_MIN, TICK_MAX)),
         ..ConsumerSettings::new(
             &cfg.kafka,
             &cfg.archive.group,
