@@ -5,8 +5,9 @@
 //! 2. the archive stage alone: decoded entries -> one closed snappy Parquet file on local disk
 //! 3. end to end: POST /loki/api/v1/push -> Kafka -> ArchiveActor -> closed files, through the
 //!    local broker; and the push endpoint's requests/s and MB/s on its own.
-//! 4. the archive role alone started on the full topic, until every row is in a closed file,
-//!    against a bare consumer fetching the same topic as the stage does (like for like).
+//! 4. the archive role alone started on the full topic, until every row is in a closed file
+//!    (and until every line is read into open files), against a bare consumer fetching the
+//!    same topic as the stage does (like for like), RUNS pairs.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -308,40 +309,93 @@ fn main() {
 
     // 4. Like for like with the bare consumers: the archive role alone started on the full
     //    topic (a new group, from the beginning), until every row is in a closed file; its
-    //    last files close on age, up to `max_age_s` (1 s) after its last row.
-    let drained = rt.block_on({
-        let (brokers, topic) = (brokers.clone(), logs_topic.clone());
-        async move {
-            let root = tempfile::tempdir().unwrap();
-            let mut cfg = Config::default();
-            cfg.server.roles = vec![Role::Archive];
-            cfg.server.listen = "127.0.0.1:0".parse().unwrap();
-            cfg.kafka.brokers = brokers;
-            cfg.kafka.logs_topic = topic.clone();
-            cfg.archive.root = root.path().display().to_string();
-            cfg.archive.group = format!("{topic}-drain");
-            cfg.archive.max_age_s = 1;
-            cfg.telemetry.log_level = "warn".into();
-            let started = Instant::now();
-            let app = alertpipe::startup::Application::build(cfg).await.unwrap();
-            let handle = app.handle();
-            actix_web::rt::spawn(app.run_until_stopped());
-            archived(root.path(), want, started).await;
-            let d = started.elapsed();
-            handle.stop(false).await;
-            mb(raw, d)
-        }
-    });
+    //    last files close on age, up to `max_age_s` (1 s) after its last row. Each run is
+    //    paired with a bare consumer (the stage's fetch wait) right after it, on the same
+    //    broker; the figure is the median of the pairs' ratios.
+    let mut pairs = Vec::new();
+    for run in 0..runs {
+        let taken_before = taken();
+        let (drained, read, tail) = rt.block_on({
+            let (brokers, topic) = (brokers.clone(), logs_topic.clone());
+            async move {
+                let root = tempfile::tempdir().unwrap();
+                let mut cfg = Config::default();
+                cfg.server.roles = vec![Role::Archive];
+                cfg.server.listen = "127.0.0.1:0".parse().unwrap();
+                cfg.kafka.brokers = brokers;
+                cfg.kafka.logs_topic = topic.clone();
+                cfg.archive.root = root.path().display().to_string();
+                cfg.archive.group = format!("{topic}-drain-{run}");
+                cfg.archive.max_age_s = 1;
+                cfg.telemetry.log_level = "warn".into();
+                let started = Instant::now();
+                let app = alertpipe::startup::Application::build(cfg).await.unwrap();
+                let handle = app.handle();
+                actix_web::rt::spawn(app.run_until_stopped());
+                let read = actix_web::rt::spawn(lines_taken(taken_before + want as u64, started));
+                archived(root.path(), want, started).await;
+                let d = started.elapsed();
+                handle.stop(false).await;
+                // Every line is in a closed file: the counter must have seen them all.
+                let read = actix_web::rt::time::timeout(Duration::from_secs(5), read)
+                    .await
+                    .expect("alertpipe_archive_lines_taken_total missed lines in closed files")
+                    .unwrap();
+                (mb(raw, d), mb(raw, read), (d - read).as_secs_f64())
+            }
+        });
+        let (_, d) = common::bare_consume(
+            &brokers,
+            &logs_topic,
+            msgs.len(),
+            &[("fetch.wait.max.ms", &wait)],
+            Duration::from_secs(30),
+        );
+        let bare = mb(raw, d);
+        println!(
+            "  run {}: archive role alone {drained:.1} MB/s, bare consumer {bare:.1} MB/s: {:.2} \
+             (every line read into open files at {read:.1} MB/s: {:.2}; the last files closed \
+             {tail:.2} s later, on age)",
+            run + 1,
+            drained / bare,
+            read / bare
+        );
+        pairs.push((drained / bare, read / bare));
+    }
+    let ratio = common::median(pairs.iter().map(|p| p.0).collect());
+    let read = common::median(pairs.iter().map(|p| p.1).collect());
     println!(
-        "archive role alone on the full topic -> closed files {drained:.1} MB/s raw; / bare \
-         consumer with its fetch wait: {:.2}",
-        drained / same
+        "archive role alone on the full topic -> closed files / bare consumer with its fetch \
+         wait, same run: {ratio:.2}; reading alone: {read:.2} (medians of {runs})"
     );
 
     println!(
         "peak RSS of the benchmark process: {:.0} MB",
         common::peak_rss_mb()
     );
+}
+
+/// Lines the archive stages of this process have read into open files so far.
+fn taken() -> u64 {
+    alertpipe::metrics::handle()
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix("alertpipe_archive_lines_taken_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Waits until this process's archive stages have read `want` lines in all; returns when.
+async fn lines_taken(want: u64, started: Instant) -> Duration {
+    while taken() < want {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "stalled reading at {}/{want} lines",
+            taken()
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
 }
 
 /// Waits until the archive under `root` holds `want` rows in closed files.

@@ -27,7 +27,11 @@ pub const BACKGROUND_PAUSE: &str = "alertpipe_background_pause_seconds";
 pub const DEAD_LETTERED: &str = "alertpipe_dead_lettered_total";
 pub const LOG_PUSHES: &str = "alertpipe_log_pushes_total";
 pub const LOG_LINES_RECEIVED: &str = "alertpipe_log_lines_received_total";
+/// Lines in closed files (durable, committed).
 pub const ARCHIVE_LINES: &str = "alertpipe_archive_lines_total";
+/// Lines the archive stage took into open files (not durable until their file closes); read
+/// again after a rewind or a partition move, so it may exceed `ARCHIVE_LINES`.
+pub const ARCHIVE_LINES_TAKEN: &str = "alertpipe_archive_lines_taken_total";
 pub const ARCHIVE_BYTES: &str = "alertpipe_archive_bytes_total";
 pub const ARCHIVE_FILE_BYTES: &str = "alertpipe_archive_file_bytes_total";
 pub const ARCHIVE_FILES: &str = "alertpipe_archive_files_total";

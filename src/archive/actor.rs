@@ -238,6 +238,7 @@ impl ArchiveActor {
                     offset: msg.offset,
                 });
             }
+            metrics::counter!(m::ARCHIVE_LINES_TAKEN).increment(stream.entries.len() as u64);
             if p.epoch_start.is_none() {
                 let again = self
                     .forgotten
