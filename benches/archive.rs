@@ -293,14 +293,17 @@ fn main() {
     );
     // And fetching as the stage does (`kafka.fetch_wait_max_ms`).
     let wait = Config::default().kafka.fetch_wait_max_ms.to_string();
-    let (_, d) = common::bare_consume(
-        &brokers,
-        &logs_topic,
-        msgs.len(),
-        &[("fetch.wait.max.ms", &wait)],
-        Duration::from_secs(30),
-    );
-    let same = mb(raw, d);
+    let bare_same_wait = || {
+        let (_, d) = common::bare_consume(
+            &brokers,
+            &logs_topic,
+            msgs.len(),
+            &[("fetch.wait.max.ms", &wait)],
+            Duration::from_secs(30),
+        );
+        mb(raw, d)
+    };
+    let same = bare_same_wait();
     println!(
         "bare consumer, the stage's fetch wait ({wait} ms): {same:.1} MB/s of raw lines; \
          end to end / it: {:.2}",
@@ -344,14 +347,7 @@ fn main() {
                 (mb(raw, d), mb(raw, read), (d - read).as_secs_f64())
             }
         });
-        let (_, d) = common::bare_consume(
-            &brokers,
-            &logs_topic,
-            msgs.len(),
-            &[("fetch.wait.max.ms", &wait)],
-            Duration::from_secs(30),
-        );
-        let bare = mb(raw, d);
+        let bare = bare_same_wait();
         println!(
             "  run {}: archive role alone {drained:.1} MB/s, bare consumer {bare:.1} MB/s: {:.2} \
              (every line read into open files at {read:.1} MB/s: {:.2}; the last files closed \
