@@ -4,6 +4,9 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$REPO"
 bash deploy/local/stack.sh up
 set -a; . "${ALERTPIPE_STATE:-$REPO/.state}/stack.env"; set +a
+# BENCH_KAFKA_BROKERS: measure against another broker than the stack's (its topics are
+# created by alertpipe and the load generator as on the stack's).
+export STACK_KAFKA_BROKERS=${BENCH_KAFKA_BROKERS:-$STACK_KAFKA_BROKERS}
 cargo build --quiet --release --locked
 BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/alertpipe
 # The stack's broker (tansu, sqlite) keeps every topic ever written and slows as its database
