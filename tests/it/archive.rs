@@ -84,6 +84,20 @@ async fn promtail_and_json_pushes_become_parquet_any_reader_can_read() {
     let files = wait_rows(dir.path(), total).await;
     let rows = all_rows(&files);
     assert_eq!(rows.len(), total, "every line once");
+    // Lines read into open files and lines in closed files: counters of the whole test
+    // process (other tests archive too), so each holds at least this test's lines.
+    let text = app.metrics().await;
+    for family in [
+        "alertpipe_archive_lines_taken_total",
+        "alertpipe_archive_lines_total",
+    ] {
+        let n = text
+            .lines()
+            .find_map(|l| l.strip_prefix(family)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{family} missing from /metrics:\n{text}"));
+        assert!(n >= total as f64, "{family} = {n}, want >= {total}");
+    }
 
     // <env>/<service>/YYYY/MM/DD/HHMMSS-xxxx.snappy.parquet
     let layout = archive_layout("snappy.parquet");
