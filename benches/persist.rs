@@ -88,13 +88,17 @@ fn wait_for_notifications(
     mut c: diesel::PgConnection,
     rows: usize,
     started: Instant,
-) -> std::thread::JoinHandle<Instant> {
+) -> std::thread::JoinHandle<(Instant, Instant)> {
+    let mut first = None;
     std::thread::spawn(move || loop {
         let ids = scalar_on(
             &mut c,
             "SELECT (CASE WHEN is_called THEN last_value ELSE 0 END)::bigint AS n \
              FROM notification_outbox_id_seq",
         );
+        if ids > 0 {
+            first.get_or_insert_with(Instant::now);
+        }
         if ids as usize >= rows {
             let n = scalar_on(
                 &mut c,
@@ -102,7 +106,8 @@ fn wait_for_notifications(
                  + (SELECT COUNT(*) FROM notifications))::bigint AS n",
             );
             if n as usize >= rows {
-                return Instant::now();
+                let done = Instant::now();
+                return (first.unwrap_or(done), done);
             }
         }
         assert!(
@@ -290,7 +295,8 @@ fn main() {
             }
         }
     });
-    // CONSUMER="key=value,...": librdkafka properties for the stage's consumer, to tune.
+    // CONSUMER="key=value,...": librdkafka properties for the stages' consumers (persist and
+    // notify), to tune.
     let extra: Vec<(String, String)> = std::env::var("CONSUMER")
         .unwrap_or_default()
         .split(',')
@@ -401,11 +407,12 @@ fn main() {
             &url,
             "TRUNCATE notification_outbox, notifications RESTART IDENTITY",
         );
-        let (b, t, u, smtp) = (
+        let (b, t, u, smtp, extra) = (
             brokers.clone(),
             topic.clone(),
             url.clone(),
             stack["STACK_SMTP_PORT"].clone(),
+            extra.clone(),
         );
         let rate = actix_web::rt::System::new().block_on(async move {
             let mut cfg = Config::default();
@@ -419,21 +426,29 @@ fn main() {
             cfg.notify.batch_size = common::env_usize("NOTIFY_BATCH", cfg.notify.batch_size);
             cfg.notify.dlq_topic = format!("{t}.dlq");
             cfg.notify.smtp.port = smtp.parse().expect("STACK_SMTP_PORT");
+            cfg.kafka.consumer.extend(extra);
             cfg.telemetry.log_level = "error".into();
             let conn = diesel::PgConnection::establish(&u).expect("postgres reachable");
             let started = Instant::now();
             let app = alertpipe::startup::Application::build(cfg).await.unwrap();
+            let built = started.elapsed();
             let handle = app.handle();
             let poller = wait_for_notifications(conn, rows, started);
             actix_web::rt::spawn(app.run_until_stopped());
-            let done = actix_web::rt::task::spawn_blocking(move || poller.join())
+            let (first, done) = actix_web::rt::task::spawn_blocking(move || poller.join())
                 .await
                 .unwrap()
                 .expect("notify end to end finished");
+            println!(
+                "  (process start {} ms, first outbox row at {} ms, last at {} ms)",
+                built.as_millis(),
+                (first - started).as_millis(),
+                (done - started).as_millis()
+            );
             handle.stop(false).await;
             rows as f64 / (done - started).as_secs_f64()
         });
-        let (_, d) = common::bare_consume(
+        let (first, d) = common::bare_consume(
             &brokers,
             &topic,
             rows,
@@ -441,6 +456,11 @@ fn main() {
             Duration::from_secs(30),
         );
         let same = rows as f64 / d.as_secs_f64();
+        println!(
+            "  (bare consumer, the stage's fetch wait: first message at {} ms, last at {} ms)",
+            first.as_millis(),
+            d.as_millis()
+        );
         println!(
             "  notify run {}: {rate:>8.0} alerts/s into the outbox, bare consumer {same:>8.0} \
              ({:.2}x)",
