@@ -16,3 +16,10 @@ if [ -f "$broker_db" ] && [ "$(stat -c %s "$broker_db")" -gt $((1024 * 1024 * 10
   echo "note: the broker's database is $(($(stat -c %s "$broker_db") / 1024 / 1024)) MB; figures drift as it grows." \
     "For comparable ones: bash deploy/local/stack.sh down && rm -rf ${broker_db%/*}" >&2
 fi
+# The demo leaves its alertpipe serving (`deploy/local/demo.sh stop` ends it); its idle consumers
+# long-poll the same broker and slow every figure taken beside it.
+demo_pid="${ALERTPIPE_STATE:-$REPO/.state}/alertpipe.pid"
+if [ -f "$demo_pid" ] && kill -0 "$(cat "$demo_pid")" 2>/dev/null; then
+  echo "note: the demo's alertpipe is still running and shares the broker; for clean figures:" \
+    "bash deploy/local/demo.sh stop" >&2
+fi
