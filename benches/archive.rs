@@ -239,6 +239,7 @@ fn main() {
         cfg.telemetry.log_level = "warn".into();
         let app = alertpipe::startup::Application::build(cfg).await.unwrap();
         let url = format!("http://127.0.0.1:{}/loki/api/v1/push", app.port());
+        let handle = app.handle();
         actix_web::rt::spawn(app.run_until_stopped());
         actix_web::rt::time::sleep(Duration::from_secs(2)).await;
         let client = awc::Client::builder()
@@ -270,12 +271,11 @@ fn main() {
         }
         let pushed = started.elapsed();
         archived(root.path(), want, started).await;
+        let e2e = started.elapsed();
+        // Its consumer would go on long-polling the broker beside the next steps.
+        handle.stop(true).await;
         let n = bodies.len() as f64;
-        (
-            n / pushed.as_secs_f64(),
-            mb(raw, pushed),
-            mb(raw, started.elapsed()),
-        )
+        (n / pushed.as_secs_f64(), mb(raw, pushed), mb(raw, e2e))
     });
     println!("push endpoint, {conc} senders, 1 MiB batches     {push_rate:>8.1} req/s  {push_mb:.1} MB/s raw (acked by Kafka)");
     println!("end to end push -> closed files (incl. ≤1 s age flush) {e2e:>8.1} MB/s raw");
