@@ -118,6 +118,34 @@ fn wait_for_notifications(
     })
 }
 
+/// Starts alertpipe with `cfg` and runs it until `poller` (started with the clock) says the
+/// last of `rows` landed; prints when the first and the last came, and returns rows/s.
+async fn run_until(
+    cfg: Config,
+    what: &str,
+    rows: usize,
+    poller: impl FnOnce(Instant) -> std::thread::JoinHandle<(Instant, Instant)>,
+) -> f64 {
+    let started = Instant::now();
+    let app = alertpipe::startup::Application::build(cfg).await.unwrap();
+    let built = started.elapsed();
+    let handle = app.handle();
+    let poller = poller(started);
+    actix_web::rt::spawn(app.run_until_stopped());
+    let (first, done) = actix_web::rt::task::spawn_blocking(move || poller.join())
+        .await
+        .unwrap()
+        .expect("end to end finished");
+    println!(
+        "  (process start {} ms, first {what} at {} ms, last at {} ms)",
+        built.as_millis(),
+        (first - started).as_millis(),
+        (done - started).as_millis()
+    );
+    handle.stop(false).await;
+    rows as f64 / (done - started).as_secs_f64()
+}
+
 fn wait_for_rows(
     mut c: diesel::PgConnection,
     rows: usize,
@@ -328,25 +356,10 @@ fn main() {
                     as u64;
             cfg.kafka.consumer.extend(extra);
             let conn = diesel::PgConnection::establish(&u).expect("postgres reachable");
-            let started = Instant::now();
-            let app = alertpipe::startup::Application::build(cfg).await.unwrap();
-            let built = started.elapsed();
-            let handle = app.handle();
-            let poller = wait_for_rows(conn, rows, started);
-            actix_web::rt::spawn(app.run_until_stopped());
-            let (first, done) = actix_web::rt::task::spawn_blocking(move || poller.join())
-                .await
-                .unwrap()
-                .expect("end to end finished");
-            let rate = rows as f64 / (done - started).as_secs_f64();
-            println!(
-                "  (process start {} ms, first row at {} ms, last at {} ms)",
-                built.as_millis(),
-                (first - started).as_millis(),
-                (done - started).as_millis()
-            );
-            handle.stop(false).await;
-            rate
+            run_until(cfg, "row", rows, |started| {
+                wait_for_rows(conn, rows, started)
+            })
+            .await
         });
         // What bounds it: the same topic read by a bare consumer, storing nothing, fetching
         // as the stage does; then with librdkafka's defaults.
@@ -429,24 +442,10 @@ fn main() {
             cfg.kafka.consumer.extend(extra);
             cfg.telemetry.log_level = "error".into();
             let conn = diesel::PgConnection::establish(&u).expect("postgres reachable");
-            let started = Instant::now();
-            let app = alertpipe::startup::Application::build(cfg).await.unwrap();
-            let built = started.elapsed();
-            let handle = app.handle();
-            let poller = wait_for_notifications(conn, rows, started);
-            actix_web::rt::spawn(app.run_until_stopped());
-            let (first, done) = actix_web::rt::task::spawn_blocking(move || poller.join())
-                .await
-                .unwrap()
-                .expect("notify end to end finished");
-            println!(
-                "  (process start {} ms, first outbox row at {} ms, last at {} ms)",
-                built.as_millis(),
-                (first - started).as_millis(),
-                (done - started).as_millis()
-            );
-            handle.stop(false).await;
-            rows as f64 / (done - started).as_secs_f64()
+            run_until(cfg, "outbox row", rows, |started| {
+                wait_for_notifications(conn, rows, started)
+            })
+            .await
         });
         let (first, d) = common::bare_consume(
             &brokers,
