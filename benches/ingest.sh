@@ -6,14 +6,16 @@
 #           same alerts (history in PostgreSQL, mails to the stack's SMTP server, the archive)
 #           on the same cores while the webhook is measured
 #   bash benches/ingest.sh [ingest|all|both]   (default both; RUNS=3 DURATION=10 CONCURRENCY=8
-#                                               BATCH=50 RATE=10000)
+#                                               BATCH=50 RATE=10000 PHASES="max latency")
+# PHASES=latency skips the max-throughput phase, so the latency phase starts with the stages
+# caught up instead of behind on its backlog.
 # Prints per-run figures and medians: alerts/s, p50/p99, ratio to the baseline, alertpipe's
 # CPU per alert, its idle and peak RSS; then p50/p99 at RATE alerts/s offered (open loop), the
 # bare producer at the same rate beside it.
 # Exits non-zero when alertpipe does not start or a run has errors (loadgen fails then).
 set -euo pipefail
 RUNS=${RUNS:-3}; DURATION=${DURATION:-10}; CONCURRENCY=${CONCURRENCY:-8}; BATCH=${BATCH:-50}
-RATE=${RATE:-10000}
+RATE=${RATE:-10000}; PHASES=${PHASES:-max latency}
 # shellcheck source=benches/common/prologue.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common/prologue.sh"
 PID=
@@ -42,6 +44,7 @@ bench() {
     ALERTPIPE__KAFKA__ALERTS_TOPIC=$tag-alerts ALERTPIPE__KAFKA__LOGS_TOPIC=$tag-logs \
     ALERTPIPE__KAFKA__REJOIN_AFTER_S=5 \
     ALERTPIPE__DATABASE__URL=$db ALERTPIPE__NOTIFY__SMTP__PORT=$STACK_SMTP_PORT \
+    ALERTPIPE_TEAMS_WEBHOOK_URL=$STACK_TEAMS_URL \
     ALERTPIPE__NOTIFY__DLQ_TOPIC=$tag-alerts.dlq \
     ALERTPIPE__PERSIST__GROUP=$tag-persist ALERTPIPE__NOTIFY__GROUP=$tag-notify \
     ALERTPIPE__ARCHIVE__GROUP=$tag-archive ALERTPIPE__ARCHIVE__ROOT=$WORK/$tag-archive \
@@ -60,11 +63,14 @@ bench() {
     exit 1
   fi
   sleep 1
+  if [[ " $PHASES " == *" max "* ]]; then
   echo "== [$mode] max throughput (closed loop), alertpipe (roles: $roles) vs bare producer"
   ALERTPIPE__KAFKA__BROKERS=$STACK_KAFKA_BROKERS "$BIN" loadgen --target "http://127.0.0.1:$port" \
     --pid "$PID" --mode both --runs "$RUNS" --duration-s "$DURATION" -c "$CONCURRENCY" -b "$BATCH" \
     --baseline-topic "$tag-baseline"
   echo
+  fi
+  if [[ " $PHASES " == *" latency "* ]]; then
   # The baseline at the same offered load: with every role, into the topic the stages consume,
   # so they work through its messages too and the bare producer meets the same busy broker.
   local latency_topic=$tag-baseline
@@ -74,6 +80,7 @@ bench() {
     --pid "$PID" --mode both --runs "$RUNS" --duration-s "$DURATION" -c "$CONCURRENCY" -b "$BATCH" \
     --rate "$RATE" --baseline-topic "$latency_topic"
   echo
+  fi
   kill "$PID"; wait "$PID" 2>/dev/null || true
   PID=
   if [ "$mode" = all ]; then
