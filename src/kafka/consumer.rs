@@ -56,6 +56,8 @@ pub struct ConsumerSettings {
     /// In a process that also acknowledges webhooks: the pause after each batch that keeps
     /// those acknowledgements fast (`kafka::priority`).
     pub foreground: Option<Arc<Foreground>>,
+    /// `fetch.max.bytes`, when smaller than librdkafka's default (see `yielding_to`).
+    pub fetch_max_bytes: Option<u32>,
 }
 
 impl ConsumerSettings {
@@ -88,11 +90,19 @@ impl ConsumerSettings {
             },
             extra: kafka.consumer.clone(),
             foreground: None,
+            fetch_max_bytes: None,
         }
     }
 
-    /// Yields to `foreground` between batches (see `kafka::priority`).
-    pub fn yielding_to(mut self, foreground: Option<Arc<Foreground>>) -> Self {
+    /// Yields to `foreground` between batches (see `kafka::priority`), and, with a foreground,
+    /// fetches at most `fetch_max_bytes` per request (0: librdkafka's default).
+    pub fn yielding_to(
+        mut self,
+        foreground: Option<Arc<Foreground>>,
+        fetch_max_bytes: u32,
+    ) -> Self {
+        self.fetch_max_bytes =
+            (foreground.is_some() && fetch_max_bytes > 0).then_some(fetch_max_bytes);
         self.foreground = foreground;
         self
     }
@@ -294,6 +304,9 @@ fn create(
         // (2,000 / 4 MB halved the persist stage's end-to-end rate, `benches/persist.rs`).
         .set("queued.min.messages", "10000")
         .set("queued.max.messages.kbytes", "16384");
+    if let Some(bytes) = s.fetch_max_bytes {
+        c.set("fetch.max.bytes", bytes.to_string());
+    }
     for (k, v) in &s.extra {
         c.set(k, v);
     }
@@ -761,6 +774,18 @@ mod tests {
         );
         h.assign(vec![("t".to_owned(), 0), ("t".to_owned(), 1)]);
         h
+    }
+
+    #[test]
+    fn only_a_stage_beside_the_webhook_fetches_in_small_bites() {
+        let cfg = crate::config::Config::default();
+        let new = || ConsumerSettings::new(&cfg.kafka, "g", "t", 10, Duration::ZERO);
+        let fg = Some(Arc::new(Foreground::new(Duration::from_millis(25))));
+        assert_eq!(new().yielding_to(None, 2 << 20).fetch_max_bytes, None);
+        assert_eq!(new().yielding_to(fg.clone(), 0).fetch_max_bytes, None);
+        let s = new().yielding_to(fg, 2 << 20);
+        assert_eq!(s.fetch_max_bytes, Some(2 << 20));
+        assert!(s.foreground.is_some());
     }
 
     #[test]

@@ -90,7 +90,7 @@ pub fn start(
         n.batch_size,
         n.linger(),
     )
-    .yielding_to(foreground);
+    .yielding_to(foreground, cfg.ingest.stage_fetch_max_bytes);
     let outbox = OutboxActor::new(pool.clone(), throttle, n.outbox_in_hand).start();
     let sink = sink::NotifySink {
         routes: Arc::new(n.routes),
