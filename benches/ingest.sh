@@ -8,14 +8,15 @@
 #   bash benches/ingest.sh [ingest|all|both]   (default both; RUNS=3 DURATION=10 CONCURRENCY=8
 #                                               BATCH=50 RATE=10000 PHASES="max latency")
 # PHASES=latency skips the max-throughput phase, so the latency phase starts with the stages
-# caught up instead of behind on its backlog.
+# caught up instead of behind on its backlog. LATENCY_MODE=alertpipe leaves out the bare
+# producer's runs in the latency phase (with every role they add to the stages' work).
 # Prints per-run figures and medians: alerts/s, p50/p99, ratio to the baseline, alertpipe's
 # CPU per alert, its idle and peak RSS; then p50/p99 at RATE alerts/s offered (open loop), the
 # bare producer at the same rate beside it.
 # Exits non-zero when alertpipe does not start or a run has errors (loadgen fails then).
 set -euo pipefail
 RUNS=${RUNS:-3}; DURATION=${DURATION:-10}; CONCURRENCY=${CONCURRENCY:-8}; BATCH=${BATCH:-50}
-RATE=${RATE:-10000}; PHASES=${PHASES:-max latency}
+RATE=${RATE:-10000}; PHASES=${PHASES:-max latency}; LATENCY_MODE=${LATENCY_MODE:-both}
 # shellcheck source=benches/common/prologue.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common/prologue.sh"
 PID=
@@ -77,8 +78,8 @@ bench() {
   [ "$mode" = all ] && latency_topic=$tag-alerts
   echo "== [$mode] latency at $RATE alerts/s offered (open loop), alertpipe vs bare producer into $latency_topic"
   ALERTPIPE__KAFKA__BROKERS=$STACK_KAFKA_BROKERS "$BIN" loadgen --target "http://127.0.0.1:$port" \
-    --pid "$PID" --mode both --runs "$RUNS" --duration-s "$DURATION" -c "$CONCURRENCY" -b "$BATCH" \
-    --rate "$RATE" --baseline-topic "$latency_topic"
+    --pid "$PID" --mode "$LATENCY_MODE" --runs "$RUNS" --duration-s "$DURATION" -c "$CONCURRENCY" \
+    -b "$BATCH" --rate "$RATE" --baseline-topic "$latency_topic"
   echo
   fi
   kill "$PID"; wait "$PID" 2>/dev/null || true
