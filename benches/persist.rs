@@ -51,7 +51,8 @@ fn exec(url: &str, sql: &str) {
 }
 
 fn count(url: &str) -> i64 {
-    count_on(&mut diesel::PgConnection::establish(url).expect("postgres reachable"))
+    let mut c = diesel::PgConnection::establish(url).expect("postgres reachable");
+    scalar_on(&mut c, ALERT_ROWS.exact)
 }
 
 /// One number from `sql` (a query answering a bigint `n`).
@@ -67,53 +68,62 @@ fn scalar_on(c: &mut diesel::PgConnection, sql: &str) -> i64 {
         .unwrap_or(0)
 }
 
-fn count_on(c: &mut diesel::PgConnection) -> i64 {
-    scalar_on(c, "SELECT COUNT(*) AS n FROM alerts")
-}
+/// Rows in `alerts`: the highest id first (one look into the primary key's index, however
+/// many rows there are; the table was truncated with its ids restarted), then a count.
+const ALERT_ROWS: Stored = Stored {
+    what: "end to end",
+    probe: "SELECT COALESCE(MAX(id), 0)::bigint AS n FROM alerts",
+    exact: "SELECT COUNT(*) AS n FROM alerts",
+};
 
-/// The highest row id: one look into the primary key's index, however many rows there are.
-fn max_id_on(c: &mut diesel::PgConnection) -> i64 {
-    scalar_on(c, "SELECT COALESCE(MAX(id), 0)::bigint AS n FROM alerts")
+/// Notifications enqueued (in the outbox, or already moved on to `notifications`): the
+/// outbox's id sequence first, then the counts, in one snapshot.
+const NOTIFICATIONS: Stored = Stored {
+    what: "notify end to end",
+    probe: "SELECT (CASE WHEN is_called THEN last_value ELSE 0 END)::bigint AS n \
+            FROM notification_outbox_id_seq",
+    exact: "SELECT ((SELECT COUNT(*) FROM notification_outbox) \
+            + (SELECT COUNT(*) FROM notifications))::bigint AS n",
+};
+
+/// How to tell that a stage's rows are stored: a cheap `probe` that may count too high, and
+/// an `exact` count (a scan) asked only once the probe says they may all be there.
+struct Stored {
+    what: &'static str,
+    probe: &'static str,
+    exact: &'static str,
 }
 
 /// Waits on a thread of its own, through one connection (a new connection per look costs
-/// PostgreSQL a process start, CPU the stage under test would otherwise have), until the
-/// table holds `rows`; answers when it saw the first row and when it saw them all. The table was truncated with its ids
-/// restarted, so it looks at the highest id (an index probe) and counts the rows (a scan of
-/// the whole table, which every 20 ms took PostgreSQL CPU from the stage under test) only
-/// once the ids say they may all be there.
-/// Waits until `rows` notifications are enqueued (in the outbox, or already moved on to
-/// `notifications`): the outbox's id sequence first (cheap), then the counts, in one snapshot.
-fn wait_for_notifications(
+/// PostgreSQL a process start, CPU the stage under test would otherwise have), until `rows`
+/// are stored; answers when it saw the first and when it saw them all. A scan every 20 ms
+/// took PostgreSQL CPU from the stage under test, hence the probe.
+fn wait_until_stored(
     mut c: diesel::PgConnection,
     rows: usize,
     started: Instant,
+    stored: &'static Stored,
 ) -> std::thread::JoinHandle<(Instant, Instant)> {
     let mut first = None;
     std::thread::spawn(move || loop {
-        let ids = scalar_on(
-            &mut c,
-            "SELECT (CASE WHEN is_called THEN last_value ELSE 0 END)::bigint AS n \
-             FROM notification_outbox_id_seq",
-        );
-        if ids > 0 {
+        let mut n = scalar_on(&mut c, stored.probe);
+        if n > 0 {
             first.get_or_insert_with(Instant::now);
         }
-        if ids as usize >= rows {
-            let n = scalar_on(
-                &mut c,
-                "SELECT ((SELECT COUNT(*) FROM notification_outbox) \
-                 + (SELECT COUNT(*) FROM notifications))::bigint AS n",
-            );
+        if n as usize >= rows {
+            n = scalar_on(&mut c, stored.exact);
             if n as usize >= rows {
-                let done = Instant::now();
-                return (first.unwrap_or(done), done);
+                let now = Instant::now();
+                return (first.unwrap_or(now), now);
             }
         }
         assert!(
             started.elapsed() < Duration::from_secs(300),
-            "notify end to end stalled at {ids} enqueued"
+            "{} stalled at {n}",
+            stored.what
         );
+        // The bare consumer's clock stops at its last message: look often enough that the
+        // stage's does not stop much later than its last row (an index probe is cheap).
         std::thread::sleep(Duration::from_millis(5));
     })
 }
@@ -144,34 +154,6 @@ async fn run_until(
     );
     handle.stop(false).await;
     rows as f64 / (done - started).as_secs_f64()
-}
-
-fn wait_for_rows(
-    mut c: diesel::PgConnection,
-    rows: usize,
-    started: Instant,
-) -> std::thread::JoinHandle<(Instant, Instant)> {
-    let mut first = None;
-    std::thread::spawn(move || loop {
-        let mut n = max_id_on(&mut c);
-        if n > 0 {
-            first.get_or_insert_with(Instant::now);
-        }
-        if n as usize >= rows {
-            n = count_on(&mut c);
-            if n as usize >= rows {
-                let now = Instant::now();
-                return (first.unwrap_or(now), now);
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "end to end stalled at {n}"
-        );
-        // The bare consumer's clock stops at its last message: look often enough that the
-        // stage's does not stop much later than its last row (an index probe is cheap).
-        std::thread::sleep(Duration::from_millis(5));
-    })
 }
 
 fn main() {
@@ -357,7 +339,7 @@ fn main() {
             cfg.kafka.consumer.extend(extra);
             let conn = diesel::PgConnection::establish(&u).expect("postgres reachable");
             run_until(cfg, "row", rows, |started| {
-                wait_for_rows(conn, rows, started)
+                wait_until_stored(conn, rows, started, &ALERT_ROWS)
             })
             .await
         });
@@ -443,7 +425,7 @@ fn main() {
             cfg.telemetry.log_level = "error".into();
             let conn = diesel::PgConnection::establish(&u).expect("postgres reachable");
             run_until(cfg, "outbox row", rows, |started| {
-                wait_for_notifications(conn, rows, started)
+                wait_until_stored(conn, rows, started, &NOTIFICATIONS)
             })
             .await
         });
