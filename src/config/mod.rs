@@ -178,7 +178,27 @@ impl Config {
         self.database.validate()?;
         self.persist.validate()?;
         self.archive.validate()?;
-        self.notify.validate()
+        self.notify.validate()?;
+        self.fetch_fits_records()
+    }
+
+    /// tansu never answers a fetch with a record bigger than the fetch asks for: a stage whose
+    /// fetch is smaller than the producers' largest record would stall on that record.
+    fn fetch_fits_records(&self) -> Result<(), ConfigError> {
+        let fetch = u64::from(self.ingest.stage_fetch_max_bytes);
+        let record = self
+            .kafka
+            .producer
+            .get("message.max.bytes")
+            .and_then(|v| v.parse::<u64>().ok());
+        match record {
+            // librdkafka's `message.max.bytes` bounds a record's key and value together.
+            Some(record) if fetch != 0 && record >= fetch => bad(
+                "ingest.stage_fetch_max_bytes",
+                "must be 0 or above kafka.producer.\"message.max.bytes\"",
+            ),
+            _ => Ok(()),
+        }
     }
 
     /// The effective config as TOML, secrets masked.

@@ -45,6 +45,11 @@ fn a_stage_fetch_too_small_for_the_largest_record_is_refused() {
         err.to_string().contains("ingest.stage_fetch_max_bytes"),
         "{err}"
     );
+    // Producers allowed bigger records need a bigger fetch.
+    let text = "[ingest]\nstage_fetch_max_bytes = 2097152\n\
+                [kafka.producer]\n\"message.max.bytes\" = \"4000000\"\n";
+    let err = parse(text, &[]).unwrap().validate().unwrap_err();
+    assert!(err.to_string().contains("message.max.bytes"), "{err}");
     for ok in ["0", "1048576", "2097152"] {
         let cfg = parse(&format!("[ingest]\nstage_fetch_max_bytes = {ok}\n"), &[]).unwrap();
         cfg.validate().unwrap();
