@@ -6,10 +6,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{bad, ConfigError};
 
-/// Above the largest record alertpipe's producers write (librdkafka's `message.max.bytes`,
-/// 1,000,000) with its key.
-const MIN_FETCH_MAX_BYTES: u32 = 1024 * 1024;
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
@@ -69,13 +65,6 @@ impl IngestConfig {
             return bad(
                 "ingest",
                 "max_inflight_alerts and mailbox_capacity must be above 0",
-            );
-        }
-        if self.stage_fetch_max_bytes != 0 && self.stage_fetch_max_bytes < MIN_FETCH_MAX_BYTES {
-            return bad(
-                "ingest.stage_fetch_max_bytes",
-                "must be 0 or at least 1048576: tansu never answers a fetch with a record bigger \
-                 than it asks for, and records go up to 1,000,000 bytes",
             );
         }
         Ok(())
