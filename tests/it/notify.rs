@@ -539,10 +539,16 @@ async fn the_stacks_teams_stand_in_takes_a_card_after_a_429() {
     });
     let (status, _, _) = app.post_alerts(body, None).await;
     assert_eq!(status, 200);
-    eventually(Duration::from_secs(20), "sent to teams", || async {
-        (outcomes(&db).await == [("teams".to_owned(), "sent".to_owned())]).then_some(())
-    })
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while outcomes(&db).await != [("teams".to_owned(), "sent".to_owned())] {
+        if Instant::now() > deadline {
+            panic!(
+                "not sent to teams in 30 s\n{}",
+                stand_in_report(&app, &db, &cards).await
+            );
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(!fault.exists(), "the 429 was answered (and retried past)");
     let card: Value = std::fs::read_dir(&cards)
         .unwrap()
@@ -556,6 +562,44 @@ async fn the_stacks_teams_stand_in_takes_a_card_after_a_429() {
         card["attachments"][0]["contentType"],
         "application/vnd.microsoft.card.adaptive"
     );
+}
+
+/// What a notify test that waited in vain saw: outcomes, the outbox, dead letters, the
+/// stand-in's own log and the app's notify and consumer metrics.
+async fn stand_in_report(app: &TestApp, db: &TestDb, cards: &std::path::Path) -> String {
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct Dead {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        receiver: Option<String>,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        reason: String,
+    }
+    let dead: Vec<Dead> =
+        diesel::sql_query("SELECT receiver, reason FROM dead_letters WHERE stage = 'notify'")
+            .load(&mut db.conn())
+            .unwrap_or_default();
+    let dead: Vec<(Option<String>, String)> =
+        dead.into_iter().map(|d| (d.receiver, d.reason)).collect();
+    let log = cards
+        .parent()
+        .and_then(|teams| teams.parent())
+        .map(|state| std::fs::read_to_string(state.join("teams.log")).unwrap_or_default())
+        .unwrap_or_default();
+    let log_tail: Vec<&str> = log.lines().rev().take(10).collect();
+    let metrics: Vec<String> = app
+        .metrics()
+        .await
+        .lines()
+        .filter(|l| l.contains("notif") || l.contains("consumer") || l.contains("outbox"))
+        .map(str::to_owned)
+        .collect();
+    format!(
+        "outcomes: {:?}\noutbox rows: {}\ndead letters: {dead:?}\nstand-in log (newest first): {log_tail:#?}\nmetrics:\n{}",
+        outcomes(db).await,
+        outbox_rows(db).await,
+        metrics.join("\n")
+    )
 }
 
 #[actix_web::test]
