@@ -91,7 +91,7 @@ async fn a_critical_alert_becomes_an_outlook_mail_and_its_resolution_another() {
     );
     // Custom alerts route to Teams (no webhook here: dead-lettered, never mailed).
     post(&app, "firing-custom").await;
-    eventually(Duration::from_secs(20), "custom dead-lettered", || async {
+    eventually(Duration::from_secs(30), "custom dead-lettered", || async {
         outcomes(&db)
             .await
             .iter()
@@ -157,7 +157,7 @@ async fn smtp_550_is_dead_lettered_then_replayed_by_the_cli() {
     })
     .await;
     post(&app, "firing-critical").await;
-    eventually(Duration::from_secs(20), "dead-lettered", || async {
+    eventually(Duration::from_secs(30), "dead-lettered", || async {
         (outcomes(&db).await == [("outlook".to_owned(), "dead_lettered".to_owned())]).then_some(())
     })
     .await;
@@ -429,7 +429,7 @@ async fn teams_gets_a_valid_card_and_429_and_500_are_retried() {
     let teams = teams_receiver(vec![429, 500]).await;
     let app = spawn_app(notify(&db, smtp.port, Some(teams.url.clone()))).await;
     post(&app, "firing-custom").await;
-    eventually(Duration::from_secs(20), "sent to teams", || async {
+    eventually(Duration::from_secs(30), "sent to teams", || async {
         (outcomes(&db).await == [("teams".to_owned(), "sent".to_owned())]).then_some(())
     })
     .await;
@@ -463,7 +463,7 @@ async fn teams_requests_are_paced_per_webhook() {
     });
     let (status, _, _) = app.post_alerts(body, None).await;
     assert_eq!(status, 200);
-    eventually(Duration::from_secs(20), "8 cards", || async {
+    eventually(Duration::from_secs(30), "8 cards", || async {
         (teams.seen.lock().unwrap().len() >= 8).then_some(())
     })
     .await;
@@ -487,7 +487,7 @@ async fn an_undecodable_alerts_message_is_dead_lettered_by_notify_too() {
     crate::support::produce_raw(&app.brokers, &app.topic, &[("x", b"{not json".to_vec())]).await;
     post(&app, "firing-critical").await;
     assert_eq!(smtp.wait_mails(1).await.len(), 1, "the stage went on");
-    let dead = eventually(Duration::from_secs(10), "notify's dead letter", || {
+    let dead = eventually(Duration::from_secs(30), "notify's dead letter", || {
         use diesel::prelude::*;
         #[derive(QueryableByName)]
         struct D {

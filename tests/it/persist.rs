@@ -251,7 +251,7 @@ async fn poison_messages_are_dead_lettered_whole_nul_text_is_stored_and_consumpt
         Some(long_name.as_str()),
         "full value kept"
     );
-    let dead = eventually(Duration::from_secs(10), "2 dead letters", || {
+    let dead = eventually(Duration::from_secs(30), "2 dead letters", || {
         let n = count(
             &db,
             "SELECT COUNT(*) AS n FROM dead_letters WHERE stage = 'persist'",
