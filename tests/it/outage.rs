@@ -117,33 +117,36 @@ async fn sigterm_drains_and_exits_cleanly() {
     let log = dir.path().join("alertpipe.log");
     let db = crate::support::TestDb::new();
     let u = crate::support::unique;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_alertpipe"))
-        .args(["serve", "--roles", "all"])
-        .env("ALERTPIPE__DATABASE__URL", &db.url)
-        .env(
-            "ALERTPIPE__NOTIFY__SMTP__PORT",
-            stack.var("STACK_SMTP_PORT"),
-        )
-        .env("ALERTPIPE__NOTIFY__GROUP", u("notify"))
-        .env("ALERTPIPE__NOTIFY__DLQ_TOPIC", u("dlq"))
-        .env("ALERTPIPE__PERSIST__GROUP", u("persist"))
-        .env("ALERTPIPE__ARCHIVE__GROUP", u("archive"))
-        .env("ALERTPIPE__KAFKA__LOGS_TOPIC", u("logs"))
-        .env("ALERTPIPE__ARCHIVE__ROOT", dir.path().join("archive"))
-        .env("ALERTPIPE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env(
-            "ALERTPIPE__KAFKA__BROKERS",
-            stack.var("STACK_KAFKA_BROKERS"),
-        )
-        .env(
-            "ALERTPIPE__KAFKA__ALERTS_TOPIC",
-            crate::support::unique("alerts"),
-        )
-        .env("ALERTPIPE__TELEMETRY__LOG_FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    // Killed on drop: a failing assertion does not leave it running against the stack.
+    let mut proc = crate::support::Proc {
+        child: Command::new(env!("CARGO_BIN_EXE_alertpipe"))
+            .args(["serve", "--roles", "all"])
+            .env("ALERTPIPE__DATABASE__URL", &db.url)
+            .env(
+                "ALERTPIPE__NOTIFY__SMTP__PORT",
+                stack.var("STACK_SMTP_PORT"),
+            )
+            .env("ALERTPIPE__NOTIFY__GROUP", u("notify"))
+            .env("ALERTPIPE__NOTIFY__DLQ_TOPIC", u("dlq"))
+            .env("ALERTPIPE__PERSIST__GROUP", u("persist"))
+            .env("ALERTPIPE__ARCHIVE__GROUP", u("archive"))
+            .env("ALERTPIPE__KAFKA__LOGS_TOPIC", u("logs"))
+            .env("ALERTPIPE__ARCHIVE__ROOT", dir.path().join("archive"))
+            .env("ALERTPIPE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "ALERTPIPE__KAFKA__BROKERS",
+                stack.var("STACK_KAFKA_BROKERS"),
+            )
+            .env(
+                "ALERTPIPE__KAFKA__ALERTS_TOPIC",
+                crate::support::unique("alerts"),
+            )
+            .env("ALERTPIPE__TELEMETRY__LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    };
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(10))
         .finish();
@@ -163,13 +166,13 @@ async fn sigterm_drains_and_exits_cleanly() {
     // Let the notify consumer send its mail, so the SMTP pool holds a connection at shutdown.
     actix_web::rt::time::sleep(Duration::from_secs(2)).await;
     let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &proc.child.id().to_string()])
         .status()
         .unwrap();
     assert!(ok.success());
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = proc.child.try_wait().unwrap() {
             break s;
         }
         assert!(
