@@ -232,8 +232,9 @@ pub fn start_broker(dir: &std::path::Path, port: u16) -> Proc {
         .stderr(Stdio::null())
         .spawn()
         .expect("tansu starts");
+    let proc = Proc { child }; // killed even if it never listens
     wait_port(port, Duration::from_secs(10), "tansu");
-    Proc { child }
+    proc
 }
 
 /// A private Alertmanager running the project's config, pointed at `target_url`, with test
@@ -284,8 +285,9 @@ pub fn start_alertmanager(
         .stderr(log)
         .spawn()
         .expect("alertmanager starts");
+    let proc = Proc { child }; // killed even if it never listens
     wait_port(port, Duration::from_secs(20), "alertmanager");
-    Proc { child }
+    proc
 }
 
 /// Waits until `f` returns Some, polling; panics with `what` after `within`.

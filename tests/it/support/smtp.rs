@@ -39,13 +39,15 @@ impl Smtp {
             .stderr(Stdio::null())
             .spawn()
             .expect("aiosmtpd starts");
+        // Owned before the wait, so a server that never listens is still killed.
+        let proc = Proc { child };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "aiosmtpd did not listen");
             std::thread::sleep(Duration::from_millis(50));
         }
         Smtp {
-            _proc: Proc { child },
+            _proc: proc,
             dir,
             port,
         }
