@@ -201,10 +201,28 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("alertpipe: {e:#}");
+            eprintln!("alertpipe: {}", report(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: the library's errors already name
+/// their cause in their own message (for the logs, which print only that), so a cause whose
+/// text is already there is not repeated.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -389,5 +407,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = Config::load(cli.config.as_deref())?;
             actix_web::rt::System::new().block_on(alertpipe::loadgen::run(cfg, args))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_names_each_cause_once() {
+        let missing = std::fs::read_to_string("/nonexistent/alertpipe.toml").unwrap_err();
+        let e = anyhow::Error::new(alertpipe::config::ConfigError::Read {
+            path: "/nonexistent/alertpipe.toml".into(),
+            source: missing,
+        })
+        .context("starting");
+        let text = report(&e);
+        assert_eq!(
+            text.matches("No such file or directory").count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            text.starts_with("starting: cannot read config file /nonexistent/alertpipe.toml: "),
+            "{text}"
+        );
+        let plain = anyhow::anyhow!("no route").context("routing");
+        assert_eq!(report(&plain), "routing: no route");
     }
 }
