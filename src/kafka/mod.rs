@@ -153,9 +153,72 @@ pub struct TailArgs {
     pub idle_ms: u64,
 }
 
-/// `alertpipe tail`: prints `{"partition","offset","key","value"}` JSON lines.
+/// Why a topic cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("kafka at {brokers} did not answer within {timeout:?}: {source}")]
+    Unreachable {
+        brokers: String,
+        timeout: Duration,
+        source: KafkaError,
+    },
+    #[error("topic {topic} does not exist on {brokers}")]
+    Missing { topic: String, brokers: String },
+    #[error("topic {topic} on {brokers}: the broker answered {code}")]
+    Broker {
+        topic: String,
+        brokers: String,
+        code: RDKafkaErrorCode,
+    },
+}
+
+/// How many partitions `topic` has, asking the broker (without creating the topic). An
+/// unreachable broker and a missing topic are errors that say which.
+pub fn topic_partitions(
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<usize, TopicError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let unreachable = |source| TopicError::Unreachable {
+        brokers: brokers.to_owned(),
+        timeout,
+        source,
+    };
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("allow.auto.create.topics", "false")
+        .set("socket.connection.setup.timeout.ms", "3000")
+        .create()
+        .map_err(unreachable)?;
+    let md = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(unreachable)?;
+    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+        return Err(TopicError::Missing {
+            topic: topic.to_owned(),
+            brokers: brokers.to_owned(),
+        });
+    };
+    match t.error().map(RDKafkaErrorCode::from) {
+        None if !t.partitions().is_empty() => Ok(t.partitions().len()),
+        None | Some(RDKafkaErrorCode::UnknownTopicOrPartition) => Err(TopicError::Missing {
+            topic: topic.to_owned(),
+            brokers: brokers.to_owned(),
+        }),
+        Some(code) => Err(TopicError::Broker {
+            topic: topic.to_owned(),
+            brokers: brokers.to_owned(),
+            code,
+        }),
+    }
+}
+
+/// `alertpipe tail`: prints `{"partition","offset","key","value"}` JSON lines. A broker that
+/// does not answer, or a topic that does not exist, is an error, not an empty topic.
 pub fn tail(cfg: &KafkaConfig, args: &TailArgs) -> anyhow::Result<()> {
     let topic = args.topic.as_deref().unwrap_or(&cfg.alerts_topic);
+    topic_partitions(&cfg.brokers, topic, Duration::from_secs(10))?;
     let msgs = read_topic(
         &cfg.brokers,
         topic,

@@ -449,3 +449,60 @@ async fn at_debug_level_every_request_gets_an_access_log_line() {
         "{lines:?}"
     );
 }
+
+/// `alertpipe tail` (the README's way to look at a topic) prints what the webhook produced,
+/// and says so, exiting 1, when the topic does not exist or the broker does not answer: an
+/// empty output means an empty topic, never a typo or a dead broker.
+#[actix_web::test]
+async fn alertpipe_tail_prints_the_topic_and_names_a_missing_topic_or_dead_broker() {
+    let app = spawn_app(|_| {}).await;
+    let (status, _, _) = app
+        .post_alerts(fixture("alertmanager/firing-critical-group.json"), None)
+        .await;
+    assert_eq!(status, 200);
+    let tail = |brokers: String, topic: String| async move {
+        let out = actix_web::rt::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_alertpipe"))
+                .args(["tail", "--topic", &topic, "--idle-ms", "1500"])
+                .env("ALERTPIPE__KAFKA__BROKERS", brokers)
+                .output()
+                .expect("alertpipe runs")
+        })
+        .await
+        .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, stdout, stderr) = tail(app.brokers.clone(), app.topic.clone()).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines.iter().all(
+        |l| l["value"]["alertname"] == "PaymentDBDown" && l["key"] == l["value"]["fingerprint"]
+    ));
+
+    let missing = crate::support::unique("no-such-topic");
+    let (code, stdout, stderr) = tail(app.brokers.clone(), missing.clone()).await;
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stderr.contains(&format!("topic {missing} does not exist")),
+        "{stderr}"
+    );
+    let (code, _, stderr) = tail(app.brokers.clone(), missing.clone()).await;
+    assert_eq!(code, Some(1), "looking did not create it: {stderr}");
+
+    let dead = format!("127.0.0.1:{}", crate::support::free_port());
+    let (code, _, stderr) = tail(dead.clone(), app.topic.clone()).await;
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(&format!("kafka at {dead} did not answer")),
+        "{stderr}"
+    );
+}
