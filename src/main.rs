@@ -332,6 +332,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 match cmd {
                     ArchiveCmd::Ls => {
                         let files = read::list(&op).await?;
+                        if files.is_empty() {
+                            // On stderr: a typo in archive.root reads like an empty archive.
+                            eprintln!("no archive files under {}", cfg.archive.root);
+                        }
                         writeln!(
                             out,
                             "{:<8} {:<24} {:<10} {:>5} {:>12} {:>12}",

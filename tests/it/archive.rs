@@ -188,6 +188,33 @@ async fn promtail_and_json_pushes_become_parquet_any_reader_can_read() {
         times.windows(2).all(|w| w[0] <= w[1]),
         "cat prints in time order"
     );
+
+    // `archive ls` counts the same rows per service-day; an empty root says so on stderr.
+    let ls = |root: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_alertpipe"))
+            .args(["archive", "ls"])
+            .env("ALERTPIPE__ARCHIVE__ROOT", root)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (listing, stderr) = ls(dir.path());
+    assert_eq!(stderr, "");
+    let payment_rows: usize = listing
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("payment"))
+        .filter_map(|l| l.split_whitespace().nth(4)?.parse::<usize>().ok())
+        .sum();
+    let want = rows.iter().filter(|r| r["service"] == "payment").count();
+    assert_eq!(payment_rows, want, "{listing}");
+    let empty = tempfile::tempdir().unwrap();
+    let (listing, stderr) = ls(empty.path());
+    assert_eq!(listing.lines().count(), 1, "the header only: {listing}");
+    assert!(stderr.contains("no archive files under"), "{stderr}");
 }
 
 /// Matches `<env>/<service>/YYYY/MM/DD/HHMMSS-xxxx.<ext>` (no regex crate for two tests).
