@@ -207,6 +207,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// A database without alertpipe's tables (a new one, or the wrong one) answers "relation ...
+/// does not exist": say what to do about it.
+fn unmigrated_hint(e: anyhow::Error) -> anyhow::Error {
+    let undefined_table = e.chain().any(|c| {
+        let text = c.to_string();
+        text.contains("relation \"") && text.contains("does not exist")
+    });
+    if undefined_table {
+        e.context("this database has no alertpipe tables: check database.url, or run `alertpipe migrate` on it")
+    } else {
+        e
+    }
+}
+
 /// The error and its causes on one line, each cause once: the library's errors already name
 /// their cause in their own message (for the logs, which print only that), so a cause whose
 /// text is already there is not repeated.
@@ -287,7 +301,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         let rows = actix_web::rt::task::spawn_blocking(move || {
                             alertpipe::db::queries::dead_letters(&pool, None)
                         })
-                        .await??;
+                        .await?
+                        .map_err(|e| unmigrated_hint(e.into()))?;
                         let mut out = std::io::stdout().lock();
                         writeln!(
                             out,
@@ -310,7 +325,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         Ok(())
                     }
                     DlqCmd::Replay { id, all: _ } => {
-                        let report = alertpipe::notify::replay::replay(&cfg, id).await?;
+                        let report = alertpipe::notify::replay::replay(&cfg, id)
+                            .await
+                            .map_err(unmigrated_hint)?;
                         println!("replayed: {} sent, {} failed", report.sent, report.failed);
                         anyhow::ensure!(
                             report.failed == 0,

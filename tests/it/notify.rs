@@ -204,6 +204,49 @@ async fn smtp_550_is_dead_lettered_then_replayed_by_the_cli() {
     );
 }
 
+/// `alertpipe dlq` on a database without alertpipe's tables (the wrong URL, or never
+/// migrated) says what to do, and doing it works.
+#[actix_web::test]
+async fn the_dlq_cli_on_an_unmigrated_database_says_to_migrate() {
+    use diesel::RunQueryDsl;
+    let db = TestDb::new();
+    diesel::sql_query("DROP SCHEMA public CASCADE")
+        .execute(&mut db.conn())
+        .unwrap();
+    diesel::sql_query("CREATE SCHEMA public")
+        .execute(&mut db.conn())
+        .unwrap();
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_alertpipe"))
+            .args(args)
+            .env("ALERTPIPE__DATABASE__URL", &db.url)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for args in [&["dlq", "list"][..], &["dlq", "replay", "--all"][..]] {
+        let (code, _, stderr) = cli(args);
+        assert_eq!(code, Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("no alertpipe tables") && stderr.contains("alertpipe migrate"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let (code, _, stderr) = cli(&["migrate"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stdout, stderr) = cli(&["dlq", "list"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "the header, no dead letters: {stdout}"
+    );
+}
+
 #[actix_web::test]
 async fn smtp_down_is_retried_then_dead_lettered() {
     let db = TestDb::new();
