@@ -21,7 +21,7 @@ pub struct LoadgenArgs {
     /// Bearer token for the webhook (else env ALERTPIPE_AUTH_SECRET when auth is on).
     #[arg(long, env = "LOADGEN_TOKEN")]
     pub token: Option<String>,
-    #[arg(long, short = 'c', default_value_t = 8)]
+    #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
     #[arg(long, short = 'b', default_value_t = 50)]
     pub batch: usize,

@@ -435,6 +435,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// clap checks a command's definition only when it is parsed, in debug builds: a
+    /// subcommand's `-c` beside the global `--config`'s made `alertpipe loadgen` panic.
+    #[test]
+    fn every_subcommand_is_a_valid_cli_definition() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
     #[test]
     fn a_report_names_each_cause_once() {
         let missing = std::fs::read_to_string("/nonexistent/alertpipe.toml").unwrap_err();
