@@ -471,7 +471,9 @@ mod tests {
             args: LoadgenArgs,
         }
         let parse = |extra: &[&str]| {
-            let argv = ["loadgen", "--concurrency", "8", "-b", "50"].iter().chain(extra);
+            let argv = ["loadgen", "--concurrency", "8", "-b", "50"]
+                .iter()
+                .chain(extra);
             Cli::parse_from(argv).args
         };
         // 8 senders x 50 alerts every 40 ms = 10,000 alerts/s, for alertpipe and baseline alike.

@@ -3,7 +3,6 @@
 //! selector string `{job="payment-service", level="error"}` that is parsed and checked.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 
 use prost::Message;
 use serde::Deserialize;
@@ -333,24 +332,8 @@ enum JsonValue {
     WithMetadata((String, String, BTreeMap<String, String>)),
 }
 
-/// JSON push body; `gzip` when Content-Encoding says so.
-pub fn decode_json(body: &[u8], gzip: bool, limit: usize) -> Result<Vec<Stream>, PushError> {
-    let mut inflated = Vec::new();
-    let body = if gzip {
-        flate2::read::GzDecoder::new(body)
-            .take(limit as u64 + 1)
-            .read_to_end(&mut inflated)
-            .map_err(|e| bad(format!("gzip: {e}")))?;
-        if inflated.len() > limit {
-            return Err(PushError {
-                status: 413,
-                message: format!("inflated body larger than {limit} bytes"),
-            });
-        }
-        &inflated[..]
-    } else {
-        body
-    };
+/// JSON push body (its Content-Encoding already undone by the HTTP layer).
+pub fn decode_json(body: &[u8]) -> Result<Vec<Stream>, PushError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(bad("empty body"));
     }
@@ -437,23 +420,9 @@ mod tests {
     }
 
     #[test]
-    fn json_pushes_decode_with_metadata_and_gzip() {
-        let s = decode_json(
-            &fixture("json-push-structured-metadata.json"),
-            false,
-            1 << 20,
-        )
-        .unwrap();
+    fn json_pushes_decode_with_metadata() {
+        let s = decode_json(&fixture("json-push-structured-metadata.json")).unwrap();
         assert_eq!(s[0].entries[0].metadata.len(), 2);
-        let plain = decode_json(&fixture("json-push-gzip.json"), false, 1 << 20).unwrap();
-        let gz = decode_json(&fixture("json-push-gzip.json.gz"), true, 1 << 20).unwrap();
-        assert_eq!(plain, gz);
-        assert!(
-            decode_json(&fixture("json-push-gzip.json.gz"), true, 10)
-                .unwrap_err()
-                .status
-                == 413
-        );
     }
 
     #[test]
@@ -495,20 +464,15 @@ mod tests {
         // Snappy fine, protobuf garbage.
         let junk = snap::raw::Encoder::new().compress_vec(&[0xff; 10]).unwrap();
         assert_eq!(decode_protobuf(&junk).unwrap_err().status, 400);
-        assert_eq!(
-            decode_json(br#"{"streams":[]}"#, false, 1000)
-                .unwrap_err()
-                .status,
-            422
-        );
-        assert_eq!(decode_json(b"", false, 1000).unwrap_err().status, 400);
+        assert_eq!(decode_json(br#"{"streams":[]}"#).unwrap_err().status, 422);
+        assert_eq!(decode_json(b"").unwrap_err().status, 400);
         let bad_ts = br#"{"streams":[{"stream":{"job":"x"},"values":[["abc","bad ts"]]}]}"#;
-        assert!(decode_json(bad_ts, false, 1000)
+        assert!(decode_json(bad_ts)
             .unwrap_err()
             .message
             .contains("values[0]"));
         let bad_label = br#"{"streams":[{"stream":{"1bad":"x"},"values":[["1","l"]]}]}"#;
-        assert_eq!(decode_json(bad_label, false, 1000).unwrap_err().status, 400);
+        assert_eq!(decode_json(bad_label).unwrap_err().status, 400);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! `POST /loki/api/v1/push`: Loki's push API, for Promtail / Alloy listing alertpipe as a
-//! second client. Protobuf (snappy block, no Content-Encoding) or JSON (optionally gzip).
+//! second client. Protobuf (snappy block) or JSON, either of them optionally gzip or deflate.
 //! 204 only after Kafka acknowledged every entry (topic `logs`, key = the stream's labels);
 //! 400/422 as Loki answers them (text/plain); 413; 429 when the pipeline is full and 503 when
 //! Kafka is unreachable (Promtail retries 429, 5xx and connection errors); 401 without the
@@ -10,7 +10,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{auth, body, AppState};
-use crate::archive::push::{decode_json, decode_protobuf, encode_stream, Stream};
+use crate::archive::push::{decode_json, decode_protobuf, encode_stream, PushError, Stream};
 use crate::kafka::producer::{Produce, Record};
 use crate::metrics as m;
 
@@ -78,16 +78,24 @@ pub async fn push(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/json"));
-    let gzip = req
-        .headers()
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    // As Loki: gzip and deflate around either format, `snappy` said of a protobuf body (which
+    // is snappy-framed anyway), anything else a 400 in Loki's words.
+    let coding = match body::Coding::of(&req) {
+        Ok(c) => c,
+        Err(message) => {
+            metrics::counter!(m::REJECTED, "reason" => "invalid_push").increment(1);
+            return text(StatusCode::BAD_REQUEST, message);
+        }
+    };
     // Decoding is CPU work: off the HTTP worker's event loop.
     let limit = state.body_limit * 8;
     let decoded = web::block(move || {
+        let body = body::inflate(&body, coding, limit).map_err(|e| PushError {
+            status: e.status.as_u16(),
+            message: e.message,
+        })?;
         if is_json {
-            decode_json(&body, gzip, limit)
+            decode_json(&body)
         } else {
             decode_protobuf(&body)
         }
@@ -132,5 +140,26 @@ pub async fn push(
         Err(MailboxError::Closed) => {
             text(StatusCode::SERVICE_UNAVAILABLE, "log pipeline restarting")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/tests/fixtures/promtail/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_gzip_json_push_decodes_as_its_plain_twin() {
+        let plain = decode_json(&fixture("json-push-gzip.json")).unwrap();
+        let gz = fixture("json-push-gzip.json.gz");
+        let inflated = body::inflate(&gz, body::Coding::Gzip, 1 << 20).unwrap();
+        assert_eq!(decode_json(&inflated).unwrap(), plain);
     }
 }

@@ -506,3 +506,99 @@ async fn alertpipe_tail_prints_the_topic_and_names_a_missing_topic_or_dead_broke
         "{stderr}"
     );
 }
+
+/// A compressed webhook is inflated (gzip, and deflate in both its zlib and raw forms) within
+/// the body limit; an encoding the webhook does not read is a 415 naming it; a gzip body sent
+/// without its header is told so. Nothing bad lands.
+#[actix_web::test]
+async fn compressed_webhooks_are_inflated_and_unknown_encodings_refused() {
+    use std::io::Write;
+    let app = spawn_app(|c| c.server.body_limit_bytes = 64 * 1024).await;
+    let compress = |form: &str, body: &[u8]| -> Vec<u8> {
+        let level = flate2::Compression::default();
+        let mut out = Vec::new();
+        match form {
+            "gzip" => {
+                let mut e = flate2::write::GzEncoder::new(&mut out, level);
+                e.write_all(body).unwrap();
+                e.finish().unwrap();
+            }
+            "zlib" => {
+                let mut e = flate2::write::ZlibEncoder::new(&mut out, level);
+                e.write_all(body).unwrap();
+                e.finish().unwrap();
+            }
+            _ => {
+                let mut e = flate2::write::DeflateEncoder::new(&mut out, level);
+                e.write_all(body).unwrap();
+                e.finish().unwrap();
+            }
+        }
+        out
+    };
+    let post = |body: Vec<u8>, encoding: Option<&'static str>| {
+        let mut req = app
+            .client
+            .post(format!("{}/api/v1/alerts", app.url))
+            .insert_header(("content-type", "application/json"));
+        if let Some(e) = encoding {
+            req = req.insert_header(("content-encoding", e));
+        }
+        async move {
+            let mut resp = req.send_body(body).await.expect("request reaches the app");
+            let json: Value = serde_json::from_slice(&resp.body().await.unwrap()).unwrap();
+            (resp.status().as_u16(), json)
+        }
+    };
+    let alerts = [
+        "alertmanager/firing-critical.json",
+        "alertmanager/firing-custom.json",
+        "alertmanager/resolved-critical.json",
+    ];
+    let mut produced = 0;
+    for (fixture_name, (form, header)) in
+        alerts
+            .iter()
+            .zip([("gzip", "gzip"), ("zlib", "deflate"), ("raw", "deflate")])
+    {
+        let plain = fixture(fixture_name);
+        let want = serde_json::from_slice::<Value>(&plain).unwrap()["alerts"]
+            .as_array()
+            .unwrap()
+            .len();
+        let (status, json) = post(compress(form, &plain), Some(header)).await;
+        assert_eq!(status, 200, "{form} as {header}: {json}");
+        assert_eq!(json["produced"], want, "{form} as {header}: {json}");
+        produced += want;
+    }
+
+    let good = fixture("alertmanager/firing-critical-group.json");
+    let (status, json) = post(good.clone(), Some("br")).await;
+    assert_eq!(status, 415, "{json}");
+    assert!(json["error"].as_str().unwrap().contains("\"br\""), "{json}");
+    let (status, json) = post(compress("gzip", &good), None).await;
+    assert_eq!(status, 400, "{json}");
+    assert!(
+        json["error"]
+            .as_str()
+            .unwrap()
+            .contains("gzip-compressed but Content-Encoding does not say so"),
+        "{json}"
+    );
+    let (status, json) = post(b"not gzip".to_vec(), Some("gzip")).await;
+    assert_eq!(status, 400, "{json}");
+    // Small on the wire, past the limit inflated: valid JSON padded with 200 KB of spaces.
+    let mut padded = good.clone();
+    padded.extend(std::iter::repeat_n(b' ', 200 * 1024));
+    let bomb = compress("gzip", &padded);
+    assert!(bomb.len() < 64 * 1024);
+    let (status, json) = post(bomb, Some("gzip")).await;
+    assert_eq!(status, 413, "{json}");
+
+    let landed = app.topic_messages(produced + 1, IDLE).await;
+    assert_eq!(
+        landed.len(),
+        produced,
+        "the inflated alerts only: {landed:?}"
+    );
+}
