@@ -63,37 +63,49 @@ impl AppState {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/v1/alerts", web::post().to(alerts::post_alerts))
-        .route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(health::metrics))
-        .route("/loki/api/v1/push", web::post().to(push::push))
-        .route("/api/v1/incidents", web::get().to(history::incidents))
-        .route("/api/v1/sla", web::get().to(history::sla))
+    let (get, post) = (web::get, web::post);
+    cfg.service(resource("/api/v1/alerts", "POST").route(post().to(alerts::post_alerts)))
+        .service(resource("/healthz", "GET").route(get().to(health::healthz)))
+        .service(resource("/readyz", "GET").route(get().to(health::readyz)))
+        .service(resource("/metrics", "GET").route(get().to(health::metrics)))
+        .service(resource("/loki/api/v1/push", "POST").route(post().to(push::push)))
+        .service(resource("/api/v1/incidents", "GET").route(get().to(history::incidents)))
+        .service(resource("/api/v1/sla", "GET").route(get().to(history::sla)))
         // Loki's query API over the archive (Grafana's "Loki cold archive", logcli).
-        .route("/loki/api/v1/query_range", web::get().to(loki::query_range))
-        .route(
-            "/loki/api/v1/query_range",
-            web::post().to(loki::query_range),
+        .service(
+            resource("/loki/api/v1/query_range", "GET, POST")
+                .route(get().to(loki::query_range))
+                .route(post().to(loki::query_range)),
         )
-        .route("/loki/api/v1/query", web::get().to(loki::query_instant))
-        .route("/loki/api/v1/query", web::post().to(loki::query_instant))
-        .route("/loki/api/v1/labels", web::get().to(loki::labels))
-        .route("/loki/api/v1/label", web::get().to(loki::labels))
-        .route(
-            "/loki/api/v1/label/{name}/values",
-            web::get().to(loki::label_values),
+        .service(
+            resource("/loki/api/v1/query", "GET, POST")
+                .route(get().to(loki::query_instant))
+                .route(post().to(loki::query_instant)),
         )
-        .route("/loki/api/v1/series", web::get().to(loki::series))
-        .route("/loki/api/v1/series", web::post().to(loki::series))
-        .route("/loki/api/v1/index/stats", web::get().to(loki::index_stats))
-        .route(
-            "/loki/api/v1/status/buildinfo",
-            web::get().to(loki::buildinfo),
+        .service(resource("/loki/api/v1/labels", "GET").route(get().to(loki::labels)))
+        .service(resource("/loki/api/v1/label", "GET").route(get().to(loki::labels)))
+        .service(
+            resource("/loki/api/v1/label/{name}/values", "GET").route(get().to(loki::label_values)),
         )
+        .service(
+            resource("/loki/api/v1/series", "GET, POST")
+                .route(get().to(loki::series))
+                .route(post().to(loki::series)),
+        )
+        .service(resource("/loki/api/v1/index/stats", "GET").route(get().to(loki::index_stats)))
+        .service(resource("/loki/api/v1/status/buildinfo", "GET").route(get().to(loki::buildinfo)))
         .default_service(web::to(|| async {
             HttpResponse::NotFound().json(serde_json::json!({"error": "no such endpoint"}))
         }));
+}
+
+/// One endpoint's path: a method it does not take gets 405, naming those it does (`allow`).
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        HttpResponse::MethodNotAllowed()
+            .insert_header((actix_web::http::header::ALLOW, allow))
+            .json(serde_json::json!({"error": format!("method not allowed here: use {allow}")}))
+    }))
 }
 
 /// Counts requests and times them, labelled by route pattern (not raw path) and status.

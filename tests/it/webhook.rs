@@ -602,3 +602,49 @@ async fn compressed_webhooks_are_inflated_and_unknown_encodings_refused() {
         "the inflated alerts only: {landed:?}"
     );
 }
+
+/// A known path asked with a method it does not take is a 405 naming the methods it does
+/// (the `Allow` header and the error body), counted under its route; an unknown path is a
+/// 404.
+#[actix_web::test]
+async fn a_wrong_method_is_a_405_naming_the_right_ones() {
+    let app = spawn_app(|_| {}).await;
+    for (method, path, allow) in [
+        (awc::http::Method::GET, "/api/v1/alerts", "POST"),
+        (awc::http::Method::GET, "/loki/api/v1/push", "POST"),
+        (awc::http::Method::POST, "/readyz", "GET"),
+        (
+            awc::http::Method::DELETE,
+            "/loki/api/v1/query_range",
+            "GET, POST",
+        ),
+    ] {
+        let mut resp = app
+            .client
+            .request(method.clone(), format!("{}{path}", app.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 405, "{method} {path}");
+        assert_eq!(
+            resp.headers().get("allow").unwrap(),
+            allow,
+            "{method} {path}"
+        );
+        let body: Value = resp.json().await.unwrap();
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("use {allow}")),
+            "{body}"
+        );
+    }
+    let (status, body) = app.get("/api/v1/nothing-here").await;
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(r#"route="/api/v1/alerts",method="GET",status="405""#),
+        "{metrics}"
+    );
+}
