@@ -53,6 +53,9 @@ impl DatabaseConfig {
                 "must not hold a password: use ALERTPIPE_DATABASE_PASSWORD or database.password_file",
             );
         }
+        if self.pool_size == 0 {
+            return bad("database.pool_size", "must be at least 1");
+        }
         Ok(())
     }
 }

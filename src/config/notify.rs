@@ -201,6 +201,9 @@ impl NotifyConfig {
                 );
             }
         }
+        if self.batch_size == 0 {
+            return bad("notify.batch_size", "must be above 0");
+        }
         if self.max_attempts == 0
             || self.rate_per_minute == 0
             || self.digest_window_s == 0

@@ -57,6 +57,19 @@ fn a_stage_fetch_too_small_for_the_largest_record_is_refused() {
 }
 
 #[test]
+fn sizes_that_would_do_nothing_are_refused_by_name() {
+    for (text, key) in [
+        ("[database]\npool_size = 0\n", "database.pool_size"),
+        ("[notify]\nbatch_size = 0\n", "notify.batch_size"),
+        ("[persist]\nbatch_size = 0\n", "persist"),
+        ("[archive]\nbatch_size = 0\n", "archive.batch_size"),
+    ] {
+        let err = parse(text, &[]).unwrap().validate().unwrap_err();
+        assert!(err.to_string().contains(key), "{text}: {err}");
+    }
+}
+
+#[test]
 fn env_overrides_file() {
     let cfg = parse(
         "[kafka]\nbrokers = \"a:1\"\n",
