@@ -214,6 +214,9 @@ pub enum MetricExpr {
         rhs: Box<MetricExpr>,
     },
     Number(f64),
+    /// `vector(n)`: one series without labels, `n` at every step (Grafana's "Save & test"
+    /// of a Loki data source asks `vector(1)+vector(1)`).
+    Vector(f64),
 }
 
 impl MetricExpr {
@@ -227,7 +230,7 @@ impl MetricExpr {
                 v.extend(rhs.log_queries());
                 v
             }
-            MetricExpr::Number(_) => Vec::new(),
+            MetricExpr::Number(_) | MetricExpr::Vector(_) => Vec::new(),
         }
     }
 }
@@ -572,6 +575,21 @@ impl Parser {
     }
 
     fn function(&mut self, name: &str, pos: usize) -> Result<MetricExpr, ParseError> {
+        if name == "vector" {
+            self.expect("(")?;
+            let sign = if self.peek().map(|t| &t.kind) == Some(&Tok::P("-")) {
+                self.i += 1;
+                -1.0
+            } else {
+                1.0
+            };
+            let n = match self.next() {
+                Some(Tok::Num(n)) => n,
+                _ => return syntax(self.pos(), "vector takes a number, like vector(1)"),
+            };
+            self.expect(")")?;
+            return Ok(MetricExpr::Vector(sign * n));
+        }
         let range_fn = match name {
             "count_over_time" => Some(RangeFn::CountOverTime),
             "rate" => Some(RangeFn::Rate),
@@ -976,6 +994,9 @@ mod tests {
             r#"{a="("} |~ "(""#,
             r#"{a="b"} | json | x > "y""#,
             "{a=\"\u{0}\"} ||",
+            "vector(x)",
+            "vector(1",
+            "vector()",
         ] {
             assert!(
                 matches!(parse(q), Err(ParseError::Syntax { .. })),

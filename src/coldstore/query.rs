@@ -728,6 +728,10 @@ fn eval<'a>(
     Box::pin(async move {
         match e {
             MetricExpr::Number(x) => Ok(Value::Scalar(*x)),
+            MetricExpr::Vector(x) => Ok(Value::Vector(vec![(
+                LabelSet::new(),
+                vec![Some(*x); steps.len()],
+            )])),
             MetricExpr::Range { func, query, range } => {
                 range_agg(op, *func, query, *range, steps, stats).await
             }

@@ -255,6 +255,8 @@ async fn the_archive_answers_logql_as_loki_does_for_the_same_lines() {
     ] {
         metrics.push((q.clone(), q));
     }
+    // Grafana's "Save & test" of a Loki data source.
+    metrics.push(("Save & test".into(), "vector(1)+vector(1)".into()));
     for (name, q) in &metrics {
         let q = expand_range_vars(q).replace("$__range", "3600s");
         let params = [
@@ -279,6 +281,21 @@ async fn the_archive_answers_logql_as_loki_does_for_the_same_lines() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     assert!(logs.len() + metrics.len() >= 20);
+
+    // Save & test asks the instant endpoint: a one-sample vector of 2, as Loki answers.
+    let params = [("query", "vector(1)+vector(1)")];
+    let (ls, lv) = get(&loki.url, "/loki/api/v1/query", &params, None).await;
+    let (s, v) = get(&app.url, "/loki/api/v1/query", &params, Some(TOKEN)).await;
+    assert_eq!((ls, s), (200, 200), "Loki {lv}\narchive {v}");
+    for answer in [&lv, &v] {
+        assert_eq!(answer["data"]["resultType"], "vector", "{answer}");
+        assert_eq!(answer["data"]["result"][0]["value"][1], "2", "{answer}");
+        assert_eq!(
+            answer["data"]["result"][0]["metric"],
+            serde_json::json!({}),
+            "{answer}"
+        );
+    }
 
     // What the archive cannot answer, it says, naming the construct.
     let (s, v) = get(
