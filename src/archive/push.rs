@@ -382,10 +382,11 @@ pub fn decode_json(body: &[u8]) -> Result<Vec<Stream>, PushError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> Vec<u8> {
+    /// A file of `tests/fixtures/promtail/` (real Promtail bodies and their decodings).
+    pub(crate) fn fixture(name: &str) -> Vec<u8> {
         std::fs::read(format!(
             "{}/tests/fixtures/promtail/{name}",
             env!("CARGO_MANIFEST_DIR")

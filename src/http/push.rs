@@ -146,14 +146,7 @@ pub async fn push(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/tests/fixtures/promtail/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
+    use crate::archive::push::tests::fixture;
 
     #[test]
     fn a_gzip_json_push_decodes_as_its_plain_twin() {
