@@ -1,4 +1,7 @@
 //! Logging, set up once: text or JSON lines to stderr, filtered by RUST_LOG or the config.
+//! Colours only on a terminal: a log file or a collector gets plain text.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -10,6 +13,7 @@ pub fn init(cfg: &TelemetryConfig) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // try_init: a second call (tests) is a no-op, not a panic.
     let _ = match cfg.log_format {

@@ -1,5 +1,6 @@
 //! The broker goes away and comes back: 503 + Retry-After while it is gone (Alertmanager
-//! retries only 5xx), and the retried delivery lands afterwards. Nothing lost.
+//! retries only 5xx), and the retried delivery lands afterwards. Nothing lost. And the real
+//! binary's own lifecycle: SIGTERM drains, its log file is plain text.
 
 use std::time::Duration;
 
@@ -186,4 +187,52 @@ async fn sigterm_drains_and_exits_cleanly() {
     assert!(text.contains("signal received; draining"), "{text}");
     assert!(text.contains("alertpipe stopped"), "{text}");
     assert!(!text.contains("panicked"), "{text}");
+}
+
+/// The text log written to a file (the demo's, systemd's, a collector's) is plain text: no
+/// terminal colour codes around levels and targets.
+#[actix_web::test]
+async fn a_text_log_to_a_file_has_no_colour_codes() {
+    use std::process::Command;
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("alertpipe.log");
+    let mut proc = crate::support::Proc {
+        child: Command::new(env!("CARGO_BIN_EXE_alertpipe"))
+            .args(["serve", "--roles", "ingest"])
+            .env("ALERTPIPE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "ALERTPIPE__KAFKA__BROKERS",
+                crate::support::Stack::get().var("STACK_KAFKA_BROKERS"),
+            )
+            .env(
+                "ALERTPIPE__KAFKA__ALERTS_TOPIC",
+                crate::support::unique("alerts"),
+            )
+            .env("ALERTPIPE__TELEMETRY__LOG_FORMAT", "text")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    };
+    let client = awc::Client::default();
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    eventually(Duration::from_secs(30), "alertpipe answers", || {
+        let (c, u) = (client.clone(), url.clone());
+        async move { (c.get(u).send().await.ok()?.status().as_u16() == 200).then_some(()) }
+    })
+    .await;
+    let ok = Command::new("kill")
+        .args(["-TERM", &proc.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    eventually(Duration::from_secs(15), "exit after SIGTERM", || {
+        let done = proc.child.try_wait().unwrap().is_some();
+        async move { done.then_some(()) }
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("INFO"), "{text}");
+    assert!(text.contains("alertpipe stopped"), "{text}");
+    assert!(!text.contains('\u{1b}'), "colour codes in a file: {text:?}");
 }
