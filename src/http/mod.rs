@@ -65,8 +65,17 @@ impl AppState {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let (get, post) = (web::get, web::post);
     cfg.service(resource("/api/v1/alerts", "POST").route(post().to(alerts::post_alerts)))
-        .service(resource("/healthz", "GET").route(get().to(health::healthz)))
-        .service(resource("/readyz", "GET").route(get().to(health::readyz)))
+        // Probes also answer HEAD: some load balancers' health checks send it.
+        .service(
+            resource("/healthz", "GET, HEAD")
+                .route(get().to(health::healthz))
+                .route(web::head().to(health::healthz)),
+        )
+        .service(
+            resource("/readyz", "GET, HEAD")
+                .route(get().to(health::readyz))
+                .route(web::head().to(health::readyz)),
+        )
         .service(resource("/metrics", "GET").route(get().to(health::metrics)))
         .service(resource("/loki/api/v1/push", "POST").route(post().to(push::push)))
         .service(resource("/api/v1/incidents", "GET").route(get().to(history::incidents)))

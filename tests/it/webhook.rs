@@ -227,6 +227,15 @@ async fn probes_and_metrics_answer() {
         .unwrap();
     assert_eq!(health.status().as_u16(), 200);
     let _ = health.body().await;
+    for probe in ["/healthz", "/readyz"] {
+        let head = app
+            .client
+            .head(format!("{}{probe}", app.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.status().as_u16(), 200, "HEAD {probe}");
+    }
     let mut metrics = app
         .client
         .get(format!("{}/metrics", app.url))
@@ -612,7 +621,7 @@ async fn a_wrong_method_is_a_405_naming_the_right_ones() {
     for (method, path, allow) in [
         (awc::http::Method::GET, "/api/v1/alerts", "POST"),
         (awc::http::Method::GET, "/loki/api/v1/push", "POST"),
-        (awc::http::Method::POST, "/readyz", "GET"),
+        (awc::http::Method::POST, "/readyz", "GET, HEAD"),
         (
             awc::http::Method::DELETE,
             "/loki/api/v1/query_range",
