@@ -26,14 +26,10 @@ pub async fn post_alerts(
         return Err(ApiError::unavailable("shutting down", retry_after));
     }
     let coding = match body::Coding::of(&req) {
-        Ok(c @ (body::Coding::Identity | body::Coding::Gzip | body::Coding::Deflate)) => c,
-        Ok(body::Coding::Snappy) => return Err(unsupported_coding("\"snappy\"")),
-        Err(_) => {
-            let v = req.headers().get(actix_web::http::header::CONTENT_ENCODING);
-            let v = v.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-            return Err(unsupported_coding(&format!("{:?}", v.unwrap_or_default())));
-        }
-    };
+        Ok(body::Coding::Snappy) => Err("Content-Encoding \"snappy\" not supported".to_owned()),
+        other => other,
+    }
+    .map_err(unsupported_coding)?;
     let raw = body::read_limited(&req, payload, state.body_limit).await?;
     let limit = state.body_limit;
     let body = if coding == body::Coding::Identity {
@@ -108,11 +104,12 @@ pub async fn post_alerts(
     })))
 }
 
-/// 415 for a Content-Encoding the webhook does not read, naming those it does.
-fn unsupported_coding(name: &str) -> ApiError {
+/// 415 for a Content-Encoding the webhook does not read (`message` names it), naming those it
+/// does.
+fn unsupported_coding(message: String) -> ApiError {
     metrics::counter!(m::REJECTED, "reason" => "invalid").increment(1);
     ApiError::new(
         actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        format!("Content-Encoding {name} not supported: send identity, gzip or deflate"),
+        format!("{message}: send identity, gzip or deflate"),
     )
 }
