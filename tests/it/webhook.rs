@@ -545,19 +545,14 @@ async fn compressed_webhooks_are_inflated_and_unknown_encodings_refused() {
         }
         out
     };
-    let post = |body: Vec<u8>, encoding: Option<&'static str>| {
-        let mut req = app
-            .client
-            .post(format!("{}/api/v1/alerts", app.url))
-            .insert_header(("content-type", "application/json"));
-        if let Some(e) = encoding {
-            req = req.insert_header(("content-encoding", e));
-        }
-        async move {
-            let mut resp = req.send_body(body).await.expect("request reaches the app");
-            let json: Value = serde_json::from_slice(&resp.body().await.unwrap()).unwrap();
-            (resp.status().as_u16(), json)
-        }
+    let app = &app;
+    let post = |body: Vec<u8>, encoding: Option<&'static str>| async move {
+        let headers: Vec<(&str, &str)> = encoding
+            .map(|e| ("content-encoding", e))
+            .into_iter()
+            .collect();
+        let (status, _, json) = app.post_alerts_with(body, &headers).await;
+        (status, json)
     };
     let alerts = [
         "alertmanager/firing-critical.json",

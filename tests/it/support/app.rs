@@ -106,12 +106,22 @@ impl TestApp {
         body: impl Into<Vec<u8>>,
         auth: Option<&str>,
     ) -> (u16, Option<String>, serde_json::Value) {
+        let auth: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+        self.post_alerts_with(body, &auth).await
+    }
+
+    /// `post_alerts` with extra request headers (credentials, Content-Encoding).
+    pub async fn post_alerts_with(
+        &self,
+        body: impl Into<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Option<String>, serde_json::Value) {
         let mut req = self
             .client
             .post(format!("{}/api/v1/alerts", self.url))
             .insert_header(("content-type", "application/json"));
-        if let Some(a) = auth {
-            req = req.insert_header(("authorization", a));
+        for &(name, value) in headers {
+            req = req.insert_header((name, value));
         }
         let mut resp = req
             .send_body(body.into())
