@@ -81,31 +81,32 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/v1/incidents", "GET").route(get().to(history::incidents)))
         .service(resource("/api/v1/sla", "GET").route(get().to(history::sla)))
         // Loki's query API over the archive (Grafana's "Loki cold archive", logcli).
-        .service(
-            resource("/loki/api/v1/query_range", "GET, POST")
-                .route(get().to(loki::query_range))
-                .route(post().to(loki::query_range)),
-        )
-        .service(
-            resource("/loki/api/v1/query", "GET, POST")
-                .route(get().to(loki::query_instant))
-                .route(post().to(loki::query_instant)),
-        )
+        .service(get_and_post("/loki/api/v1/query_range", loki::query_range))
+        .service(get_and_post("/loki/api/v1/query", loki::query_instant))
         .service(resource("/loki/api/v1/labels", "GET").route(get().to(loki::labels)))
         .service(resource("/loki/api/v1/label", "GET").route(get().to(loki::labels)))
         .service(
             resource("/loki/api/v1/label/{name}/values", "GET").route(get().to(loki::label_values)),
         )
-        .service(
-            resource("/loki/api/v1/series", "GET, POST")
-                .route(get().to(loki::series))
-                .route(post().to(loki::series)),
-        )
+        .service(get_and_post("/loki/api/v1/series", loki::series))
         .service(resource("/loki/api/v1/index/stats", "GET").route(get().to(loki::index_stats)))
         .service(resource("/loki/api/v1/status/buildinfo", "GET").route(get().to(loki::buildinfo)))
         .default_service(web::to(|| async {
             HttpResponse::NotFound().json(serde_json::json!({"error": "no such endpoint"}))
         }));
+}
+
+/// A path answering GET and POST with the same handler (Loki's query endpoints take the
+/// query in the URL or in a form body).
+fn get_and_post<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args> + Clone,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    resource(path, "GET, POST")
+        .route(web::get().to(handler.clone()))
+        .route(web::post().to(handler))
 }
 
 /// One endpoint's path: a method it does not take gets 405, naming those it does (`allow`).

@@ -45,7 +45,7 @@ def load_yaml(path):
 def routes():
     """Route paths registered in src/http/mod.rs."""
     with open(rel("src/http/mod.rs")) as f:
-        return set(re.findall(r'(?:\.route|\bresource)\(\s*"([^"]+)"', f.read()))
+        return set(re.findall(r'(?:\.route|\bresource|\bget_and_post)\(\s*"([^"]+)"', f.read()))
 
 
 def parse_all():
