@@ -5,24 +5,23 @@
 #   deploy/local/stack.sh down    stop everything this script started
 #   deploy/local/stack.sh status  what runs where
 #
-# Peers: PostgreSQL (Debian postgresql: initdb + pg_ctl on a free port), a Kafka-protocol broker
-# (tansu from crates.io, built once into a git-ignored tools directory), Prometheus Alertmanager
-# (Debian prometheus-alertmanager, with config/alertmanager/alertmanager.yml pointed at
-# alertpipe), an SMTP server (Debian python3-aiosmtpd) storing mail in a Maildir, Loki 3.4.6
-# (single binary, its ruler evaluating config/loki/rules/ and sending to the Alertmanager),
-# Promtail 3.4.6 (tailing the demo log directory, pushing to Loki and to alertpipe) and
-# Prometheus (Debian prometheus, scraping alertpipe, with alertpipe's health rules).
-# Loki, Promtail and logcli are found on PATH, else unpacked once from $ALERTPIPE_PEERS_DIR
-# (the upstream 3.4.6 programs, xz-compressed) into the per-machine tools cache.
+# Peers: PostgreSQL (Debian postgresql: initdb + pg_ctl on a free port), Apache Kafka (KRaft,
+# one combined broker+controller, jars from Maven Central resolved once into the per-machine
+# tools cache by deploy/local/kafka.sh), Prometheus Alertmanager (Debian
+# prometheus-alertmanager, with config/alertmanager/alertmanager.yml pointed at alertpipe), an
+# SMTP server (Debian python3-aiosmtpd) storing mail in a Maildir, a Teams Workflows stand-in,
+# Prometheus (Debian prometheus, scraping alertpipe, with alertpipe's health rules), and, only
+# where a user installed them, Loki 3.4.6 (its ruler evaluating config/loki/rules/) and
+# Promtail 3.4.6 (tailing the demo log directory, pushing to Loki and to alertpipe): found on
+# PATH or in $ALERTPIPE_PEERS_DIR, never built here (README).
 # Every address lands in $ALERTPIPE_STATE/stack.env (default .state/stack.env).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 STATE=${ALERTPIPE_STATE:-$REPO/.state}
-TOOLS=${ALERTPIPE_TOOLS:-$REPO/.tools}
 # Built tools are also kept per machine, so a fresh clone (CI) reuses them instead of rebuilding.
 TOOL_CACHE=${ALERTPIPE_TOOL_CACHE:-$HOME/.cache/alertpipe/tools}
-TANSU_VERSION=0.6.0
+KAFKA_VERSION=$(sed -n 's/^KAFKA_VERSION=//p' "$REPO/deploy/local/kafka.sh")
 LOKI_VERSION=3.4.6
 ENV_FILE=$STATE/stack.env
 PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
@@ -75,7 +74,9 @@ install_packages() {
   "$SYS_PY" -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
   command -v curl >/dev/null || missing+=(curl)
   command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
-  command -v xz >/dev/null || missing+=(xz-utils)
+  # Apache Kafka runs on a JDK 17+ and is resolved from Maven Central with Maven.
+  command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+  command -v mvn >/dev/null || missing+=(maven)
   # benches/archive_size.rs compares the archive with `zstd -3` of the same lines.
   command -v zstd >/dev/null || missing+=(zstd)
   # The mail layout test renders every mail in a real browser engine.
@@ -91,46 +92,76 @@ install_packages() {
   PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 }
 
-install_tansu() {
-  local bin=$TOOLS/bin/tansu cached=$TOOL_CACHE/bin/tansu
-  [ -x "$bin" ] && return 0
-  if [ ! -x "$cached" ]; then
-    command -v cargo >/dev/null || die "cargo is needed to build tansu (the Kafka-protocol broker)"
-    # opt-level 1 instead of release's 3: measured here (2 cores, same machine, /usr/bin/time),
-    # 818 instead of 1039 CPU-seconds to build (-21%), for a broker 3.5% slower under the bare
-    # producer of `alertpipe loadgen` (24.0k vs 24.9k alerts/s, p99 unchanged at 25 ms). The
-    # features are already minimal: tansu's defaults are its own crates, libsql the one engine.
-    slow_step "building the broker, tansu $TANSU_VERSION, once into $TOOL_CACHE" \
-      "7-8 minutes on 2 cores, then reused" "$STATE/tansu-install.log" \
-      env CARGO_TARGET_DIR="$TOOL_CACHE/../tansu-target" CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
-      cargo install tansu --version "$TANSU_VERSION" --locked --features libsql \
-      --root "$TOOL_CACHE" \
-      || die "tansu build failed; see $STATE/tansu-install.log"
-  fi
-  mkdir -p "$TOOLS/bin"
-  ln -sf "$cached" "$bin"
+# Apache Kafka from Maven Central (deploy/local/kafka.sh): jars resolved once into the tools
+# cache. Needs a JDK 17+ and Maven (Debian packages, installed above when missing).
+install_kafka() {
+  [ -f "$TOOL_CACHE/kafka-$KAFKA_VERSION/libs/.complete" ] && return 0
+  slow_step "resolving Apache Kafka $KAFKA_VERSION from Maven Central, once into $TOOL_CACHE" \
+    "half a minute" "$STATE/kafka-install.log" bash "$REPO/deploy/local/kafka.sh" install \
+    || die "resolving Kafka failed; see $STATE/kafka-install.log"
 }
 
-# Loki, Promtail, logcli: a real installation on PATH first, else the upstream programs from
-# $ALERTPIPE_PEERS_DIR, unpacked (checksums verified) once into the per-machine tools cache.
-# Sets LOKI_BIN, PROMTAIL_BIN, LOGCLI_BIN.
-install_grafana_peers() {
-  local name dir=$TOOL_CACHE/grafana-$LOKI_VERSION found
+# The OpenTelemetry Collector (Apache-2.0), the stack's log agent: built once by the
+# OpenTelemetry Collector Builder from config/otelcol/builder.yaml (Go module proxy) into the
+# tools cache, rebuilt when that manifest changes. Sets OTELCOL_BIN.
+install_otelcol() {
+  local manifest=$REPO/config/otelcol/builder.yaml hash dir go builder_version
+  hash=$(md5sum "$manifest" | cut -c1-10)
+  dir=$TOOL_CACHE/otelcol-$hash
+  OTELCOL_BIN=$dir/otelcol-alertpipe
+  [ -x "$OTELCOL_BIN" ] && return 0
+  go=$(command -v go || true)
+  [ -n "$go" ] || { [ -x /usr/local/go/bin/go ] && go=/usr/local/go/bin/go; }
+  [ -n "$go" ] || die "go (1.24 or newer) is needed to build the OpenTelemetry Collector: https://go.dev/doc/install"
+  builder_version=v$(sed -n 's/^  version: //p' "$manifest")
+  mkdir -p "$dir"
+  sed "s#^dist:#dist:\n  output_path: $dir/src#" "$manifest" >"$dir/builder.yaml"
+  slow_step "building the OpenTelemetry Collector (filelog, otlphttp) once into $dir" \
+    "4-5 minutes on 2 cores, then reused" "$STATE/otelcol-build.log" \
+    env GOTOOLCHAIN=local GOBIN="$TOOL_CACHE/bin" PATH="$(dirname "$go"):$PATH" sh -c \
+    '"$1" install "go.opentelemetry.io/collector/cmd/builder@$2" && "$3/bin/builder" --config "$4/builder.yaml"' \
+    build "$go" "$builder_version" "$TOOL_CACHE" "$dir" \
+    || die "building the collector failed; see $STATE/otelcol-build.log"
+  mv "$dir/src/otelcol-alertpipe" "$OTELCOL_BIN"
+}
+
+# Loki, Promtail, logcli (optional): Grafana's programs, which no package registry here ships
+# (and Loki is AGPL: never built or vendored by this project). Found on PATH, else in
+# $ALERTPIPE_PEERS_DIR, a directory a user fills with the upstream release assets of
+# $LOKI_VERSION: the unpacked programs (`loki` or `loki-linux-amd64`, ...) or the release zips
+# (`loki-linux-amd64.zip`, ...), which are unpacked once into the per-machine tools cache.
+# All three or none: sets LOKI_BIN, PROMTAIL_BIN, LOGCLI_BIN and HAVE_LOKI=1, or HAVE_LOKI=0
+# with one line saying the stack runs without them.
+find_grafana_peers() {
+  local name dir=$TOOL_CACHE/grafana-$LOKI_VERSION found missing=() peers=${ALERTPIPE_PEERS_DIR:-}
   for name in loki promtail logcli; do
     found=$(command -v "$name" || true)
-    if [ -z "$found" ] && [ -x "$dir/$name" ]; then found=$dir/$name; fi
-    if [ -z "$found" ] && [ -n "${ALERTPIPE_PEERS_DIR:-}" ] \
-      && [ -f "$ALERTPIPE_PEERS_DIR/$name-$LOKI_VERSION-linux-amd64.xz" ]; then
-      mkdir -p "$dir"
-      slow_step "unpacking Loki, Promtail, logcli $LOKI_VERSION from $ALERTPIPE_PEERS_DIR into $dir" \
-        "half a minute" "$STATE/peers-install.log" bash "$ALERTPIPE_PEERS_DIR/install.sh" "$dir" \
-        || die "unpacking Loki/Promtail/logcli failed; see $STATE/peers-install.log"
-      found=$dir/$name
+    if [ -z "$found" ] && [ -n "$peers" ]; then
+      for cand in "$peers/$name" "$peers/$name-linux-amd64"; do
+        if [ -z "$found" ] && [ -f "$cand" ] && [ -x "$cand" ]; then found=$cand; fi
+      done
+      if [ -z "$found" ] && [ -f "$peers/$name-linux-amd64.zip" ]; then
+        if [ ! -x "$dir/$name" ]; then
+          mkdir -p "$dir"
+          "$SYS_PY" -m zipfile -e "$peers/$name-linux-amd64.zip" "$dir/" \
+            || die "could not unpack $peers/$name-linux-amd64.zip"
+          mv "$dir/$name-linux-amd64" "$dir/$name" && chmod +x "$dir/$name"
+        fi
+        found=$dir/$name
+      fi
     fi
-    [ -n "$found" ] || die "$name $LOKI_VERSION not found. Put loki, promtail and logcli on PATH, or set
-  ALERTPIPE_PEERS_DIR to a directory holding $name-$LOKI_VERSION-linux-amd64.xz (CI uses ../shared/peers)."
-    printf -v "$(echo "$name" | tr a-z A-Z)_BIN" '%s' "$found"
+    if [ -n "$found" ]; then
+      printf -v "$(echo "$name" | tr a-z A-Z)_BIN" '%s' "$found"
+    else
+      missing+=("$name")
+    fi
   done
+  if [ ${#missing[@]} -eq 0 ]; then
+    HAVE_LOKI=1
+  else
+    HAVE_LOKI=0
+    log "without Loki, Promtail, logcli (${missing[*]} not installed: PATH or \$ALERTPIPE_PEERS_DIR, see README); the OpenTelemetry Collector ships the logs"
+  fi
 }
 
 # Microsoft's Adaptive Cards renderer (npm `adaptivecards`, the library Teams-style hosts use),
@@ -197,15 +228,20 @@ start_postgres() {
   PG_PORT=$port
 }
 
-start_tansu() {
-  local port=$1
-  mkdir -p "$STATE/tansu"
-  # tansu resolves the sqlite path against its working directory; `exec` keeps $! its pid.
-  (cd "$STATE/tansu" && exec setsid "$TOOLS/bin/tansu" broker \
-    --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
-    --storage-engine sqlite://tansu.db) >"$STATE/tansu.log" 2>&1 </dev/null &
-  echo $! >"$STATE/tansu.pid"
-  wait_tcp 127.0.0.1 "$port" 20 tansu
+# One combined KRaft broker+controller, data kept in $STATE/kafka across restarts.
+start_kafka() {
+  local port=$1 cport=$2
+  mkdir -p "$STATE/kafka"
+  setsid bash "$REPO/deploy/local/kafka.sh" run "$STATE/kafka" "$port" "$cport" \
+    >"$STATE/kafka.log" 2>&1 </dev/null &
+  echo $! >"$STATE/kafka.pid"
+}
+
+wait_kafka() {
+  local port=$1 t0=$SECONDS
+  bash "$REPO/deploy/local/kafka.sh" ready "$port" 60 \
+    || die "kafka did not answer on 127.0.0.1:$port within 60 s (log: $STATE/kafka.log)"
+  log "kafka ready in $((SECONDS - t0)) s"
 }
 
 start_alertmanager() {
@@ -291,6 +327,21 @@ start_promtail() {
   wait_http "http://127.0.0.1:$port/metrics" 30 promtail   # /ready stays 500 until a file matches
 }
 
+# The log agent where Promtail is not installed: the collector tails the demo log directory
+# and sends OTLP to alertpipe (which may start later: it retries, its queue on disk).
+start_otelcol() {
+  local alertpipe=$1
+  mkdir -p "$STATE/otelcol" "$STATE/demo-logs"
+  HOSTNAME=${HOSTNAME:-$(hostname)} CLUSTER=prod OTELCOL_STORAGE_DIR=$STATE/otelcol \
+    OTELCOL_LOG_GLOB="$STATE/demo-logs/*/*.log" ALERTPIPE_OTLP_URL=http://$alertpipe/otlp \
+    ALERTPIPE_TOKEN_FILE=$STATE/alertpipe-token \
+    setsid "$OTELCOL_BIN" --config "$REPO/config/otelcol/otelcol.yaml" \
+    >"$STATE/otelcol.log" 2>&1 </dev/null &
+  echo $! >"$STATE/otelcol.pid"
+  sleep 1
+  alive otelcol || die "the collector exited at start (log: $STATE/otelcol.log)"
+}
+
 start_prometheus() {
   local port=$1 am=$2 alertpipe=$3
   mkdir -p "$STATE/prometheus/rules"
@@ -306,10 +357,16 @@ start_prometheus() {
   wait_http "http://127.0.0.1:$port/-/ready" 30 prometheus
 }
 
+# The log agents the env file records are running: Loki and Promtail, else the collector.
+loki_up_as_recorded() {
+  grep -q '^STACK_HAVE_LOKI=1$' "$ENV_FILE" || { alive otelcol; return; }
+  alive loki && alive promtail
+}
+
 cmd_up() {
   mkdir -p "$STATE"
-  if [ -f "$ENV_FILE" ] && alive tansu && alive alertmanager && alive smtp && alive loki \
-    && alive promtail && alive prometheus && alive teams \
+  if [ -f "$ENV_FILE" ] && alive kafka && alive alertmanager && alive smtp \
+    && alive prometheus && alive teams && loki_up_as_recorded \
     && "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$(sed -n 's/^STACK_PG_PORT=//p' "$ENV_FILE")" 2>/dev/null; then
     install_python_tools
     grep -q "^STACK_PYTHON=$VENV/bin/python$" "$ENV_FILE" || { sed -i '/^STACK_PYTHON=/d' "$ENV_FILE"; echo "STACK_PYTHON=$VENV/bin/python" >>"$ENV_FILE"; }
@@ -320,24 +377,30 @@ cmd_up() {
   fi
   cmd_down >/dev/null 2>&1 || true
   install_packages
-  install_tansu
-  install_grafana_peers
+  install_kafka
+  find_grafana_peers
+  install_otelcol
   install_python_tools
   install_adaptivecards
   AUTH_SECRET=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
-  local kafka am smtp ap loki loki_grpc promtail prom teams
-  kafka=$(free_port); am=$(free_port); smtp=$(free_port); ap=$(free_port); teams=$(free_port)
+  local kafka kafka_ctl am smtp ap loki loki_grpc promtail prom teams
+  kafka=$(free_port); kafka_ctl=$(free_port); am=$(free_port); smtp=$(free_port); ap=$(free_port); teams=$(free_port)
   loki=$(free_port); loki_grpc=$(free_port); promtail=$(free_port); prom=$(free_port)
   # Loki takes 5-35 s to be ready: start it first and wait for it last.
-  start_loki "$loki" "$loki_grpc" "http://127.0.0.1:$am"
+  [ "$HAVE_LOKI" = 1 ] && start_loki "$loki" "$loki_grpc" "http://127.0.0.1:$am"
   start_postgres
-  start_tansu "$kafka"
+  start_kafka "$kafka" "$kafka_ctl"
   start_alertmanager "$am" "$ap"
   start_smtp "$smtp"
   start_teams "$teams"
   start_prometheus "$prom" "http://127.0.0.1:$am" "127.0.0.1:$ap"
-  wait_http "http://127.0.0.1:$loki/ready" 90 loki
-  start_promtail "$promtail" "http://127.0.0.1:$loki" "127.0.0.1:$ap"
+  wait_kafka "$kafka"
+  if [ "$HAVE_LOKI" = 1 ]; then
+    wait_http "http://127.0.0.1:$loki/ready" 90 loki
+    start_promtail "$promtail" "http://127.0.0.1:$loki" "127.0.0.1:$ap"
+  else
+    start_otelcol "127.0.0.1:$ap"
+  fi
   cat >"$ENV_FILE" <<EOF
 # written by deploy/local/stack.sh up; sourced by the demo, the tests and the benchmarks
 STACK_STATE=$STATE
@@ -347,7 +410,7 @@ STACK_ALERTPIPE_DB_URL=postgres://postgres@127.0.0.1:$PG_PORT/alertpipe
 STACK_PG_BIN=$PG_BIN
 STACK_PG_DIR=$(cat "$STATE/postgres.dir")
 STACK_KAFKA_BROKERS=127.0.0.1:$kafka
-STACK_TANSU_BIN=$TOOLS/bin/tansu
+STACK_KAFKA_SH=$REPO/deploy/local/kafka.sh
 STACK_ALERTMANAGER_URL=http://127.0.0.1:$am
 STACK_ALERTMANAGER_BIN=$(command -v prometheus-alertmanager)
 STACK_ALERTPIPE_LISTEN=127.0.0.1:$ap
@@ -360,24 +423,45 @@ STACK_TEAMS_CARDS=$STATE/teams/cards
 STACK_SYS_PYTHON=$SYS_PY
 STACK_PYTHON=$VENV/bin/python
 STACK_ADAPTIVECARDS_JS=$ADAPTIVECARDS_JS
+STACK_DEMO_LOGS=$STATE/demo-logs
+STACK_HAVE_LOKI=$HAVE_LOKI
+STACK_OTELCOL_BIN=$OTELCOL_BIN
+STACK_PROMETHEUS_URL=http://127.0.0.1:$prom
+STACK_PROMETHEUS_BIN=$(command -v prometheus)
+EOF
+  if [ "$HAVE_LOKI" = 1 ]; then
+    cat >>"$ENV_FILE" <<EOF
 STACK_LOKI_URL=http://127.0.0.1:$loki
 STACK_LOKI_BIN=$LOKI_BIN
 STACK_PROMTAIL_BIN=$PROMTAIL_BIN
 STACK_LOGCLI_BIN=$LOGCLI_BIN
 STACK_PROMTAIL_URL=http://127.0.0.1:$promtail
-STACK_DEMO_LOGS=$STATE/demo-logs
-STACK_PROMETHEUS_URL=http://127.0.0.1:$prom
-STACK_PROMETHEUS_BIN=$(command -v prometheus)
 EOF
-  log "up: postgres :$PG_PORT, kafka (tansu) :$kafka, alertmanager :$am, smtp :$smtp, teams :$teams,"
-  log "    loki :$loki, promtail :$promtail (tailing $STATE/demo-logs), prometheus :$prom; env in $ENV_FILE"
+  fi
+  log "up: postgres :$PG_PORT, kafka :$kafka, alertmanager :$am, smtp :$smtp, teams :$teams,"
+  log "    prometheus :$prom; env in $ENV_FILE"
+  if [ "$HAVE_LOKI" = 1 ]; then
+    log "    loki :$loki, promtail :$promtail (tailing $STATE/demo-logs)"
+  else
+    log "    otelcol (tailing $STATE/demo-logs, OTLP to alertpipe); not run here: loki, promtail (not installed)"
+  fi
 }
 
 cmd_down() {
   local name
-  for name in promtail loki prometheus alertmanager smtp teams tansu; do
-    if alive "$name"; then kill "$(cat "$STATE/$name.pid")" 2>/dev/null || true; fi
+  local pids=() pid i
+  for name in promtail otelcol loki prometheus alertmanager smtp teams kafka; do
+    if alive "$name"; then
+      pid=$(cat "$STATE/$name.pid")
+      kill "$pid" 2>/dev/null && pids+=("$pid")
+    fi
     rm -f "$STATE/$name.pid"
+  done
+  # Kafka and Loki shut down cleanly in a few seconds; wait, so a new start finds its data
+  # directory unlocked; past 30 s, SIGKILL.
+  for pid in "${pids[@]}"; do
+    for ((i = 0; i < 300; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
   done
   if [ -f "$STATE/postgres.dir" ] && [ -d "$(cat "$STATE/postgres.dir")/data" ]; then
     as_pg "$PG_BIN/pg_ctl" -D "$(cat "$STATE/postgres.dir")/data" -m fast -w stop >/dev/null 2>&1 || true
@@ -390,8 +474,16 @@ cmd_status() {
   [ -f "$ENV_FILE" ] || { echo "stack is down (no $ENV_FILE)"; return 1; }
   cat "$ENV_FILE"
   local name
-  for name in tansu alertmanager smtp teams loki promtail prometheus; do
-    if alive "$name"; then echo "$name: running"; else echo "$name: DOWN"; fi
+  for name in kafka alertmanager smtp teams otelcol loki promtail prometheus; do
+    if alive "$name"; then
+      echo "$name: running"
+    elif { [ "$name" = loki ] || [ "$name" = promtail ]; } && ! grep -q '^STACK_HAVE_LOKI=1$' "$ENV_FILE"; then
+      echo "$name: not installed (not run)"
+    elif [ "$name" = otelcol ] && grep -q '^STACK_HAVE_LOKI=1$' "$ENV_FILE"; then
+      echo "$name: not run (Promtail ships the demo's logs)"
+    else
+      echo "$name: DOWN"
+    fi
   done
 }
 

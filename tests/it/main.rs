@@ -1,16 +1,14 @@
 //! Integration tests against the local stack's real peers (`deploy/local/stack.sh up`).
 //! One binary, one module per concern; every test has its own topic and app instance.
+//! `needs_loki` holds the tests that need Loki, Promtail or logcli (installed by users only).
 
 mod alertmanager;
 mod archive;
-mod archive_query;
-mod chain;
-mod loki_distributed;
 mod mail_layout;
+mod needs_loki;
 mod notify;
 mod outage;
 mod persist;
-mod promtail;
 mod queries;
 mod recovery;
 mod support;

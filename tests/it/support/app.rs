@@ -60,8 +60,11 @@ async fn boot(
     let app = Application::build(cfg).await.expect("app builds");
     let url = format!("http://127.0.0.1:{}", app.port());
     actix_web::rt::spawn(app.run_until_stopped());
+    // Pooled connections are dropped before the server's 5 s keep-alive closes them, so a
+    // request after a pause never lands on a connection the server already closed.
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(30))
+        .connector(awc::Connector::new().conn_keep_alive(Duration::from_secs(3)))
         .finish();
     let t = TestApp {
         url,

@@ -63,9 +63,20 @@ impl Stack {
     }
 
     pub fn var(&self, key: &str) -> &str {
-        self.vars
-            .get(key)
-            .unwrap_or_else(|| panic!("{key} missing from the stack env file; rerun stack.sh up"))
+        match self.vars.get(key) {
+            Some(v) => v,
+            None if ["LOKI", "PROMTAIL", "LOGCLI"]
+                .iter()
+                .any(|p| key.contains(p)) =>
+            {
+                panic!(
+                "{key}: the stack runs without Loki, Promtail and logcli here (not installed). \
+                 Put loki, promtail and logcli 3.4.6 on PATH, or set ALERTPIPE_PEERS_DIR to a \
+                 directory of the upstream release binaries (README), then rerun stack.sh up"
+            )
+            }
+            None => panic!("{key} missing from the stack env file; rerun stack.sh up"),
+        }
     }
 }
 
@@ -214,26 +225,39 @@ fn wait_port(port: u16, within: Duration, what: &str) {
     }
 }
 
-/// A private tansu broker with its data in `dir` (so a restart keeps the data).
+/// A private Apache Kafka broker (KRaft, one combined node, `deploy/local/kafka.sh`) with its
+/// data in `dir`, so a restart on the same `port` keeps the data (and its controller port).
 pub fn start_broker(dir: &std::path::Path, port: u16) -> Proc {
-    let bin = Stack::get().var("STACK_TANSU_BIN");
-    let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new(bin)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "sqlite://tansu.db"])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    let script = Stack::get().var("STACK_KAFKA_SH");
+    let cport_file = dir.join("controller.port");
+    let cport: u16 = match std::fs::read_to_string(&cport_file) {
+        Ok(p) => p.trim().parse().expect("controller.port holds a port"),
+        Err(_) => {
+            let p = free_port();
+            std::fs::write(&cport_file, p.to_string()).expect("write controller.port");
+            p
+        }
+    };
+    let log = std::fs::File::create(dir.join(format!("kafka-{port}.log"))).expect("broker log");
+    let child = Command::new("bash")
+        .arg(script)
+        .args(["run", &dir.join("kafka").display().to_string()])
+        .args([port.to_string(), cport.to_string()])
+        .stdout(log.try_clone().expect("log handle"))
+        .stderr(log)
         .spawn()
-        .expect("tansu starts");
-    let proc = Proc { child }; // killed even if it never listens
-    wait_port(port, Duration::from_secs(10), "tansu");
+        .expect("kafka starts");
+    let proc = Proc { child }; // killed even if it never answers
+    let ready = Command::new("bash")
+        .arg(script)
+        .args(["ready", &port.to_string(), "60"])
+        .status()
+        .expect("kafka.sh ready runs");
+    assert!(
+        ready.success(),
+        "the private Kafka broker on {port} did not answer within 60 s (log: {})",
+        dir.join(format!("kafka-{port}.log")).display()
+    );
     proc
 }
 
