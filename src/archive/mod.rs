@@ -1,8 +1,10 @@
 //! The archive stage: `logs` -> ArchiveActor (`actor`) -> snappy Parquet files on storage.
-//! `push` decodes what Promtail sends; the files themselves (format, names, storage, reading,
+//! `push` decodes what Promtail sends, `otlp` what OpenTelemetry exporters send; the files themselves (format, names, storage, reading,
 //! LogQL) are `crate::coldstore`'s, shared with the readers.
 
 pub mod actor;
+pub mod otlp;
+pub mod otlp_proto;
 pub mod proto;
 pub mod push;
 pub mod sink;

@@ -8,6 +8,7 @@ pub mod error;
 pub mod health;
 pub mod history;
 pub mod loki;
+pub mod otlp;
 pub mod push;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,6 +79,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(resource("/metrics", "GET").route(get().to(health::metrics)))
         .service(resource("/loki/api/v1/push", "POST").route(post().to(push::push)))
+        .service(resource("/otlp/v1/logs", "POST").route(post().to(otlp::logs)))
         .service(resource("/api/v1/incidents", "GET").route(get().to(history::incidents)))
         .service(resource("/api/v1/sla", "GET").route(get().to(history::sla)))
         // Loki's query API over the archive (Grafana's "Loki cold archive", logcli).

@@ -110,36 +110,47 @@ pub async fn push(
         }
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
+    match produce(&state, &producer, &streams).await {
+        Ok(()) => HttpResponse::NoContent().finish(),
+        Err((status, message)) => text(status, message),
+    }
+}
+
+/// Decoded streams onto the `logs` topic within the push budget: Ok once Kafka acknowledged
+/// every record; else the status and message to answer (429 full, 503 Kafka down or slow).
+/// Shared by Loki's push API and OTLP.
+pub(super) async fn produce(
+    state: &AppState,
+    producer: &actix::Addr<crate::kafka::producer::KafkaProducerActor>,
+    streams: &[Stream],
+) -> Result<(), (StatusCode, String)> {
     let raw: usize = streams.iter().map(Stream::raw_bytes).sum();
     let lines: usize = streams.iter().map(|s| s.entries.len()).sum();
     // The in-flight budget, in raw bytes of lines.
     let Some(_slot) = state.push_budget.take(raw) else {
         metrics::counter!(m::REJECTED, "reason" => "push_full").increment(1);
-        return text(
+        return Err((
             StatusCode::TOO_MANY_REQUESTS,
-            "log pipeline is full; retry later",
-        );
+            "log pipeline is full; retry later".to_owned(),
+        ));
     };
     let sent = producer
         .send(Produce {
-            records: records(&streams),
+            records: records(streams),
             topic: None,
         })
         .timeout(state.ingest_timeout)
         .await;
+    let unavailable = |m: String| Err((StatusCode::SERVICE_UNAVAILABLE, m));
     match sent {
         Ok(Ok(())) => {
             metrics::counter!(m::LOG_PUSHES).increment(1);
             metrics::counter!(m::LOG_LINES_RECEIVED).increment(lines as u64);
-            HttpResponse::NoContent().finish()
+            Ok(())
         }
-        Ok(Err(e)) => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        Err(MailboxError::Timeout) => {
-            text(StatusCode::SERVICE_UNAVAILABLE, "log pipeline timed out")
-        }
-        Err(MailboxError::Closed) => {
-            text(StatusCode::SERVICE_UNAVAILABLE, "log pipeline restarting")
-        }
+        Ok(Err(e)) => unavailable(e.to_string()),
+        Err(MailboxError::Timeout) => unavailable("log pipeline timed out".to_owned()),
+        Err(MailboxError::Closed) => unavailable("log pipeline restarting".to_owned()),
     }
 }
 

@@ -1,0 +1,176 @@
+//! `POST /otlp/v1/logs`: OTLP/HTTP logs (the path Loki 3 serves them at), from the
+//! OpenTelemetry Collector's `otlphttp` exporter or Grafana Alloy. Protobuf
+//! (`application/x-protobuf`) or JSON (`application/json`), optionally gzip or deflate; behind
+//! the push group's credentials; mapped by `archive::otlp` onto the same streams, `logs` topic
+//! and archive stage as Loki pushes. 200 with an `ExportLogsServiceResponse` only after Kafka
+//! acknowledged every record (with OTLP's partial success when some records were refused
+//! alone); 400 for a malformed body (the exporter drops it), 413 oversized, 415 an unknown
+//! encoding or media type, 429 full and 503 Kafka down, both with `Retry-After` (the exporter
+//! retries them). Error bodies are a `google.rpc.Status` in the request's encoding.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use prost::Message;
+
+use super::{auth, body, push, AppState};
+use crate::archive::otlp::{self, Decoded};
+use crate::archive::otlp_proto::{ExportLogsPartialSuccess, ExportLogsServiceResponse};
+use crate::metrics as m;
+
+/// `google.rpc.Status`, the body of OTLP/HTTP error answers.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Status {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Protobuf,
+    Json,
+}
+
+impl Format {
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Protobuf => "application/x-protobuf",
+            Format::Json => "application/json",
+        }
+    }
+}
+
+fn answer(format: Format, status: StatusCode, message: impl Into<String>) -> HttpResponse {
+    let message = message.into();
+    // gRPC codes: INVALID_ARGUMENT 3, RESOURCE_EXHAUSTED 8, UNAVAILABLE 14, UNAUTHENTICATED 16.
+    let code = match status.as_u16() {
+        401 => 16,
+        429 => 8,
+        503 => 14,
+        404 => 12,
+        _ => 3,
+    };
+    let mut r = HttpResponse::build(status);
+    r.content_type(format.content_type());
+    if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+        r.insert_header((header::RETRY_AFTER, "2"));
+    }
+    match format {
+        Format::Protobuf => r.body(Status { code, message }.encode_to_vec()),
+        Format::Json => r.body(serde_json::json!({"code": code, "message": message}).to_string()),
+    }
+}
+
+fn success(format: Format, d: &Decoded) -> HttpResponse {
+    let partial = (d.rejected > 0).then(|| ExportLogsPartialSuccess {
+        rejected_log_records: d.rejected as i64,
+        error_message: d.reject_reason.clone().unwrap_or_default(),
+    });
+    let body = match format {
+        Format::Protobuf => ExportLogsServiceResponse {
+            partial_success: partial,
+        }
+        .encode_to_vec(),
+        Format::Json => match partial {
+            Some(p) => serde_json::json!({"partialSuccess": {
+                "rejectedLogRecords": p.rejected_log_records.to_string(),
+                "errorMessage": p.error_message}})
+            .to_string()
+            .into_bytes(),
+            None => b"{}".to_vec(),
+        },
+    };
+    HttpResponse::Ok()
+        .content_type(format.content_type())
+        .body(body)
+}
+
+pub async fn logs(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let media = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let format = match media.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Format::Protobuf,
+        "application/json" => Format::Json,
+        other => {
+            metrics::counter!(m::REJECTED, "reason" => "invalid_push").increment(1);
+            return answer(
+                Format::Json,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "Content-Type {other:?}: OTLP/HTTP logs are application/x-protobuf or application/json"
+                ),
+            );
+        }
+    };
+    let Some(producer) = state.logs_producer.clone() else {
+        return answer(
+            format,
+            StatusCode::NOT_FOUND,
+            "this process does not run the ingest role",
+        );
+    };
+    if auth::check(&req, &state.auth, crate::config::EndpointGroup::Push).is_err() {
+        return answer(
+            format,
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong credentials",
+        );
+    }
+    if state.is_draining() {
+        return answer(format, StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    let coding = match body::Coding::of(&req) {
+        Ok(c) => c,
+        Err(message) => {
+            metrics::counter!(m::REJECTED, "reason" => "invalid_push").increment(1);
+            return answer(format, StatusCode::UNSUPPORTED_MEDIA_TYPE, message);
+        }
+    };
+    let body = match body::read_limited(&req, payload, state.body_limit).await {
+        Ok(b) => b,
+        Err(e) => return answer(format, e.status, e.message),
+    };
+    // Decoding is CPU work: off the HTTP worker's event loop.
+    let limit = state.body_limit * 8;
+    let decoded = web::block(move || {
+        let body = body::inflate(&body, coding, limit).map_err(|e| (e.status, e.message))?;
+        let d = match format {
+            Format::Protobuf => otlp::decode_protobuf(&body),
+            Format::Json => otlp::decode_json(&body),
+        };
+        d.map_err(|e| (StatusCode::BAD_REQUEST, e.message))
+    })
+    .await;
+    let decoded = match decoded {
+        Ok(Ok(d)) => d,
+        Ok(Err((status, message))) => {
+            metrics::counter!(m::REJECTED, "reason" => "invalid_push").increment(1);
+            return answer(format, status, message);
+        }
+        Err(e) => return answer(format, StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    if decoded.rejected > 0 {
+        metrics::counter!(m::REJECTED, "reason" => "otlp_record")
+            .increment(decoded.rejected as u64);
+    }
+    if decoded.streams.is_empty() {
+        return success(format, &decoded);
+    }
+    match push::produce(&state, &producer, &decoded.streams).await {
+        Ok(()) => success(format, &decoded),
+        Err((status, message)) => answer(format, status, message),
+    }
+}
