@@ -7,6 +7,7 @@ mod archive;
 mod mail_layout;
 mod needs_loki;
 mod notify;
+mod otelcol;
 mod outage;
 mod persist;
 mod queries;

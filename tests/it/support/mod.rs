@@ -4,6 +4,7 @@
 pub mod app;
 pub mod binary;
 pub mod logs;
+pub mod otelcol;
 pub mod parquet;
 pub mod smtp;
 pub mod teams;

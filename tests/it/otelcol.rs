@@ -1,0 +1,252 @@
+//! The real OpenTelemetry Collector (filelog receiver, otlphttp exporter) running the shipped
+//! `config/otelcol/otelcol.yaml`, sending OTLP to a test alertpipe's `/otlp/v1/logs`: the three
+//! line formats and the label contract, new files, restarts (SIGTERM and SIGKILL), alertpipe
+//! answering 503 and 429 for a while. Each test owns its service names and its collector.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use alertpipe::config::Role;
+use chrono::{SecondsFormat, Utc};
+use serde_json::Value;
+
+use crate::support::app::archive;
+use crate::support::otelcol::Collector;
+use crate::support::parquet::{all_rows, pyarrow, wait_rows};
+use crate::support::{eventually, free_port, spawn_app_with, start_broker, unique, TestApp};
+
+fn counts<I: IntoIterator<Item = String>>(it: I) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for l in it {
+        *m.entry(l).or_default() += 1;
+    }
+    m
+}
+
+/// The archived lines of `svc`, once at least `n` are there (or after 90 s).
+async fn archived_lines(
+    root: &Path,
+    svc: &str,
+    n: usize,
+    col: &Collector,
+) -> BTreeMap<String, usize> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let rows = all_rows(&pyarrow(root));
+        let mine: Vec<String> = rows
+            .iter()
+            .filter(|r| r["service"] == svc)
+            .filter_map(|r| r["line"].as_str().map(str::to_owned))
+            .collect();
+        if mine.len() >= n {
+            return counts(mine);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {n} lines archived for {svc}; collector log:\n{}",
+            mine.len(),
+            col.log_text()
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn lines(svc: &str, from: usize, to: usize) -> Vec<u8> {
+    (from..to)
+        .map(|i| format!("{svc} event {i}\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+#[actix_web::test]
+async fn the_shipped_collector_parses_json_logfmt_and_classic_lines_into_the_label_contract() {
+    let root = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(None, archive(root.path())).await;
+    let col = Collector::start(&app.url);
+    let svc = unique("otfmt");
+    let ts = Utc::now() - chrono::Duration::seconds(5);
+    let json_ts = ts.to_rfc3339_opts(SecondsFormat::Nanos, true);
+    let json_line = format!(
+        "{{\"ts\":\"{json_ts}\",\"level\":\"ERROR\",\"message\":\"DB connection failed\",\"trace_id\":\"tr-json\"}}"
+    );
+    let kv_line = format!("ts={json_ts} level=warning msg=\"slow query\" trace_id=tr-kv");
+    let classic_line = format!(
+        "{} INFO [payment] started",
+        ts.format("%Y-%m-%d %H:%M:%S,123")
+    );
+    col.append(&svc, "app.log", format!("{json_line}\n").as_bytes());
+    col.append(&svc, "kv.log", format!("{kv_line}\n").as_bytes());
+    col.append(&svc, "classic.log", format!("{classic_line}\n").as_bytes());
+
+    archived_lines(root.path(), &svc, 3, &col).await;
+    let rows = all_rows(&pyarrow(root.path()));
+    let by_file: BTreeMap<String, &Value> = rows
+        .iter()
+        .filter(|r| r["service"] == svc.as_str())
+        .map(|r| {
+            let f = r["labels"]["filename"].as_str().unwrap_or("?");
+            (f.rsplit('/').next().unwrap_or("?").to_owned(), r)
+        })
+        .collect();
+    for (file, line, level, trace) in [
+        ("app.log", &json_line, "error", Some("tr-json")),
+        ("kv.log", &kv_line, "warn", Some("tr-kv")),
+        ("classic.log", &classic_line, "info", None),
+    ] {
+        let r = by_file
+            .get(file)
+            .unwrap_or_else(|| panic!("{file} missing: {by_file:?}"));
+        assert_eq!(r["line"], line.as_str(), "{file}: the line unchanged");
+        assert_eq!(r["env"], "prod", "{file}: cluster");
+        assert_eq!(r["hostname"], "test-host", "{file}");
+        assert_eq!(r["level"], level, "{file}: {r}");
+        let l = &r["labels"];
+        assert_eq!(l["service_name"], svc.as_str(), "{file}");
+        assert_eq!(l["job"], format!("{svc}-service").as_str(), "{file}");
+        assert!(
+            l["filename"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with(&format!("/{svc}/{file}")),
+            "{file}: {l}"
+        );
+        assert!(
+            l.get("trace_id").is_none(),
+            "{file}: trace_id is not a label"
+        );
+        assert_eq!(
+            r["metadata"].get("trace_id").and_then(Value::as_str),
+            trace,
+            "{file}: trace_id travels as structured metadata"
+        );
+        // The line's own time, not the time the collector read it (classic: whole seconds).
+        let want = if file == "classic.log" {
+            ts.timestamp() * 1_000_000_000
+        } else {
+            ts.timestamp_nanos_opt().unwrap()
+        };
+        assert_eq!(r["timestamp_ns"], want, "{file}: timestamp from the line");
+    }
+
+    // The same lines answer through the archive's Loki query API.
+    let q = format!("{{job=\"{svc}-service\", level=\"error\"}} |= \"DB connection failed\"");
+    let start = (ts.timestamp() - 60).to_string();
+    let (status, v) = crate::support::logs::loki_get(
+        &app.url,
+        "/loki/api/v1/query_range",
+        &[("query", q.as_str()), ("start", start.as_str())],
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let got: Vec<&str> = v["data"]["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["values"].as_array().into_iter().flatten())
+        .filter_map(|e| e[1].as_str())
+        .collect();
+    assert_eq!(got, vec![json_line.as_str()], "{v}");
+}
+
+#[actix_web::test]
+async fn new_files_are_picked_up_and_restarts_neither_lose_nor_double_a_line() {
+    let root = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(None, archive(root.path())).await;
+    let mut col = Collector::start(&app.url);
+    let svc = unique("otrs");
+    col.append(&svc, "app.log", &lines(&svc, 0, 10));
+    archived_lines(root.path(), &svc, 10, &col).await;
+
+    // A graceful restart with lines written while it is down, and a file created meanwhile.
+    col.stop();
+    col.append(&svc, "app.log", &lines(&svc, 10, 20));
+    col.append(&svc, "new.log", &lines(&svc, 100, 105));
+    col.up();
+    archived_lines(root.path(), &svc, 25, &col).await;
+
+    // SIGKILL once everything was sent: the positions on disk are the ones it had read to.
+    col.kill9();
+    col.append(&svc, "app.log", &lines(&svc, 20, 30));
+    col.up();
+    col.append(&svc, "later.log", &lines(&svc, 200, 203));
+    let got = archived_lines(root.path(), &svc, 38, &col).await;
+    // A marker written last and archived proves nothing else was on its way.
+    col.append(&svc, "later.log", format!("{svc} marker\n").as_bytes());
+    let got_after = archived_lines(root.path(), &svc, 39, &col).await;
+    let want = counts(
+        (0..30)
+            .chain(100..105)
+            .chain(200..203)
+            .map(|i| format!("{svc} event {i}")),
+    );
+    assert_eq!(got, want, "every line once across the restarts");
+    let mut want_after = want.clone();
+    want_after.insert(format!("{svc} marker"), 1);
+    assert_eq!(got_after, want_after);
+}
+
+#[actix_web::test]
+async fn the_collector_retries_through_503_and_429_and_every_line_lands_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut broker = start_broker(dir.path(), port);
+    let brokers = format!("127.0.0.1:{port}");
+    let app: TestApp = TestApp::builder()
+        .with_brokers(&brokers)
+        .with_roles(&[Role::Archive])
+        .configure(|c| {
+            c.kafka.message_timeout_ms = 2_000;
+            // One push in flight at a time: the collector's parallel senders meet 429s.
+            c.ingest.push_max_inflight_bytes = 1;
+        })
+        .spawn()
+        .await;
+    let root = app.archive_root.as_ref().expect("archive root");
+    let col = Collector::start(&app.url);
+    let svc = unique("otbp");
+    col.append(&svc, "app.log", &lines(&svc, 0, 10));
+    wait_rows(root.path(), 10).await;
+
+    // Kafka goes away: alertpipe answers 503 (and 429 to the sends beside the one it holds);
+    // the collector keeps its batches in its queue.
+    broker.kill9();
+    for chunk in 1..6 {
+        col.append(
+            &svc,
+            &format!("f{chunk}.log"),
+            &lines(&svc, chunk * 10, chunk * 10 + 10),
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(400)).await;
+    }
+    let refused = |status: &'static str| {
+        let app = &app;
+        move || async move {
+            let m = app.metrics().await;
+            m.lines()
+                .any(|l| {
+                    l.starts_with("alertpipe_http_requests_total")
+                        && l.contains("route=\"/otlp/v1/logs\"")
+                        && l.contains(&format!("status=\"{status}\""))
+                })
+                .then_some(())
+        }
+    };
+    eventually(
+        Duration::from_secs(40),
+        "alertpipe answering 503",
+        refused("503"),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(40),
+        "alertpipe answering 429",
+        refused("429"),
+    )
+    .await;
+    let _broker = start_broker(dir.path(), port);
+
+    let got = archived_lines(root.path(), &svc, 60, &col).await;
+    let want = counts((0..60).map(|i| format!("{svc} event {i}")));
+    assert_eq!(got, want, "every line once after 503s and 429s");
+}
