@@ -289,6 +289,27 @@ def alloy_matches_promtail():
           "\\" not in open(rel("config/promtail/promtail.yml")).read())
 
 
+def alloy_otlp_matches_the_collector():
+    """config/alloy/otlp.alloy wraps the collector's own components: its filelog operators must
+    be the ones config/otelcol/otelcol.yaml runs in the tests, in order, with the same
+    conditions, regexes and layouts."""
+    col = load_yaml(rel("config/otelcol/otelcol.yaml"))[0]
+    ops = col["receivers"]["file_log"]["operators"]
+    with open(rel("config/alloy/otlp.alloy")) as f:
+        alloy = f.read()
+    unq = lambda v: json.loads(f'"{v}"')
+    for key in ("type", "if", "regex", "layout", "parse_from", "parse_to", "from", "to", "field"):
+        want = [o[key] for o in ops if key in o]
+        pat = rf'(?:\b|"){re.escape(key)}"?\s*=\s*"((?:[^"\\]|\\.)*)"'
+        block = alloy[alloy.index('operators = ['):alloy.index('output {')]
+        got = [unq(v) for v in re.findall(pat, block)]
+        check(f"alloy's filelog operators have the collector's {key}s, in order", got == want,
+              f"alloy {got} vs collector {want}")
+    exp = col["exporters"]["otlp_http/alertpipe"]
+    check("alloy and the collector send to alertpipe's /otlp path",
+          exp["endpoint"] == "${env:ALERTPIPE_OTLP_URL}" and '"http://alertpipe:8080/otlp"' in alloy)
+
+
 def loki_ruler_matches_grafana(grafana):
     """config/loki/rules/ must hold the Grafana-managed rules, rule for rule: the same name,
     LogQL (Grafana's query, then its threshold as a comparison), `for`, labels, annotations."""
@@ -328,6 +349,7 @@ def main():
     k8s_checks(os.path.abspath(args.alertpipe))
     grafana_checks()
     alloy_matches_promtail()
+    alloy_otlp_matches_the_collector()
     passed, failed = RESULTS.count(True), RESULTS.count(False)
     print(f"deploy checks: {passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
