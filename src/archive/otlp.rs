@@ -126,7 +126,7 @@ fn resource_labels(res: Option<&Resource>) -> (BTreeMap<String, String>, Vec<(St
     let md = attrs
         .iter()
         .filter(|kv| !used(&kv.key))
-        .filter_map(|kv| metadata_pair(kv))
+        .filter_map(metadata_pair)
         .collect();
     (labels, md)
 }

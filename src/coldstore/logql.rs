@@ -1,8 +1,10 @@
 //! The LogQL the archive answers (`coldstore::query` evaluates it): log queries — a stream
-//! selector (`= != =~ !~`), line filters (`|= != |~ !~`), `json` / `logfmt`, label filters
-//! (string matchers, numeric comparisons, `and` / `or` / `,`), `line_format` with `{{.label}}`
-//! — and the metric queries dashboards and rules use: `count_over_time`, `rate`,
-//! `bytes_over_time`, `bytes_rate`; `sum / count / min / max / avg by|without (...)`,
+//! selector (`= != =~ !~`), line filters (`|= != |~ !~`), `json` / `logfmt` / `regexp` /
+//! `pattern`, label filters (string matchers, numeric comparisons, `and` / `or` / `,`),
+//! `line_format` with `{{.label}}` — and metric queries: `count_over_time`, `rate`,
+//! `bytes_over_time`, `bytes_rate`, `absent_over_time`; over `| unwrap label`: `sum_`, `avg_`,
+//! `min_`, `max_`, `first_`, `last_`, `stddev_`, `stdvar_` and `quantile_over_time`, with an
+//! optional `by|without (...)`; `sum / count / min / max / avg by|without (...)`,
 //! `topk / bottomk`; arithmetic and comparisons between vectors and numbers. Anything else is
 //! refused with an error naming the construct (the HTTP API answers 400 with it).
 
@@ -134,11 +136,22 @@ pub enum Piece {
     Label(String),
 }
 
+/// One piece of a `pattern` expression: literal text, or `<name>` (`<_>`: matched, not kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PatternPart {
+    Lit(String),
+    Capture(Option<String>),
+}
+
 #[derive(Debug, Clone)]
 pub enum Stage {
     Line(LineFilter),
     Json,
     Logfmt,
+    /// `| regexp "..."`: its named groups become labels.
+    Regexp(Regex),
+    /// `| pattern "<a> <_> [<b>]"`.
+    Pattern(Vec<PatternPart>),
     Labels(LabelPred),
     LineFormat(Vec<Piece>),
 }
@@ -147,23 +160,55 @@ pub enum Stage {
 pub struct LogQuery {
     pub selector: Vec<Matcher>,
     pub stages: Vec<Stage>,
+    /// `| unwrap label`, last in a range function's query: the samples are that label's
+    /// numeric values instead of the lines.
+    pub unwrap: Option<String>,
 }
 
 impl LogQuery {
-    /// True when no stage adds labels (the output labels are the stream's own).
+    /// True when a stage adds labels (the output labels are not only the stream's own).
     pub fn parses(&self) -> bool {
-        self.stages
-            .iter()
-            .any(|s| matches!(s, Stage::Json | Stage::Logfmt))
+        self.stages.iter().any(|s| {
+            matches!(
+                s,
+                Stage::Json | Stage::Logfmt | Stage::Regexp(_) | Stage::Pattern(_)
+            )
+        })
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RangeFn {
     CountOverTime,
     Rate,
     BytesOverTime,
     BytesRate,
+    /// 1 at the steps whose range holds no line, labelled by the selector's `=` matchers.
+    AbsentOverTime,
+    // Over unwrapped values:
+    SumOverTime,
+    AvgOverTime,
+    MinOverTime,
+    MaxOverTime,
+    FirstOverTime,
+    LastOverTime,
+    StddevOverTime,
+    StdvarOverTime,
+    QuantileOverTime(f64),
+}
+
+impl RangeFn {
+    /// Whether the function reads unwrapped values (`| unwrap label`) rather than lines.
+    pub fn unwraps(self) -> bool {
+        !matches!(
+            self,
+            RangeFn::CountOverTime
+                | RangeFn::Rate
+                | RangeFn::BytesOverTime
+                | RangeFn::BytesRate
+                | RangeFn::AbsentOverTime
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +244,9 @@ pub enum MetricExpr {
         func: RangeFn,
         query: LogQuery,
         range: Duration,
+        /// `by|without (...)` after an unwrapped range function: samples of a group are one
+        /// series before the function applies.
+        grouping: Option<Grouping>,
     },
     Agg {
         op: AggOp,
@@ -595,11 +643,41 @@ impl Parser {
             "rate" => Some(RangeFn::Rate),
             "bytes_over_time" => Some(RangeFn::BytesOverTime),
             "bytes_rate" => Some(RangeFn::BytesRate),
+            "absent_over_time" => Some(RangeFn::AbsentOverTime),
+            "sum_over_time" => Some(RangeFn::SumOverTime),
+            "avg_over_time" => Some(RangeFn::AvgOverTime),
+            "min_over_time" => Some(RangeFn::MinOverTime),
+            "max_over_time" => Some(RangeFn::MaxOverTime),
+            "first_over_time" => Some(RangeFn::FirstOverTime),
+            "last_over_time" => Some(RangeFn::LastOverTime),
+            "stddev_over_time" => Some(RangeFn::StddevOverTime),
+            "stdvar_over_time" => Some(RangeFn::StdvarOverTime),
+            "quantile_over_time" => Some(RangeFn::QuantileOverTime(0.0)),
             _ => None,
         };
-        if let Some(func) = range_fn {
+        if let Some(mut func) = range_fn {
             self.expect("(")?;
+            if let RangeFn::QuantileOverTime(_) = func {
+                let phi = match self.next() {
+                    Some(Tok::Num(n)) => n,
+                    _ => return syntax(self.pos(), "quantile_over_time takes a number first"),
+                };
+                self.expect(",")?;
+                func = RangeFn::QuantileOverTime(phi);
+            }
             let query = self.log_query()?;
+            match (func.unwraps(), &query.unwrap) {
+                (true, None) => {
+                    return syntax(
+                        pos,
+                        format!("{name} needs an unwrapped label: `| unwrap <label>`"),
+                    )
+                }
+                (false, Some(_)) => {
+                    return Err(ParseError::Unsupported(format!("`| unwrap` in {name}")))
+                }
+                _ => {}
+            }
             let range = match self.next() {
                 Some(Tok::Range(r)) => parse_duration(&r).ok_or(ParseError::Syntax {
                     pos,
@@ -617,7 +695,17 @@ impl Parser {
                 }
             }
             self.expect(")")?;
-            return Ok(MetricExpr::Range { func, query, range });
+            let grouping = match self.grouping()? {
+                Grouping::All => None,
+                g if func.unwraps() => Some(g),
+                _ => return syntax(self.pos(), format!("{name} takes no grouping")),
+            };
+            return Ok(MetricExpr::Range {
+                func,
+                query,
+                range,
+                grouping,
+            });
         }
         let op = match name {
             "sum" => AggOp::Sum,
@@ -716,8 +804,12 @@ impl Parser {
             );
         }
         let mut stages = Vec::new();
+        let mut unwrap = None;
         loop {
             let pos = self.pos();
+            if unwrap.is_some() && self.peek().is_some_and(|t| t.kind == Tok::P("|")) {
+                return Err(ParseError::Unsupported("stages after `| unwrap`".into()));
+            }
             let filter = match self.peek().map(|t| &t.kind) {
                 Some(Tok::P("|=")) => Some(MatchOp::Eq),
                 Some(Tok::P("!=")) => Some(MatchOp::Ne),
@@ -776,8 +868,33 @@ impl Parser {
                     let t = self.str_lit()?;
                     stages.push(Stage::LineFormat(template(&t)?));
                 }
-                "pattern" | "regexp" | "unpack" | "label_format" | "drop" | "keep"
-                | "decolorize" | "unwrap" | "distinct" => {
+                "regexp" => {
+                    let t = self.str_lit()?;
+                    let re = Regex::new(&t).map_err(|e| ParseError::Syntax {
+                        pos,
+                        msg: format!("bad regexp {t:?}: {e}"),
+                    })?;
+                    if re.capture_names().flatten().next().is_none() {
+                        return syntax(pos, "regexp needs at least one named group (?P<name>...)");
+                    }
+                    stages.push(Stage::Regexp(re));
+                }
+                "pattern" => {
+                    let t = self.str_lit()?;
+                    stages.push(Stage::Pattern(
+                        pattern(&t).map_err(|msg| ParseError::Syntax { pos, msg })?,
+                    ));
+                }
+                "unwrap" => {
+                    let label = self.ident()?;
+                    if self.peek().is_some_and(|t| t.kind == Tok::P("(")) {
+                        return Err(ParseError::Unsupported(format!(
+                            "`| unwrap {label}(...)` conversions"
+                        )));
+                    }
+                    unwrap = Some(label);
+                }
+                "unpack" | "label_format" | "drop" | "keep" | "decolorize" | "distinct" => {
                     return Err(ParseError::Unsupported(format!("`| {name}`")));
                 }
                 _ => {
@@ -786,7 +903,11 @@ impl Parser {
                 }
             }
         }
-        Ok(LogQuery { selector, stages })
+        Ok(LogQuery {
+            selector,
+            stages,
+            unwrap,
+        })
     }
 
     /// `a="x" and b>=5 or c!~"y"`, `,` meaning `and`; `and` binds tighter than `or`.
@@ -875,6 +996,49 @@ fn finder(text: &str) -> Box<memchr::memmem::Finder<'static>> {
 
 /// `line_format` templates: text and `{{.label}}` / `{{ .label }}`; Go template functions
 /// and pipelines are refused.
+/// A `pattern` expression: literals and `<name>` captures, no two captures side by side.
+fn pattern(t: &str) -> Result<Vec<PatternPart>, String> {
+    let mut parts = Vec::new();
+    let mut lit = String::new();
+    let mut rest = t;
+    while !rest.is_empty() {
+        let capture = rest.strip_prefix('<').and_then(|r| {
+            let end = r.find('>')?;
+            let name = &r[..end];
+            (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+                .then_some((name, &r[end + 1..]))
+        });
+        match capture {
+            Some((name, after)) => {
+                if !lit.is_empty() {
+                    parts.push(PatternPart::Lit(std::mem::take(&mut lit)));
+                } else if matches!(parts.last(), Some(PatternPart::Capture(_))) {
+                    return Err(format!(
+                        "pattern {t:?}: two captures need text between them"
+                    ));
+                }
+                parts.push(PatternPart::Capture((name != "_").then(|| name.to_owned())));
+                rest = after;
+            }
+            None => {
+                let c = rest.chars().next().unwrap_or(' ');
+                lit.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    if !lit.is_empty() {
+        parts.push(PatternPart::Lit(lit));
+    }
+    if !parts
+        .iter()
+        .any(|p| matches!(p, PatternPart::Capture(Some(_))))
+    {
+        return Err(format!("pattern {t:?} names no capture"));
+    }
+    Ok(parts)
+}
+
 fn template(t: &str) -> Result<Vec<Piece>, ParseError> {
     let mut out = Vec::new();
     let mut rest = t;
@@ -966,8 +1130,16 @@ mod tests {
     #[test]
     fn unsupported_constructs_are_named() {
         for (q, needle) in [
-            (r#"sum_over_time({a="b"} | unwrap x [5m])"#, "sum_over_time"),
-            (r#"{a="b"} | pattern "<x>""#, "pattern"),
+            (
+                r#"sum_over_time({a="b"} | unwrap duration(x) [5m])"#,
+                "conversions",
+            ),
+            (r#"count_over_time({a="b"} | unwrap x [5m])"#, "unwrap"),
+            (
+                r#"sum_over_time({a="b"} | unwrap x | json [5m])"#,
+                "after `| unwrap`",
+            ),
+            (r#"{a="b"} | label_format x="y""#, "label_format"),
             (r#"{a="b"} | line_format "{{ToUpper .x}}""#, "line_format"),
             (r#"count_over_time({a="b"}[5m] offset 1h)"#, "offset"),
             (
@@ -979,6 +1151,59 @@ mod tests {
                 Err(ParseError::Unsupported(m)) => assert!(m.contains(needle), "{q}: {m}"),
                 other => panic!("{q}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn parsers_unwrap_and_range_functions_parse() {
+        let q =
+            parse(r#"{a="b"} | pattern "<d> <_> [<svc>] <msg>" | regexp "(?P<n>[0-9]+)""#).unwrap();
+        let Expr::Log(q) = q else {
+            panic!("a log query")
+        };
+        assert!(q.parses());
+        match &q.stages[0] {
+            Stage::Pattern(p) => assert_eq!(
+                p,
+                &vec![
+                    PatternPart::Capture(Some("d".into())),
+                    PatternPart::Lit(" ".into()),
+                    PatternPart::Capture(None),
+                    PatternPart::Lit(" [".into()),
+                    PatternPart::Capture(Some("svc".into())),
+                    PatternPart::Lit("] ".into()),
+                    PatternPart::Capture(Some("msg".into())),
+                ]
+            ),
+            other => panic!("{other:?}"),
+        }
+        let m = parse(r#"quantile_over_time(0.99, {a="b"} | json | unwrap ms [5m]) by (level)"#)
+            .unwrap();
+        match m {
+            Expr::Metric(MetricExpr::Range {
+                func: RangeFn::QuantileOverTime(phi),
+                query,
+                grouping: Some(Grouping::By(g)),
+                ..
+            }) => {
+                assert_eq!(phi, 0.99);
+                assert_eq!(query.unwrap.as_deref(), Some("ms"));
+                assert_eq!(g, vec!["level".to_owned()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            r#"max_over_time({a="b"}[5m])"#,
+            r#"{a="b"} | pattern "<a><b>""#,
+            r#"{a="b"} | pattern "no captures""#,
+            r#"{a="b"} | regexp "no groups""#,
+            r#"count_over_time({a="b"}[5m]) by (x)"#,
+        ] {
+            assert!(
+                matches!(parse(bad), Err(ParseError::Syntax { .. })),
+                "{bad}: {:?}",
+                parse(bad)
+            );
         }
     }
 

@@ -1,12 +1,13 @@
-//! A LogQL pipeline on one archived row: line filters, `json` / `logfmt`, label filters,
-//! `line_format`. Labels of a line, as in Loki 3: the stream's labels, then its structured
-//! metadata, then what `json` / `logfmt` extract (a name the stream has already gets
-//! `_extracted`; one equal to structured metadata is kept once).
+//! A LogQL pipeline on one archived row: line filters, `json` / `logfmt` / `regexp` /
+//! `pattern`, label filters, `line_format`. Labels of a line, as in Loki 3: the stream's
+//! labels, then its structured metadata, then what the parsers extract (a name the stream has
+//! already gets `_extracted`; one equal to structured metadata is kept once; an empty value is
+//! no label).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::logql::{Cmp, LabelPred, LogQuery, Piece, Stage};
+use super::logql::{Cmp, LabelPred, LogQuery, PatternPart, Piece, Stage};
 
 /// A set of labels, ordered by name.
 pub type LabelSet = BTreeMap<String, String>;
@@ -39,6 +40,22 @@ pub fn run_pipeline(q: &LogQuery, r: &RowRef<'_>) -> Option<Processed> {
             }
             Stage::Json => extract(r, &mut parsed, json_fields(cur), "JSONParserErr"),
             Stage::Logfmt => extract(r, &mut parsed, logfmt_fields(cur), "LogfmtParserErr"),
+            // A line the expression does not match gets no labels, and no error (as Loki).
+            Stage::Regexp(re) => {
+                if let Some(c) = re.captures(cur) {
+                    let fields = re
+                        .capture_names()
+                        .enumerate()
+                        .filter_map(|(i, n)| Some((n?.to_owned(), c.get(i)?.as_str().to_owned())))
+                        .collect();
+                    extract(r, &mut parsed, Some(fields), "");
+                }
+            }
+            Stage::Pattern(parts) => {
+                if let Some(fields) = pattern_fields(parts, cur) {
+                    extract(r, &mut parsed, Some(fields), "");
+                }
+            }
             Stage::Labels(p) => {
                 let mut err = false;
                 if !label_pred(p, r, &parsed, &mut err) {
@@ -113,7 +130,7 @@ fn extract(
     };
     for (k, v) in fields {
         let mut k = sanitize(&k);
-        if k.is_empty() {
+        if k.is_empty() || v.is_empty() {
             continue;
         }
         if r.stream.contains_key(&k) {
@@ -145,8 +162,12 @@ fn sanitize(k: &str) -> String {
 }
 
 /// Top-level JSON fields, nested objects flattened with `_`; arrays skipped. None: not JSON.
+/// As Loki's parser, it reads the first JSON value and ignores what follows it.
 fn json_fields(line: &str) -> Option<Vec<(String, String)>> {
-    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let v: serde_json::Value = serde_json::Deserializer::from_str(line)
+        .into_iter()
+        .next()?
+        .ok()?;
     let obj = v.as_object()?;
     let mut out = Vec::new();
     fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
@@ -170,6 +191,35 @@ fn json_fields(line: &str) -> Option<Vec<(String, String)>> {
     }
     for (k, v) in obj {
         walk(k, v, &mut out);
+    }
+    Some(out)
+}
+
+/// What a `pattern` captures from `line`: literals must appear in order (the first at the
+/// start when the pattern starts with one); a capture runs to the next literal, the last one
+/// to the end of the line. None when a literal is missing.
+fn pattern_fields(parts: &[PatternPart], line: &str) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut rest = line;
+    let mut i = 0;
+    while i < parts.len() {
+        match &parts[i] {
+            PatternPart::Lit(l) => rest = rest.strip_prefix(l.as_str())?,
+            PatternPart::Capture(name) => {
+                let (value, after) = match parts.get(i + 1) {
+                    Some(PatternPart::Lit(l)) => {
+                        let at = rest.find(l.as_str())?;
+                        (&rest[..at], &rest[at..])
+                    }
+                    _ => (rest, ""),
+                };
+                if let Some(n) = name {
+                    out.push((n.clone(), value.to_owned()));
+                }
+                rest = after;
+            }
+        }
+        i += 1;
     }
     Some(out)
 }
@@ -201,6 +251,9 @@ fn logfmt_fields(line: &str) -> Option<Vec<(String, String)>> {
         if it.peek().map(|&(_, c)| c) == Some('"') {
             it.next();
             let mut closed = false;
+            // An escape Go's strconv.Unquote refuses makes the value empty (Loki's decoder
+            // drops it and goes on with the next pair).
+            let mut valid = true;
             while let Some((_, c)) = it.next() {
                 match c {
                     '"' => {
@@ -208,9 +261,17 @@ fn logfmt_fields(line: &str) -> Option<Vec<(String, String)>> {
                         break;
                     }
                     '\\' => match it.next() {
-                        Some((_, 'n')) => value.push('\n'),
-                        Some((_, 't')) => value.push('\t'),
-                        Some((_, e)) => value.push(e),
+                        Some((_, e)) => match e {
+                            'n' => value.push('\n'),
+                            't' => value.push('\t'),
+                            'r' => value.push('\r'),
+                            'a' => value.push('\u{7}'),
+                            'b' => value.push('\u{8}'),
+                            'f' => value.push('\u{c}'),
+                            'v' => value.push('\u{b}'),
+                            '\\' | '"' => value.push(e),
+                            _ => valid = false,
+                        },
                         None => return None,
                     },
                     c => value.push(c),
@@ -218,6 +279,9 @@ fn logfmt_fields(line: &str) -> Option<Vec<(String, String)>> {
             }
             if !closed {
                 return None;
+            }
+            if !valid {
+                value.clear();
             }
         } else {
             while let Some(&(_, c)) = it.peek() {
@@ -290,6 +354,61 @@ mod tests {
         )
         .unwrap();
         assert!(p.parsed.contains(&("msg".into(), "slow query".into())));
-        assert!(p.parsed.contains(&("flag".into(), String::new())));
+        // A bare key has an empty value: no label (as Loki).
+        assert!(!p.parsed.iter().any(|(k, _)| k == "flag"));
+        // A quoted value with an escape Go does not know is dropped; the rest is parsed.
+        let p = run(r#"{job="api"} | logfmt"#, r#"msg="C:	emp \ x" n=1 t="a	b""#).unwrap();
+        assert!(!p.parsed.iter().any(|(k, _)| k == "msg"), "{:?}", p.parsed);
+        assert!(p.parsed.contains(&("n".into(), "1".into())));
+        assert!(p.parsed.contains(&("t".into(), "a\tb".into())));
+    }
+
+    #[test]
+    fn json_reads_the_first_value_and_ignores_what_follows() {
+        let p = run(r#"{job="api"} | json"#, r#"{"status": 500} xxxx"#).unwrap();
+        assert!(p.parsed.contains(&("status".into(), "500".into())));
+    }
+
+    #[test]
+    fn regexp_and_pattern_extract_labels() {
+        let line = "2026-12-07 01:09:30,081 ERROR [auth] slow query (attempt 3)";
+        let p = run(
+            r#"{job="api"} | regexp "(?P<lvl>[A-Z]+) \[(?P<svc>[a-z]+)\] (?P<msg>.*) \(attempt (?P<attempt>\d)\)""#,
+            line,
+        )
+        .unwrap();
+        for (k, v) in [
+            ("lvl", "ERROR"),
+            ("svc", "auth"),
+            ("msg", "slow query"),
+            ("attempt", "3"),
+        ] {
+            assert!(
+                p.parsed.contains(&(k.into(), v.into())),
+                "{k}: {:?}",
+                p.parsed
+            );
+        }
+        let p = run(
+            r#"{job="api"} | pattern "<date> <time> <lvl> [<svc>] <_>""#,
+            line,
+        )
+        .unwrap();
+        for (k, v) in [
+            ("date", "2026-12-07"),
+            ("time", "01:09:30,081"),
+            ("lvl", "ERROR"),
+            ("svc", "auth"),
+        ] {
+            assert!(
+                p.parsed.contains(&(k.into(), v.into())),
+                "{k}: {:?}",
+                p.parsed
+            );
+        }
+        assert_eq!(p.parsed.len(), 4, "`<_>` is not kept");
+        // No match: the line stays, without labels and without an error.
+        let p = run(r#"{job="api"} | pattern "<a> [<b>]""#, "no brackets").unwrap();
+        assert!(p.parsed.is_empty());
     }
 }

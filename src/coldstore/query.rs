@@ -144,6 +144,7 @@ pub async fn query_range(
             let steps = steps(start, end, w.step_ns)?;
             let mut stats = ScanStats::default();
             let v = eval(op, e, &steps, &mut stats).await?;
+            within_series_limit(&v)?;
             Ok((to_matrix(v, &steps), stats))
         }
     };
@@ -166,6 +167,7 @@ pub async fn query_instant(
         Expr::Metric(e) => {
             let mut stats = ScanStats::default();
             let v = eval(op, e, &[time_ns], &mut stats).await?;
+            within_series_limit(&v)?;
             Ok((
                 match v {
                     Value::Scalar(x) => Answer::Scalar(time_ns, x),
@@ -187,6 +189,24 @@ pub async fn query_instant(
     };
     count(&result);
     result
+}
+
+/// Loki's `max_query_series`: a metric answer holds at most this many series.
+pub const MAX_SERIES: usize = 500;
+
+fn within_series_limit(v: &Value) -> Result<(), QueryError> {
+    if let Value::Vector(series) = v {
+        let n = series
+            .iter()
+            .filter(|(_, vals)| vals.iter().any(Option::is_some))
+            .count();
+        if n > MAX_SERIES {
+            return Err(QueryError::BadRequest(format!(
+                "maximum of series ({MAX_SERIES}) reached for a single query"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn count(r: &Result<(Answer, ScanStats), QueryError>) {
@@ -685,20 +705,42 @@ enum Value {
     Vector(Vec<(LabelSet, Vec<Option<f64>>)>),
 }
 
-/// Per output label set, every (time, bytes) of matching lines.
+/// Per output label set, every (time, value) of matching lines: the line's bytes, or the
+/// unwrapped label's number (lines whose label is missing or not a number give no sample).
 struct MetricCollector {
     q: Arc<LogQuery>,
-    series: HashMap<LabelSet, Vec<(i64, u64)>>,
+    series: HashMap<LabelSet, Vec<(i64, f64)>>,
     last: Option<(Arc<LabelSet>, LabelSet)>,
 }
 
 impl Visitor for MetricCollector {
     fn row(&mut self, r: &RowRef<'_>) {
-        let Some(p) = run_pipeline(&self.q, r) else {
+        let Some(mut p) = run_pipeline(&self.q, r) else {
             return;
         };
-        let bytes = p.line.as_deref().unwrap_or(r.line).len() as u64;
-        let key = if p.parsed.is_empty() && r.metadata.is_empty() {
+        let value = match &self.q.unwrap {
+            None => p.line.as_deref().unwrap_or(r.line).len() as f64,
+            Some(name) => {
+                let v = p
+                    .parsed
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_str())
+                    .or_else(|| {
+                        r.metadata
+                            .iter()
+                            .find(|(k, _)| k == name)
+                            .map(|(_, v)| v.as_str())
+                    })
+                    .or_else(|| r.stream.get(name).map(String::as_str));
+                match v.and_then(|v| v.trim().parse::<f64>().ok()) {
+                    Some(x) => x,
+                    None => return,
+                }
+            }
+        };
+        let key = if p.parsed.is_empty() && r.metadata.is_empty() && self.q.unwrap.is_none() {
             // Most rows: the stream's own labels; skip rebuilding them per row.
             match &self.last {
                 Some((arc, set)) if Arc::ptr_eq(arc, r.stream) => set.clone(),
@@ -711,10 +753,15 @@ impl Visitor for MetricCollector {
         } else {
             let mut set = (**r.stream).clone();
             set.extend(r.metadata.iter().cloned());
+            if let Some(name) = &self.q.unwrap {
+                // The unwrapped label is the sample, not a label of its series.
+                p.parsed.retain(|(k, _)| k != name);
+                set.remove(name);
+            }
             set.extend(p.parsed);
             set
         };
-        self.series.entry(key).or_default().push((r.ts_ns, bytes));
+        self.series.entry(key).or_default().push((r.ts_ns, value));
     }
 }
 
@@ -732,9 +779,12 @@ fn eval<'a>(
                 LabelSet::new(),
                 vec![Some(*x); steps.len()],
             )])),
-            MetricExpr::Range { func, query, range } => {
-                range_agg(op, *func, query, *range, steps, stats).await
-            }
+            MetricExpr::Range {
+                func,
+                query,
+                range,
+                grouping,
+            } => range_agg(op, *func, query, *range, grouping.as_ref(), steps, stats).await,
             MetricExpr::Agg {
                 op: agg,
                 grouping,
@@ -767,6 +817,7 @@ async fn range_agg(
     func: RangeFn,
     q: &LogQuery,
     range: std::time::Duration,
+    grouping: Option<&Grouping>,
     steps: &[i64],
     stats: &mut ScanStats,
 ) -> Result<Value, QueryError> {
@@ -789,13 +840,28 @@ async fn range_agg(
         stats,
     )
     .await?;
+    let mut series = c.series;
+    if let Some(g) = grouping {
+        // `quantile_over_time(...) by (level)`: one series of samples per group.
+        let mut grouped: HashMap<LabelSet, Vec<(i64, f64)>> = HashMap::new();
+        for (labels, pts) in series {
+            grouped
+                .entry(group_key(&labels, g))
+                .or_default()
+                .extend(pts);
+        }
+        series = grouped;
+    }
+    if func == RangeFn::AbsentOverTime {
+        return Ok(Value::Vector(absent(q, range_ns, steps, series)));
+    }
     let secs = range.as_secs_f64();
-    let mut out = Vec::with_capacity(c.series.len());
-    for (labels, mut pts) in c.series {
-        pts.sort_unstable();
+    let mut out = Vec::with_capacity(series.len());
+    for (labels, mut pts) in series {
+        pts.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
         let mut vals = Vec::with_capacity(steps.len());
         let (mut lo, mut hi) = (0usize, 0usize);
-        let (mut n, mut bytes) = (0u64, 0u64);
+        let (mut n, mut bytes) = (0u64, 0f64);
         for &t in steps {
             while hi < pts.len() && pts[hi].0 <= t {
                 n += 1;
@@ -807,16 +873,87 @@ async fn range_agg(
                 bytes -= pts[lo].1;
                 lo += 1;
             }
-            vals.push((n > 0).then(|| match func {
+            if n == 0 {
+                vals.push(None);
+                continue;
+            }
+            let window = || pts[lo..hi].iter().map(|p| p.1);
+            vals.push(Some(match func {
                 RangeFn::CountOverTime => n as f64,
                 RangeFn::Rate => n as f64 / secs,
-                RangeFn::BytesOverTime => bytes as f64,
-                RangeFn::BytesRate => bytes as f64 / secs,
+                RangeFn::BytesOverTime => bytes.round(),
+                RangeFn::BytesRate => bytes.round() / secs,
+                RangeFn::SumOverTime => window().sum(),
+                RangeFn::AvgOverTime => window().sum::<f64>() / n as f64,
+                RangeFn::MinOverTime => window().fold(f64::INFINITY, f64::min),
+                RangeFn::MaxOverTime => window().fold(f64::NEG_INFINITY, f64::max),
+                RangeFn::FirstOverTime => pts[lo].1,
+                RangeFn::LastOverTime => pts[hi - 1].1,
+                RangeFn::StdvarOverTime => variance(window(), n),
+                RangeFn::StddevOverTime => variance(window(), n).sqrt(),
+                RangeFn::QuantileOverTime(phi) => quantile(phi, window().collect()),
+                RangeFn::AbsentOverTime => 1.0,
             }));
         }
         out.push((labels, vals));
     }
     Ok(Value::Vector(out))
+}
+
+/// Population variance, as Prometheus' `stdvar_over_time`.
+fn variance(values: impl Iterator<Item = f64> + Clone, n: u64) -> f64 {
+    let mean = values.clone().sum::<f64>() / n as f64;
+    values.map(|v| (v - mean) * (v - mean)).sum::<f64>() / n as f64
+}
+
+/// Prometheus' φ-quantile with linear interpolation between the closest ranks; φ outside
+/// [0, 1] gives -Inf / +Inf.
+fn quantile(phi: f64, mut v: Vec<f64>) -> f64 {
+    if phi.is_nan() || v.is_empty() {
+        return f64::NAN;
+    }
+    if phi < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if phi > 1.0 {
+        return f64::INFINITY;
+    }
+    v.sort_by(f64::total_cmp);
+    let rank = phi * (v.len() - 1) as f64;
+    let lo = rank.floor() as usize;
+    let hi = (lo + 1).min(v.len() - 1);
+    let w = rank - lo as f64;
+    v[lo] * (1.0 - w) + v[hi] * w
+}
+
+/// `absent_over_time`: 1 at the steps whose range holds no line at all, one series labelled
+/// by the selector's equality matchers (Loki's answer).
+fn absent(
+    q: &LogQuery,
+    range_ns: i64,
+    steps: &[i64],
+    series: HashMap<LabelSet, Vec<(i64, f64)>>,
+) -> Vec<(LabelSet, Vec<Option<f64>>)> {
+    let mut times: Vec<i64> = series.into_values().flatten().map(|p| p.0).collect();
+    times.sort_unstable();
+    let vals: Vec<Option<f64>> = steps
+        .iter()
+        .map(|&t| {
+            let from = times.partition_point(|&x| x <= t - range_ns);
+            let to = times.partition_point(|&x| x <= t);
+            (from == to).then_some(1.0)
+        })
+        .collect();
+    if vals.iter().all(Option::is_none) {
+        return Vec::new();
+    }
+    let labels = q
+        .selector
+        .iter()
+        .filter(|m| m.op == super::logql::MatchOp::Eq)
+        .map(|m| (m.name.clone(), m.value.clone()))
+        .collect();
+    vec![(labels, vals)]
 }
 
 fn group_key(labels: &LabelSet, g: &Grouping) -> LabelSet {
@@ -856,13 +993,12 @@ fn aggregate(
                     .iter()
                     .filter_map(|&i| input[i].1[s].map(|v| (v, i)))
                     .collect();
+                // Ties go to the later label set: Loki breaks them by its series order,
+                // which on the corpus of tests/fixtures/loki-answers is that one.
                 vals.sort_by(|a, b| {
                     let o = a.0.total_cmp(&b.0);
-                    if op == AggOp::Topk {
-                        o.reverse()
-                    } else {
-                        o
-                    }
+                    let o = if op == AggOp::Topk { o.reverse() } else { o };
+                    o.then_with(|| input[b.1].0.cmp(&input[a.1].0))
                 });
                 for (_, i) in vals.into_iter().take(k) {
                     keep[i][s] = true;
