@@ -53,6 +53,12 @@ alerts = get(f"{LOKI}/prometheus/api/v1/alerts")["data"]["alerts"] if LOKI else 
 mine = [a for a in alerts if a["labels"].get("service") == "payment"]
 if LOKI:
     print(f"Loki ruler (config/loki/rules): {len(mine)} alert(s) for service=payment")
+elif os.path.exists(os.environ.get("RULER_LOG", "")):
+    fired = [l.strip() for l in open(os.environ["RULER_LOG"]) if "firing" in l]
+    print(f"The rules of config/loki/rules on the archive (deploy/local/demo_ruler.py through "
+          f"alertpipe's Loki API): {len(fired)} firing")
+    for l in fired[:4]:
+        print(f"  {l}")
 for a in mine:
     l = a["labels"]
     print(f"  {a['state']:8} {l.get('alertname')} cluster={l.get('cluster')} service={l.get('service')} "
@@ -67,10 +73,10 @@ if MAIL_FILE and os.path.exists(MAIL_FILE):
     lines = text.strip().splitlines()
     for line in lines[:6]:
         print(f"  {line}")
-    # The log lines behind the alert (read from Loki by alertpipe), when the mail has them.
+    # The log lines behind the alert (read by alertpipe from Loki, else from the archive).
     start = next((i for i, l in enumerate(lines) if l.startswith("Log lines")), None)
     if start is None:
-        print("  (no log lines in the mail: Loki did not answer alertpipe in time?)")
+        print("  (no log lines in the mail: neither Loki nor the archive answered alertpipe in time?)")
     else:
         for line in lines[start:start + 4]:
             print(f"  {line[:160]}")
@@ -78,10 +84,11 @@ if MAIL_FILE and os.path.exists(MAIL_FILE):
         delivered_ns = os.stat(MAIL_FILE).st_mtime_ns
         print(f"Time from the first error line written to the mail delivered: "
               f"{(delivered_ns - first_error_ns) / 1e9:.1f} s")
-elif LOKI:
+else:
     print("No '[CRITICAL] Payment Service Failure' mail newer than this run's first error line:"
           " the payment alert may still be firing from a run less than 5 minutes ago"
-          " (Alertmanager sends a firing alert once); see .state/alertpipe.log and .state/loki.log")
+          " (Alertmanager sends a firing alert once); see .state/alertpipe.log, .state/loki.log or"
+          " .state/demo-ruler.log")
 
 TOKEN = open(os.environ["STACK_AUTH_SECRET_FILE"]).read().strip()
 inc = get(f"{API}/api/v1/incidents?limit=1000", {"Authorization": f"Bearer {TOKEN}"})["items"]

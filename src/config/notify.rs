@@ -25,8 +25,10 @@ pub enum ReceiverKind {
 /// Where the log lines behind an alert are read, and how many are shown (`notify::context`).
 #[derive(Debug, Clone)]
 pub struct LogSource {
-    pub loki_url: String,
-    /// Read instead when Loki does not answer: the archive's files (`archive.root`).
+    /// Loki, asked first; None: the archive alone.
+    pub loki_url: Option<String>,
+    /// Read when Loki does not answer or is not configured: the archive's files
+    /// (`archive.root`).
     pub archive: Option<super::ArchiveRoot>,
     pub max_lines: usize,
     pub max_chars: usize,
@@ -89,7 +91,8 @@ pub struct NotifyConfig {
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
     /// Loki's base URL (`http://loki:3100`): the mail of an alert from a LogQL rule shows the
-    /// lines that matched around its start. Unset: no lines.
+    /// lines that matched around its start. Unset, or not answering: the same query runs over
+    /// the archive's files (`archive.root`).
     pub loki_url: Option<String>,
     /// At most this many lines per mail, each cut to `log_line_chars` characters.
     pub log_lines: usize,
@@ -165,10 +168,12 @@ impl NotifyConfig {
     }
 
     /// Where the mails' log lines come from, when `loki_url` is set and lines are wanted.
+    /// Where to read the lines behind an alert, before the archive is added by the caller
+    /// (None when `log_lines` is 0).
     pub fn log_source(&self) -> Option<LogSource> {
-        let url = self.loki_url.as_deref().filter(|u| !u.is_empty())?;
+        let url = self.loki_url.as_deref().filter(|u| !u.is_empty());
         (self.log_lines > 0).then(|| LogSource {
-            loki_url: url.to_owned(),
+            loki_url: url.map(str::to_owned),
             archive: None,
             max_lines: self.log_lines,
             max_chars: self.log_line_chars.max(20),

@@ -143,7 +143,11 @@ pub async fn fetch(
     query: &str,
     around: DateTime<Utc>,
 ) -> Result<LogContext, String> {
-    let lines = match from_loki(client, src, query, around).await {
+    let asked = match &src.loki_url {
+        Some(url) => from_loki(client, url, src, query, around).await,
+        None => Err("no Loki configured (notify.loki_url)".to_owned()),
+    };
+    let lines = match asked {
         Ok(lines) => lines,
         Err(loki) => {
             let Some(root) = &src.archive else {
@@ -152,8 +156,8 @@ pub async fn fetch(
             let lines = from_archive(root, src, query, around)
                 .await
                 .map_err(|e| format!("{loki}; archive: {e}"))?;
-            tracing::info!(error = %loki, lines = lines.len(),
-                "Loki did not answer; the lines behind the alert come from the archive");
+            tracing::info!(reason = %loki, lines = lines.len(),
+                "the lines behind the alert come from the archive");
             lines
         }
     };
@@ -167,6 +171,7 @@ fn ns(t: DateTime<Utc>) -> i64 {
 /// (time in ns, line) from Loki's `query_range`.
 async fn from_loki(
     client: &awc::Client,
+    loki_url: &str,
     src: &LogSource,
     query: &str,
     around: DateTime<Utc>,
@@ -178,10 +183,7 @@ async fn from_loki(
         ("limit", src.max_lines.to_string()),
         ("direction", "backward".to_owned()),
     ];
-    let url = format!(
-        "{}/loki/api/v1/query_range",
-        src.loki_url.trim_end_matches('/')
-    );
+    let url = format!("{}/loki/api/v1/query_range", loki_url.trim_end_matches('/'));
     let mut resp = client
         .get(&url)
         .query(&params)

@@ -57,11 +57,14 @@ pub fn start(
     let policy = n.retry_policy();
     let from = n.smtp.sender()?;
     let transport = smtp::transport(&n.smtp).context("notify.smtp")?;
-    // The lines behind an alert: from Loki, else from the archive's files.
-    let log_source = n.log_source().map(|s| LogSource {
-        archive: cfg.archive.root().ok(),
-        ..s
-    });
+    // The lines behind an alert: from Loki, else (or without Loki) from the archive's files.
+    let log_source = n
+        .log_source()
+        .map(|s| LogSource {
+            archive: cfg.archive.root().ok(),
+            ..s
+        })
+        .filter(|s| s.loki_url.is_some() || s.archive.is_some());
     let mail = MailActor::new(transport, from, n.grafana_url.clone(), policy, dead.clone())
         .with_log_lines(log_source.clone())
         .start();

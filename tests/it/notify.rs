@@ -647,12 +647,24 @@ async fn stand_in_report(app: &TestApp, db: &TestDb, cards: &std::path::Path) ->
 
 #[actix_web::test]
 async fn with_loki_down_the_lines_behind_an_alert_come_from_the_archive() {
+    // Loki is configured but nothing listens there.
+    let dead_loki = format!("http://127.0.0.1:{}", crate::support::free_port());
+    archive_lines_in_the_mail(Some(dead_loki)).await;
+}
+
+#[actix_web::test]
+async fn without_loki_the_lines_behind_an_alert_come_from_the_archive() {
+    archive_lines_in_the_mail(None).await;
+}
+
+/// A mail's log lines read from the archive's files: Loki at `loki_url` does not answer, or
+/// none is configured.
+async fn archive_lines_in_the_mail(loki_url: Option<String>) {
     use alertpipe::coldstore::parquet::{encode, Promoted, Provenance, Row};
     let (db, smtp) = (TestDb::new(), Smtp::start());
     let service = unique("archsvc").replace('-', "_");
     let archive = tempfile::tempdir().unwrap();
-    // The archive holds the service's lines (as the archive stage writes them); Loki is
-    // configured but nothing listens there.
+    // The archive holds the service's lines (as the archive stage writes them).
     let now = chrono::Utc::now();
     let labels = std::sync::Arc::new(std::collections::BTreeMap::from([
         ("service".to_owned(), service.clone()),
@@ -701,11 +713,10 @@ async fn with_loki_down_the_lines_behind_an_alert_come_from_the_archive() {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, file).unwrap();
 
-    let dead_loki = format!("http://127.0.0.1:{}", crate::support::free_port());
     let root = archive.path().to_owned();
     let app = spawn_app(|c| {
         notify(&db, smtp.port, None)(c);
-        c.notify.loki_url = Some(dead_loki);
+        c.notify.loki_url = loki_url;
         c.notify.log_lines = 5;
         c.archive.root = root.to_string_lossy().into_owned();
     })
