@@ -7,7 +7,7 @@ latency: a log line written -> Promtail -> Loki (its ruler on config/loki/rules)
 
 cpu: the same Promtail stream (a file of real log lines) pushed to Loki and to alertpipe's push
   endpoint; CPU seconds per MB of raw lines spent by Loki, by alertpipe's ingest role and by the
-  broker (a private tansu), read from /proc. Ratios are against Loki, measured in the same run.
+  broker (a private Apache Kafka), read from /proc. Ratios are against Loki, measured in the same run.
 
 Every program is the real one, started here on 127.0.0.1 with the shipped configs.
 """
@@ -110,20 +110,14 @@ def alertpipe(work, bin_, brokers, roles, extra=None):
 
 
 def broker(work):
-    kport = port()
-    d = os.path.join(work, "tansu")
+    """A private Apache Kafka broker (deploy/local/kafka.sh), ready when it answers."""
+    kport, cport = port(), port()
+    d = os.path.join(work, "kafka")
     os.makedirs(d, exist_ok=True)
-    url = f"tcp://127.0.0.1:{kport}"
-    p = spawn("tansu", [ENV["STACK_TANSU_BIN"], "broker", "--listener-url", url, "--advertised-listener-url",
-                        url, "--storage-engine", "sqlite://tansu.db"], work, cwd=d)
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", kport), timeout=1).close()
-            return p, f"127.0.0.1:{kport}"
-        except OSError:
-            time.sleep(0.05)
-    sys.exit("tansu did not start")
+    p = spawn("kafka", ["bash", ENV["STACK_KAFKA_SH"], "run", d, str(kport), str(cport)], work)
+    if subprocess.run(["bash", ENV["STACK_KAFKA_SH"], "ready", str(kport), "60"]).returncode != 0:
+        sys.exit("kafka did not start")
+    return p, f"127.0.0.1:{kport}"
 
 
 def metric(url, name, **labels):
@@ -263,7 +257,7 @@ def cpu(args, bin_):
     logs = os.path.join(work, "logs")
     os.makedirs(logs)
     pt, pt_url = promtail(work, logs, loki_url, ap_url)
-    procs = (("loki", lp), ("alertpipe", ap), ("tansu", kp))
+    procs = (("loki", lp), ("alertpipe", ap), ("kafka", kp))
     # What each spends doing nothing, measured in the same run: the "marginal" figures take
     # it out (alertpipe's librdkafka polling threads cost about 0.6% of a core each when idle).
     time.sleep(5)
@@ -279,7 +273,7 @@ def cpu(args, bin_):
         size, distinct = corpus(tmp, args.mb)
         sent0 = {u: metric(pt_url, "promtail_sent_bytes_total", host=h) for u, h in
                  ((loki_url, loki_url.split("//")[1]), (ap_url, ap_url.split("//")[1]))}
-        before = {n: cpu_s(p.pid) for n, p in (("loki", lp), ("alertpipe", ap), ("tansu", kp))}
+        before = {n: cpu_s(p.pid) for n, p in (("loki", lp), ("alertpipe", ap), ("kafka", kp))}
         t0 = time.time()
         os.rename(tmp, os.path.join(d, "app.log"))  # appears at once, whole
         # Done when Promtail has read the file and both clients have sent it all.
@@ -293,7 +287,7 @@ def cpu(args, bin_):
             if stable >= 3:
                 break
         secs = time.time() - t0
-        after = {n: cpu_s(p.pid) for n, p in (("loki", lp), ("alertpipe", ap), ("tansu", kp))}
+        after = {n: cpu_s(p.pid) for n, p in (("loki", lp), ("alertpipe", ap), ("kafka", kp))}
         mbs = size / 1e6
         per = {n: (after[n] - before[n]) / mbs for n in after}
         rows.append(per)
@@ -301,20 +295,20 @@ def cpu(args, bin_):
         marginal.append(marg)
         print(f"  run {run + 1}: {mbs:.0f} MB ({distinct} distinct real lines, repeated) in {secs:.0f} s; "
               f"CPU-s/MB: Loki {per['loki']:.4f}, alertpipe {per['alertpipe']:.4f} "
-              f"({per['alertpipe'] / per['loki']:.2f}x), tansu {per['tansu']:.4f}, "
-              f"alertpipe+tansu {(per['alertpipe'] + per['tansu']) / per['loki']:.2f}x; marginal (idle taken out): "
-              f"alertpipe {marg['alertpipe'] / marg['loki']:.2f}x, +tansu "
-              f"{(marg['alertpipe'] + marg['tansu']) / marg['loki']:.2f}x", flush=True)
+              f"({per['alertpipe'] / per['loki']:.2f}x), kafka {per['kafka']:.4f}, "
+              f"alertpipe+kafka {(per['alertpipe'] + per['kafka']) / per['loki']:.2f}x; marginal (idle taken out): "
+              f"alertpipe {marg['alertpipe'] / marg['loki']:.2f}x, +kafka "
+              f"{(marg['alertpipe'] + marg['kafka']) / marg['loki']:.2f}x", flush=True)
         os.remove(os.path.join(d, "app.log"))
     med = {n: statistics.median(r[n] for r in rows) for n in rows[0]}
     print(f"cpu per MB of the Promtail stream, median of {len(rows)} runs: Loki {med['loki']:.4f} CPU-s/MB, "
           f"alertpipe ingest {med['alertpipe']:.4f} = {med['alertpipe'] / med['loki']:.2f}x Loki "
-          f"(target <= 0.10x), alertpipe + broker {(med['alertpipe'] + med['tansu']) / med['loki']:.2f}x "
+          f"(target <= 0.10x), alertpipe + broker {(med['alertpipe'] + med['kafka']) / med['loki']:.2f}x "
           f"(target <= 0.25x)")
     mm = {n: statistics.median(r[n] for r in marginal) for n in marginal[0]}
     print(f"  marginal (each process's idle CPU taken out): Loki {mm['loki']:.4f} CPU-s/MB, alertpipe "
           f"{mm['alertpipe']:.4f} = {mm['alertpipe'] / mm['loki']:.2f}x, alertpipe + broker "
-          f"{(mm['alertpipe'] + mm['tansu']) / mm['loki']:.2f}x")
+          f"{(mm['alertpipe'] + mm['kafka']) / mm['loki']:.2f}x")
     shutil.rmtree(work, ignore_errors=True)
 
 

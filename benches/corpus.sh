@@ -4,7 +4,7 @@
 #   postgres    the stack's PostgreSQL with log_statement=all while pgbench runs
 #   loki        a private Loki (the project's config) at debug level, receiving ...
 #   promtail    ... a private Promtail (the project's config) at debug level tailing postgres
-#   tansu       a private tansu broker at debug level while alertpipe ingests a load
+#   kafka       a private Apache Kafka broker at INFO level while alertpipe ingests a load
 #   alertpipe   that alertpipe's own JSON logs, at debug level
 #   alertmanager, prometheus  the stack's (as they ran)
 #   apt, dpkg   this machine's package logs
@@ -72,14 +72,12 @@ sleep 5
 keep loki "$WORK/loki.log"
 keep promtail "$WORK/promtail.log"
 
-# tansu at debug level and alertpipe (JSON, debug: an access log line per request) while the load
-# generator sends alerts one per request.
-kport=$(free_port); aport=$(free_port)
-mkdir -p "$WORK/tansu"
-(cd "$WORK/tansu" && RUST_LOG=debug exec "$TOOLS/bin/tansu" broker --listener-url "tcp://127.0.0.1:$kport" \
-  --advertised-listener-url "tcp://127.0.0.1:$kport" --storage-engine sqlite://tansu.db) >"$WORK/tansu.log" 2>&1 &
+# Apache Kafka at INFO level and alertpipe (JSON, debug: an access log line per request) while the
+# load generator sends alerts one per request.
+kport=$(free_port); kctl=$(free_port); aport=$(free_port)
+KAFKA_LOG_LEVEL=INFO bash deploy/local/kafka.sh run "$WORK/kafka" "$kport" "$kctl" >"$WORK/kafka.log" 2>&1 &
 PIDS+=($!)
-sleep 2
+bash deploy/local/kafka.sh ready "$kport" 60
 ALERTPIPE__SERVER__LISTEN=127.0.0.1:$aport ALERTPIPE__KAFKA__BROKERS=127.0.0.1:$kport \
   ALERTPIPE__TELEMETRY__LOG_FORMAT=json ALERTPIPE__TELEMETRY__LOG_LEVEL=debug \
   "$BIN" serve --config config/alertpipe.toml --roles ingest >"$WORK/alertpipe.log" 2>&1 &
@@ -87,7 +85,7 @@ PIDS+=($!)
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$aport/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
 "$BIN" loadgen --target "http://127.0.0.1:$aport" --duration-s "$LOAD_SECONDS" --runs 1 --mode alertpipe \
   --rate 500 -b 1 >/dev/null 2>&1 || true
-keep tansu "$WORK/tansu.log"
+keep kafka "$WORK/kafka.log"
 keep alertpipe "$WORK/alertpipe.log"
 
 keep alertmanager "$REPO/.state/alertmanager.log"

@@ -129,7 +129,6 @@ def one_run(bin_, variant, per_s, work, n):
         "ALERTPIPE__KAFKA__BROKERS": ENV["STACK_KAFKA_BROKERS"],
         "ALERTPIPE__KAFKA__ALERTS_TOPIC": f"{tag}-alerts",
         "ALERTPIPE__KAFKA__LOGS_TOPIC": f"{tag}-logs",
-        "ALERTPIPE__KAFKA__REJOIN_AFTER_S": "5",
         "ALERTPIPE__DATABASE__URL": f"{base_url}/{tag}",
         "ALERTPIPE__PERSIST__GROUP": f"{tag}-persist",
         "ALERTPIPE__NOTIFY__GROUP": f"{tag}-notify",

@@ -233,9 +233,9 @@ async fn run_alertpipe(args: &LoadgenArgs) -> RunResult {
 async fn run_baseline(cfg: &Config, args: &LoadgenArgs) -> anyhow::Result<RunResult> {
     let producer = Rc::new(crate::kafka::future_producer(&cfg.kafka)?);
     let topic = Rc::new(args.baseline_topic.clone());
-    // Warm, as alertpipe's producer is: connected, metadata known, producer id granted (on
-    // tansu the first acks take hundreds of ms, which an open-loop run counts for every batch
-    // scheduled meanwhile).
+    // Warm, as alertpipe's producer is: connected, metadata known, producer id granted (the
+    // first acks are slower, which an open-loop run would count for every batch scheduled
+    // meanwhile).
     let mut warm_seq = (0xffff_u64 << 40) | rand_seed(); // apart from every sender's range
     if let Some(e) = parse_webhook(&webhook_body(&mut warm_seq, 1))
         .unwrap_or_default()

@@ -9,13 +9,6 @@ set -a; . "${ALERTPIPE_STATE:-$REPO/.state}/stack.env"; set +a
 export STACK_KAFKA_BROKERS=${BENCH_KAFKA_BROKERS:-$STACK_KAFKA_BROKERS}
 cargo build --quiet --release --locked
 BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/alertpipe
-# The stack's broker (tansu, sqlite) keeps every topic ever written and slows as its database
-# grows (benches/RESULTS.md, "Where the rest of the latency is"): say so when it is large.
-broker_db="${ALERTPIPE_STATE:-$REPO/.state}/tansu/tansu.db"
-if [ -f "$broker_db" ] && [ "$(stat -c %s "$broker_db")" -gt $((1024 * 1024 * 1024)) ]; then
-  echo "note: the broker's database is $(($(stat -c %s "$broker_db") / 1024 / 1024)) MB; figures drift as it grows." \
-    "For comparable ones: bash deploy/local/stack.sh down && rm -rf ${broker_db%/*}" >&2
-fi
 # The demo leaves its alertpipe serving (`deploy/local/demo.sh stop` ends it); its idle consumers
 # long-poll the same broker and slow every figure taken beside it.
 demo_pid="${ALERTPIPE_STATE:-$REPO/.state}/alertpipe.pid"

@@ -14,6 +14,7 @@
 #       wait until the broker on PORT answers an ApiVersions request
 #
 # Heap: KAFKA_HEAP (default 384m): the suite shares two cores and a few GiB with the JVMs.
+# Log level: KAFKA_LOG_LEVEL (default WARN; the start-up line is logged at INFO).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -67,13 +68,13 @@ cmd_run() {
   [ -n "$voters" ] || voters="$node@127.0.0.1:$cport"
   [ -f "$LIBS/.complete" ] || cmd_install >/dev/null
   mkdir -p "$dir/data"
-  cat >"$dir/log4j2.properties" <<'EOF'
+  cat >"$dir/log4j2.properties" <<EOF
 status = warn
 appender.console.type = Console
 appender.console.name = STDOUT
 appender.console.layout.type = PatternLayout
 appender.console.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = WARN
+rootLogger.level = ${KAFKA_LOG_LEVEL:-WARN}
 rootLogger.appenderRef.stdout.ref = STDOUT
 logger.started.name = kafka.server.KafkaRaftServer
 logger.started.level = INFO

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine (as root) or a developer's: installs what
-# is missing, brings up the local stack (real PostgreSQL, tansu, Alertmanager, SMTP, Prometheus,
-# and Loki and Promtail where a user installed them), checks formatting, lints, validates the shipped configs, and runs every
+# is missing, brings up the local stack (real PostgreSQL, Apache Kafka, Alertmanager, SMTP,
+# Prometheus, the OpenTelemetry Collector, and Loki and Promtail where a user installed them),
+# checks formatting, lints, validates the shipped configs, and runs every
 # unit and integration test (which run the shipped configs with the real programs).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)

@@ -68,7 +68,7 @@ pub fn start(
         )
         // Log records are large (up to 512 KiB of lines each) and the archive reads tens of
         // MB/s: a 2 MiB fetch every fetch wait would halve that, so it keeps librdkafka's size.
-        .yielding_to(foreground, 0)
+        .yielding_to(foreground)
     };
     let health = crate::kafka::sink::spawn(
         consumer,

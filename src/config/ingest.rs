@@ -20,12 +20,6 @@ pub struct IngestConfig {
     /// Webhook acknowledgement time the process's consumer stages yield to: while acks run
     /// slower, the stages pause between batches (`kafka::priority`). 0: they never yield.
     pub ack_target_ms: u64,
-    /// In a process that also runs the stages on the alerts topic (persist, notify): the most
-    /// each of their fetches asks for (`fetch.max.bytes`). tansu reads a fetch in the one
-    /// storage task that also serves the webhook's produces, so an ack waits behind it: the
-    /// smaller the fetch, the shorter the wait (`kafka::priority`; at 2 MiB the stages read a
-    /// backlog 10-20% slower on tansu). 0: librdkafka's default (50 MiB).
-    pub stage_fetch_max_bytes: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,7 +39,6 @@ impl Default for IngestConfig {
             retry_after_s: 5,
             push_max_inflight_bytes: 256 * 1024 * 1024,
             ack_target_ms: 25,
-            stage_fetch_max_bytes: 2 * 1024 * 1024,
         }
     }
 }

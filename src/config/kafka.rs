@@ -38,27 +38,17 @@ pub struct KafkaConfig {
     /// (also the time a rebalance waits for members to rejoin). Stages never hold the loop for
     /// long, so this can be short.
     pub max_poll_interval_ms: u64,
-    /// Longest the broker may hold a fetch that has too little data (`fetch.wait.max.ms`).
-    /// Apache Kafka answers a fetch with data at once, whatever this is; tansu 0.6 sleeps
-    /// after every fetch, data or not (half of this, then the rest), so with librdkafka's 500
-    /// ms each fetch took 250 ms and a stage read a 3-partition backlog in bursts with pauses
-    /// between them (README, "Performance"). 100 ms: stages read a backlog about 1.5x faster on
-    /// tansu, at the price of an idle consumer asking 10 times a second instead of 2.
+    /// Longest the broker may hold a fetch that has no data yet (`fetch.wait.max.ms`,
+    /// librdkafka's 500 ms). Apache Kafka answers as soon as data arrives, so this bounds only
+    /// how often an idle consumer asks, not how late it sees a new message.
     pub fetch_wait_max_ms: u64,
     /// While a stage works through a backlog, its offsets are committed at most this often
     /// (each batch's otherwise); once every partition it holds is read to its end, and when it
-    /// stops, at once. Every offset commit is a write on the broker, and tansu serves one
-    /// storage request at a time, so a commit per batch slowed the stage's own fetches (and
-    /// every producer's acks). A crash redelivers at most this much, which the stages absorb
-    /// (one row per occurrence, one mail per notification). 0: commit every batch.
+    /// stops, at once. Every offset commit is a write to the broker's `__consumer_offsets`, so a
+    /// commit per batch of a fast backlog costs the broker more than it buys. A crash
+    /// redelivers at most this much, which the stages absorb (one row per occurrence, one mail
+    /// per notification). 0: commit every batch.
     pub commit_interval_ms: u64,
-    /// The tansu workaround, off (0) by default; the local stack sets it. Every 3 s each stage
-    /// looks at its group from outside: when a partition it does not hold has lag and no
-    /// progress for a session timeout and 3 s, or when it is a static member holding nothing for
-    /// this many seconds while the topic has lag, it rejoins as a dynamic member. tansu evicts
-    /// dead members only when a dynamic member asks, and can lose its leader mid-rebalance
-    /// (ARCHITECTURE.md, "Consumer groups"). Apache Kafka needs none of it.
-    pub rejoin_after_s: u64,
     /// `/readyz` turns not-ready when a consumer stage has held no partition this long.
     pub unassigned_grace_s: u64,
     /// `/readyz` turns not-ready when a consumer stage has lag and no batch made durable
@@ -91,9 +81,8 @@ impl Default for KafkaConfig {
             session_timeout_ms: 10_000,
             heartbeat_interval_ms: 1_000,
             max_poll_interval_ms: 60_000,
-            fetch_wait_max_ms: 100,
+            fetch_wait_max_ms: 500,
             commit_interval_ms: 1_000,
-            rejoin_after_s: 0,
             unassigned_grace_s: 30,
             stall_timeout_s: 120,
         }

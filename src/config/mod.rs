@@ -178,29 +178,7 @@ impl Config {
         self.database.validate()?;
         self.persist.validate()?;
         self.archive.validate()?;
-        self.notify.validate()?;
-        self.fetch_fits_records()
-    }
-
-    /// tansu never answers a fetch with a record bigger than the fetch asks for: a stage whose
-    /// fetch is smaller than the producers' largest record would stall on that record.
-    fn fetch_fits_records(&self) -> Result<(), ConfigError> {
-        let fetch = u64::from(self.ingest.stage_fetch_max_bytes);
-        // librdkafka's `message.max.bytes` (1,000,000 unless set) bounds a record's key and
-        // value together.
-        let record = self
-            .kafka
-            .producer
-            .get("message.max.bytes")
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(1_000_000);
-        if fetch != 0 && record >= fetch {
-            return bad(
-                "ingest.stage_fetch_max_bytes",
-                &format!("must be 0 or above the producers' largest record, {record} bytes (kafka.producer.\"message.max.bytes\")"),
-            );
-        }
-        Ok(())
+        self.notify.validate()
     }
 
     /// The effective config as TOML, secrets masked.

@@ -30,30 +30,6 @@ fn project_config_file_parses_and_validates() {
     assert_eq!(cfg.kafka.fetch_wait_max_ms, d.kafka.fetch_wait_max_ms);
     assert_eq!(cfg.persist.batch_size, d.persist.batch_size);
     assert_eq!(cfg.notify.batch_size, d.notify.batch_size);
-    assert_eq!(
-        cfg.ingest.stage_fetch_max_bytes,
-        d.ingest.stage_fetch_max_bytes
-    );
-}
-
-#[test]
-fn a_stage_fetch_too_small_for_the_largest_record_is_refused() {
-    let err = parse("[ingest]\nstage_fetch_max_bytes = 65536\n", &[])
-        .and_then(|c| c.validate().map(|_| c))
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("ingest.stage_fetch_max_bytes"),
-        "{err}"
-    );
-    // Producers allowed bigger records need a bigger fetch.
-    let text = "[ingest]\nstage_fetch_max_bytes = 2097152\n\
-                [kafka.producer]\n\"message.max.bytes\" = \"4000000\"\n";
-    let err = parse(text, &[]).unwrap().validate().unwrap_err();
-    assert!(err.to_string().contains("message.max.bytes"), "{err}");
-    for ok in ["0", "1048576", "2097152"] {
-        let cfg = parse(&format!("[ingest]\nstage_fetch_max_bytes = {ok}\n"), &[]).unwrap();
-        cfg.validate().unwrap();
-    }
 }
 
 #[test]

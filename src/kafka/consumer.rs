@@ -46,9 +46,6 @@ pub struct ConsumerSettings {
     pub fetch_wait_max_ms: u64,
     /// Commits at most this often while a backlog lasts (`kafka.commit_interval_ms`).
     pub commit_interval: Duration,
-    /// When set, the loop watches its group from outside and rejoins it (as a dynamic member)
-    /// when it is stuck: the tansu workaround (`kafka.rejoin_after_s`).
-    pub rejoin_after: Option<Duration>,
     /// When readiness gives up on the stage.
     pub limits: Limits,
     /// Extra librdkafka properties (`kafka.consumer`), applied last.
@@ -56,8 +53,6 @@ pub struct ConsumerSettings {
     /// In a process that also acknowledges webhooks: the pause after each batch that keeps
     /// those acknowledgements fast (`kafka::priority`).
     pub foreground: Option<Arc<Foreground>>,
-    /// `fetch.max.bytes`, when smaller than librdkafka's default (see `yielding_to`).
-    pub fetch_max_bytes: Option<u32>,
 }
 
 impl ConsumerSettings {
@@ -82,27 +77,17 @@ impl ConsumerSettings {
             max_poll_interval_ms: kafka.max_poll_interval_ms,
             fetch_wait_max_ms: kafka.fetch_wait_max_ms,
             commit_interval: Duration::from_millis(kafka.commit_interval_ms),
-            rejoin_after: (kafka.rejoin_after_s > 0)
-                .then(|| Duration::from_secs(kafka.rejoin_after_s)),
             limits: Limits {
                 unassigned_grace: Duration::from_secs(kafka.unassigned_grace_s),
                 stall_timeout: Duration::from_secs(kafka.stall_timeout_s),
             },
             extra: kafka.consumer.clone(),
             foreground: None,
-            fetch_max_bytes: None,
         }
     }
 
-    /// Yields to `foreground` between batches (see `kafka::priority`), and, with a foreground,
-    /// fetches at most `fetch_max_bytes` per request (0: librdkafka's default).
-    pub fn yielding_to(
-        mut self,
-        foreground: Option<Arc<Foreground>>,
-        fetch_max_bytes: u32,
-    ) -> Self {
-        self.fetch_max_bytes =
-            (foreground.is_some() && fetch_max_bytes > 0).then_some(fetch_max_bytes);
+    /// Yields to `foreground` between batches (see `kafka::priority`).
+    pub fn yielding_to(mut self, foreground: Option<Arc<Foreground>>) -> Self {
         self.foreground = foreground;
         self
     }
@@ -287,7 +272,7 @@ fn create(
         .set("session.timeout.ms", s.session_timeout_ms.to_string())
         .set("heartbeat.interval.ms", s.heartbeat_interval_ms.to_string())
         .set("max.poll.interval.ms", s.max_poll_interval_ms.to_string())
-        // `kafka.fetch_wait_max_ms`: tansu holds every fetch for about half of this.
+        // `kafka.fetch_wait_max_ms`: how long an empty fetch may wait for data.
         .set("fetch.wait.max.ms", s.fetch_wait_max_ms.to_string())
         // The roles' topics are created at start-up, concurrently with this subscription: a
         // consumer that subscribed first sees UnknownTopicOrPartition and only looks again at
@@ -304,9 +289,6 @@ fn create(
         // (2,000 / 4 MB halved the persist stage's end-to-end rate, `benches/persist.rs`).
         .set("queued.min.messages", "10000")
         .set("queued.max.messages.kbytes", "16384");
-    if let Some(bytes) = s.fetch_max_bytes {
-        c.set("fetch.max.bytes", bytes.to_string());
-    }
     for (k, v) in &s.extra {
         c.set(k, v);
     }
@@ -331,12 +313,9 @@ where
     F: FnMut(Event) -> Fut,
     Fut: Future<Output = Result<Commit, String>>,
 {
-    let mut static_id = s.instance_id.clone();
-    let mut consumer = Arc::new(create(&s, &health, static_id.as_deref())?);
+    let consumer = Arc::new(create(&s, &health, s.instance_id.as_deref())?);
     let mut carried: Vec<RawMessage> = Vec::new();
     let mut last_tick = Instant::now();
-    let mut last_look = Instant::now();
-    let mut stuck = Stuck::default();
     let mut at_end = AtEnd::default();
     let mut pending = Pending::default();
     loop {
@@ -349,28 +328,6 @@ where
         }
         if pending.due(s.commit_interval) || (pending.any() && at_end.all(&health)) {
             flush(&consumer, &mut pending, &health, false).await;
-        }
-        if last_look.elapsed() >= LOOK {
-            last_look = Instant::now();
-            if stuck.check(&s, &health, static_id.is_some()).await {
-                // tansu evicts a dead member only when a *dynamic* member joins or heartbeats,
-                // and a dead leader evicted mid-rebalance leaves the group without one: join
-                // again, as a dynamic member (see ARCHITECTURE.md, "Consumer groups").
-                tracing::warn!(group = %s.group, instance = ?static_id,
-                    "partitions with lag and no progress held elsewhere; rejoining as a dynamic member");
-                static_id = None;
-                flush(&consumer, &mut pending, &health, true).await;
-                carried.clear();
-                at_end = AtEnd::default();
-                // The old consumer's close revokes what it held; the stage forgets it at the
-                // next look.
-                close(std::mem::replace(
-                    &mut consumer,
-                    Arc::new(create(&s, &health, None)?),
-                ))
-                .await;
-                continue;
-            }
         }
         let mut batch = std::mem::take(&mut carried);
         if batch.is_empty() {
@@ -549,80 +506,6 @@ async fn close(consumer: Arc<GroupConsumer>) {
     }
 }
 
-/// Notices a group that is stuck on tansu (see ARCHITECTURE.md, "Consumer groups"), looking
-/// from outside every `REJOIN_PROBE`: a partition this member does not hold has lag and its
-/// committed offset has not moved for a session timeout and a probe (a dead member holds it),
-/// or this
-/// member is static, holds nothing and the topic has lag (a group of static members never
-/// evicts anyone). Then the member rejoins, as a dynamic member, at most once per
-/// `REJOIN_EVERY`.
-#[derive(Default)]
-struct Stuck {
-    probe: Option<Arc<super::group::Probe>>,
-    last_probe: Option<Instant>,
-    /// Per partition: the committed offset and since when it has not moved.
-    since: BTreeMap<i32, (Option<i64>, Instant)>,
-    last_rejoin: Option<Instant>,
-}
-
-const REJOIN_PROBE: Duration = Duration::from_secs(3);
-const REJOIN_EVERY: Duration = Duration::from_secs(10);
-
-impl Stuck {
-    async fn check(&mut self, s: &ConsumerSettings, health: &StageHealth, is_static: bool) -> bool {
-        let Some(after) = s.rejoin_after else {
-            return false;
-        };
-        if self.last_probe.is_some_and(|t| t.elapsed() < REJOIN_PROBE)
-            || self.last_rejoin.is_some_and(|t| t.elapsed() < REJOIN_EVERY)
-        {
-            return false;
-        }
-        self.last_probe = Some(Instant::now());
-        let probe = match &self.probe {
-            Some(p) => p.clone(),
-            None => match super::group::Probe::new(&s.brokers, &s.group) {
-                Ok(p) => self.probe.insert(Arc::new(p)).clone(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot create the group probe");
-                    return false;
-                }
-            },
-        };
-        let topic = s.topic.clone();
-        let pos = actix_web::rt::task::spawn_blocking(move || {
-            probe.position(&topic, Duration::from_secs(5))
-        })
-        .await;
-        let Ok(Ok(pos)) = pos else {
-            return false;
-        };
-        let held = health.assigned();
-        // A live holder commits at least every batch; a dead one is evicted after a session.
-        let stale_after = (Duration::from_millis(s.session_timeout_ms) + REJOIN_PROBE).max(after);
-        let mut stuck =
-            is_static && pos.lag > 0 && health.unassigned_for().is_some_and(|idle| idle >= after);
-        for p in &pos.partitions {
-            let entry = self
-                .since
-                .entry(p.partition)
-                .or_insert((p.committed, Instant::now()));
-            if entry.0 != p.committed {
-                *entry = (p.committed, Instant::now());
-            }
-            let ours = held.contains(&(s.topic.clone(), p.partition));
-            if !ours && p.lag > 0 && entry.1.elapsed() >= stale_after {
-                stuck = true;
-            }
-        }
-        if stuck {
-            // `since` stays: a partition nobody committed before the rejoin is as stale after.
-            self.last_rejoin = Some(Instant::now());
-        }
-        stuck
-    }
-}
-
 /// Drops from `batch` what belongs to partitions revoked since the last look, and has the
 /// stage forget them.
 /// Awaits the sink's answer while reading the next batch (up to `batch_size` into
@@ -774,18 +657,6 @@ mod tests {
         );
         h.assign(vec![("t".to_owned(), 0), ("t".to_owned(), 1)]);
         h
-    }
-
-    #[test]
-    fn only_a_stage_beside_the_webhook_fetches_in_small_bites() {
-        let cfg = crate::config::Config::default();
-        let new = || ConsumerSettings::new(&cfg.kafka, "g", "t", 10, Duration::ZERO);
-        let fg = Some(Arc::new(Foreground::new(Duration::from_millis(25))));
-        assert_eq!(new().yielding_to(None, 2 << 20).fetch_max_bytes, None);
-        assert_eq!(new().yielding_to(fg.clone(), 0).fetch_max_bytes, None);
-        let s = new().yielding_to(fg, 2 << 20);
-        assert_eq!(s.fetch_max_bytes, Some(2 << 20));
-        assert!(s.foreground.is_some());
     }
 
     #[test]

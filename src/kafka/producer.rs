@@ -113,7 +113,7 @@ impl Actor for KafkaProducerActor {
 impl KafkaProducerActor {
     /// Replaces the producer after a failed delivery. An idempotent producer whose messages
     /// timed out keeps its sequence numbers, and a broker that lost or restarted its state may
-    /// refuse them forever (tansu does); a new producer gets a new producer id.
+    /// refuse them; a new producer gets a new producer id.
     fn reset(&mut self, generation: u64) {
         if generation != self.generation {
             return; // already replaced since this batch started

@@ -93,7 +93,7 @@ pub fn start(
         n.batch_size,
         n.linger(),
     )
-    .yielding_to(foreground, cfg.ingest.stage_fetch_max_bytes);
+    .yielding_to(foreground);
     let outbox = OutboxActor::new(pool.clone(), throttle, n.outbox_in_hand).start();
     let sink = sink::NotifySink {
         routes: Arc::new(n.routes),

@@ -32,6 +32,6 @@ pub fn start(
         cfg.persist.batch_size,
         cfg.persist.linger(),
     )
-    .yielding_to(foreground, cfg.ingest.stage_fetch_max_bytes);
+    .yielding_to(foreground);
     crate::kafka::sink::spawn(settings, sink::PersistSink { actor: persist }, poison)
 }

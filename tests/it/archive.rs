@@ -363,7 +363,6 @@ fn start_binary(root: &Path, port: u16, brokers: &str, topic: &str, group: &str)
         .env("ALERTPIPE__ARCHIVE__GROUP", group)
         // The same process identity across the restart, as a StatefulSet pod keeps its name.
         .env("ALERTPIPE__KAFKA__GROUP_INSTANCE_ID", format!("{group}-0"))
-        .env("ALERTPIPE__KAFKA__REJOIN_AFTER_S", "5")
         .env("ALERTPIPE__ARCHIVE__MAX_FILE_BYTES", "4096")
         .env("ALERTPIPE__ARCHIVE__MAX_AGE_S", "1")
         .env("ALERTPIPE__ARCHIVE__BATCH_SIZE", "7")

@@ -68,8 +68,6 @@ impl Rig {
             ("ALERTPIPE__KAFKA__ALERTS_TOPIC", unique("alerts")),
             ("ALERTPIPE__KAFKA__LOGS_TOPIC", unique("logs")),
             ("ALERTPIPE__KAFKA__PARTITIONS", "3".to_owned()),
-            // The local broker is tansu: its workaround on, as the stack's demo has it.
-            ("ALERTPIPE__KAFKA__REJOIN_AFTER_S", "5".to_owned()),
             ("ALERTPIPE__DATABASE__URL", db.url.clone()),
             ("ALERTPIPE__DATABASE__POOL_SIZE", "4".to_owned()),
             ("ALERTPIPE__PERSIST__GROUP", unique("persist")),
