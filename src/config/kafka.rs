@@ -18,6 +18,14 @@ pub struct KafkaConfig {
     /// Create missing topics at start (the broker may not auto-create them).
     pub create_topics: bool,
     pub partitions: i32,
+    /// Replicas of each topic alertpipe creates. 0: as many as the cluster has brokers, at
+    /// most 3 (1 on a single broker, 3 on a cluster of three or more).
+    pub replication_factor: i32,
+    /// `min.insync.replicas` of the topics alertpipe creates: how many replicas must have a
+    /// record before the broker acknowledges it (the producers ask `acks=all`). 0: one less
+    /// than the replication factor, at least 1 (2 of 3), so one broker may be down and
+    /// nothing acknowledged lives on a single disk.
+    pub min_insync_replicas: i32,
     /// How long one produce may wait for the broker's ack before the webhook gets 503.
     pub message_timeout_ms: u64,
     /// Extra librdkafka producer properties (e.g. `"linger.ms" = "5"`).
@@ -64,6 +72,8 @@ impl Default for KafkaConfig {
             logs_topic: "logs".into(),
             create_topics: true,
             partitions: 3,
+            replication_factor: 0,
+            min_insync_replicas: 0,
             message_timeout_ms: 10_000,
             // One produce request in flight per broker connection: with more (librdkafka
             // allows 5 with idempotence) its broker thread busy-loops under load while the
@@ -104,6 +114,20 @@ impl KafkaConfig {
         }
         if self.partitions < 1 {
             return bad("kafka.partitions", "must be at least 1");
+        }
+        if self.replication_factor < 0 {
+            return bad(
+                "kafka.replication_factor",
+                "must be 0 (automatic) or at least 1",
+            );
+        }
+        if self.min_insync_replicas < 0
+            || (self.replication_factor > 0 && self.min_insync_replicas > self.replication_factor)
+        {
+            return bad(
+                "kafka.min_insync_replicas",
+                "must be 0 (automatic) or between 1 and replication_factor",
+            );
         }
         if self.message_timeout_ms == 0 {
             return bad("kafka.message_timeout_ms", "must be above 0");

@@ -49,9 +49,14 @@ pub async fn ensure_topics(
         .set("bootstrap.servers", &cfg.brokers)
         .set("socket.connection.setup.timeout.ms", "3000")
         .create()?;
+    let (replicas, min_isr) = replication(cfg, timeout).await?;
+    let min_isr = min_isr.to_string();
     let new: Vec<NewTopic> = topics
         .iter()
-        .map(|t| NewTopic::new(t, cfg.partitions, TopicReplication::Fixed(1)))
+        .map(|t| {
+            NewTopic::new(t, cfg.partitions, TopicReplication::Fixed(replicas))
+                .set("min.insync.replicas", &min_isr)
+        })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(timeout));
     let results = admin.create_topics(&new, &opts).await;
@@ -69,6 +74,39 @@ pub async fn ensure_topics(
         }
     }
     Ok(())
+}
+
+/// The replication factor and `min.insync.replicas` for new topics: as configured, or (0) as
+/// many replicas as the cluster has brokers, at most 3, and one less in sync, at least 1.
+async fn replication(cfg: &KafkaConfig, timeout: Duration) -> Result<(i32, i32), KafkaError> {
+    let replicas = if cfg.replication_factor > 0 {
+        cfg.replication_factor
+    } else {
+        let brokers = cfg.brokers.clone();
+        let n = actix_web::rt::task::spawn_blocking(move || {
+            use rdkafka::consumer::Consumer;
+            let c: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("socket.connection.setup.timeout.ms", "3000")
+                .create()?;
+            let n = c.fetch_metadata(None, timeout)?.brokers().len();
+            Ok::<_, KafkaError>(n)
+        })
+        .await
+        .map_err(|_| KafkaError::Canceled)??;
+        i32::try_from(n).unwrap_or(3).clamp(1, 3)
+    };
+    let min_isr = if cfg.min_insync_replicas > 0 {
+        cfg.min_insync_replicas
+    } else {
+        (replicas - 1).max(1)
+    };
+    tracing::info!(
+        replicas,
+        min_isr,
+        "replication of the topics alertpipe creates"
+    );
+    Ok((replicas, min_isr))
 }
 
 /// One message read back from a topic.

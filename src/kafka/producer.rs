@@ -66,7 +66,14 @@ pub struct KafkaProducerActor {
     producer: Option<AckedProducer>,
     /// Bumped on every new producer, so a burst of failures replaces it once.
     generation: u64,
+    /// The last delivery that failed, while no delivery has succeeded since: readiness says
+    /// why for a while (a broker that answers metadata can still refuse acks=all writes, with
+    /// too few in-sync replicas).
+    failing: Option<(Instant, String)>,
 }
+
+/// How long a failed delivery keeps readiness down when nothing has succeeded since.
+const FAILING_FOR: Duration = Duration::from_secs(15);
 
 impl KafkaProducerActor {
     pub fn new(cfg: KafkaConfig, topic: String, mailbox_capacity: usize) -> Self {
@@ -76,6 +83,7 @@ impl KafkaProducerActor {
             mailbox_capacity,
             producer: None,
             generation: 0,
+            failing: None,
         }
     }
 
@@ -194,10 +202,12 @@ impl Handler<Produce> for KafkaProducerActor {
             match first_err {
                 None => {
                     metrics::counter!(m::PRODUCED, "topic" => topic).increment(n);
+                    act.failing = None;
                     Ok(())
                 }
                 Some(e) => {
                     metrics::counter!(m::PRODUCE_FAILED, "topic" => topic).increment(n);
+                    act.failing = Some((Instant::now(), e.to_string()));
                     if matches!(e, ProduceError::Kafka(_)) {
                         act.reset(generation);
                     }
@@ -212,6 +222,17 @@ impl Handler<Ping> for KafkaProducerActor {
     type Result = ResponseFuture<Result<(), ProduceError>>;
 
     fn handle(&mut self, msg: Ping, _: &mut Self::Context) -> Self::Result {
+        if let Some((at, why)) = self
+            .failing
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < FAILING_FOR)
+        {
+            let e = ProduceError::Kafka(format!(
+                "deliveries are failing ({} s ago, none acknowledged since): {why}",
+                at.elapsed().as_secs()
+            ));
+            return Box::pin(fut::ready(Err(e)));
+        }
         let producer = self.producer.clone();
         let topic = self.topic.clone();
         Box::pin(async move {

@@ -4,6 +4,7 @@
 
 mod alertmanager;
 mod archive;
+mod cluster;
 mod loki_answers;
 mod mail_layout;
 mod needs_loki;

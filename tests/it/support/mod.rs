@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod binary;
+pub mod cluster;
 pub mod logs;
 pub mod otelcol;
 pub mod parquet;
