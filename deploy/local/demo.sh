@@ -42,7 +42,8 @@ export ALERTPIPE__NOTIFY__DIGEST_WINDOW_S=5
 # Mails of alerts from the LogQL rules show the lines behind them, read from the stack's Loki
 # where it runs, else from the archive.
 if [ "${STACK_HAVE_LOKI:-0}" = 1 ]; then export ALERTPIPE__NOTIFY__LOKI_URL=$STACK_LOKI_URL; fi
-export ALERTPIPE__ARCHIVE__ROOT=$STATE/archive
+# Cold logs on the stack's HDFS (WebHDFS, as user alertpipe), the seed's path layout under /logs.
+export ALERTPIPE__ARCHIVE__ROOT=$STACK_HDFS_ROOT
 export ALERTPIPE__ARCHIVE__MAX_AGE_S=2
 setsid "$BIN" serve --config config/alertpipe.toml >"$STATE/alertpipe.log" 2>&1 </dev/null &
 echo $! >"$PIDFILE"
@@ -173,7 +174,7 @@ PY
 echo "Dead letters (sends that failed for good):"
 "$BIN" --config config/alertpipe.toml dlq list | tail -4 | sed 's/^/  /'
 echo
-echo "Cold logs (snappy Parquet under $STATE/archive):"
+echo "Cold logs (snappy Parquet on HDFS, $STACK_HDFS_ROOT, listed through WebHDFS):"
 "$BIN" --config config/alertpipe.toml archive ls | sed 's/^/  /'
 if [ -n "${STACK_LOGCLI_BIN:-}" ]; then
   echo "The archive answers LogQL through Loki's API (Grafana's \"Loki cold archive\"), here to the real logcli:"
@@ -196,6 +197,7 @@ echo
 echo "alertpipe:    http://$STACK_ALERTPIPE_LISTEN  (log $STATE/alertpipe.log; stop: bash deploy/local/demo.sh stop)"
 echo "alertmanager: $STACK_ALERTMANAGER_URL"
 echo "kafka:        $STACK_KAFKA_BROKERS  (read: $BIN tail --topic alerts)"
+echo "hdfs:         $STACK_WEBHDFS_URL  (NameNode UI and WebHDFS; archive root $STACK_HDFS_ROOT)"
 echo "postgres:     $STACK_PG_URL"
 echo "smtp:         $STACK_SMTP_HOST:$STACK_SMTP_PORT  maildir $STACK_MAILDIR"
 echo "teams:        $STACK_TEAMS_URL  cards in $STACK_TEAMS_CARDS"

@@ -7,7 +7,8 @@
 #
 # Peers: PostgreSQL (Debian postgresql: initdb + pg_ctl on a free port), Apache Kafka (KRaft,
 # one combined broker+controller, jars from Maven Central resolved once into the per-machine
-# tools cache by deploy/local/kafka.sh), Prometheus Alertmanager (Debian
+# tools cache by deploy/local/kafka.sh), HDFS (a NameNode and a DataNode with WebHDFS, jars
+# from Maven Central, deploy/local/hdfs.sh), Prometheus Alertmanager (Debian
 # prometheus-alertmanager, with config/alertmanager/alertmanager.yml pointed at alertpipe), an
 # SMTP server (Debian python3-aiosmtpd) storing mail in a Maildir, a Teams Workflows stand-in,
 # Prometheus (Debian prometheus, scraping alertpipe, with alertpipe's health rules), and, only
@@ -22,6 +23,7 @@ STATE=${ALERTPIPE_STATE:-$REPO/.state}
 # Built tools are also kept per machine, so a fresh clone (CI) reuses them instead of rebuilding.
 TOOL_CACHE=${ALERTPIPE_TOOL_CACHE:-$HOME/.cache/alertpipe/tools}
 KAFKA_VERSION=$(sed -n 's/^KAFKA_VERSION=//p' "$REPO/deploy/local/kafka.sh")
+HADOOP_VERSION=$(sed -n 's/^HADOOP_VERSION=//p' "$REPO/deploy/local/hdfs.sh")
 LOKI_VERSION=3.4.6
 ENV_FILE=$STATE/stack.env
 PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
@@ -228,6 +230,36 @@ start_postgres() {
   PG_PORT=$port
 }
 
+# HDFS (deploy/local/hdfs.sh): jars from Maven Central resolved once into the tools cache.
+install_hdfs() {
+  [ -f "$TOOL_CACHE/hadoop-$HADOOP_VERSION/libs/.complete" ] && return 0
+  slow_step "resolving Apache Hadoop HDFS $HADOOP_VERSION from Maven Central, once into $TOOL_CACHE" \
+    "half a minute" "$STATE/hdfs-install.log" bash "$REPO/deploy/local/hdfs.sh" install \
+    || die "resolving Hadoop failed; see $STATE/hdfs-install.log"
+}
+
+# A NameNode and a DataNode, their metadata and blocks kept in $STATE/hdfs across restarts;
+# the archive's directory /logs belongs to the user alertpipe writes as.
+start_hdfs() {
+  local nn_rpc=$1 nn_http=$2 dn=$3 dn_http=$4 dn_ipc=$5 t0=$SECONDS
+  local sh=$REPO/deploy/local/hdfs.sh
+  bash "$sh" conf "$STATE/hdfs" "$nn_rpc" "$nn_http" "$dn" "$dn_http" "$dn_ipc"
+  setsid bash "$sh" namenode "$STATE/hdfs" >"$STATE/namenode.log" 2>&1 </dev/null &
+  echo $! >"$STATE/namenode.pid"
+  setsid bash "$sh" datanode "$STATE/hdfs" >"$STATE/datanode.log" 2>&1 </dev/null &
+  echo $! >"$STATE/datanode.pid"
+}
+
+wait_hdfs() {
+  local http=$1 t0=$SECONDS
+  bash "$REPO/deploy/local/hdfs.sh" ready "$http" 90 \
+    || die "HDFS not ready within 90 s (logs: $STATE/namenode.log, $STATE/datanode.log)"
+  curl -fsS -X PUT "http://127.0.0.1:$http/webhdfs/v1/logs?op=MKDIRS&user.name=root" >/dev/null \
+    && curl -fsS -X PUT "http://127.0.0.1:$http/webhdfs/v1/logs?op=SETOWNER&owner=alertpipe&user.name=root" >/dev/null \
+    || die "could not create /logs on HDFS"
+  log "hdfs ready in $((SECONDS - t0)) s"
+}
+
 # One combined KRaft broker+controller, data kept in $STATE/kafka across restarts.
 start_kafka() {
   local port=$1 cport=$2
@@ -365,7 +397,7 @@ loki_up_as_recorded() {
 
 cmd_up() {
   mkdir -p "$STATE"
-  if [ -f "$ENV_FILE" ] && alive kafka && alive alertmanager && alive smtp \
+  if [ -f "$ENV_FILE" ] && alive kafka && alive namenode && alive datanode && alive alertmanager && alive smtp \
     && alive prometheus && alive teams && loki_up_as_recorded \
     && "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$(sed -n 's/^STACK_PG_PORT=//p' "$ENV_FILE")" 2>/dev/null; then
     install_python_tools
@@ -378,23 +410,27 @@ cmd_up() {
   cmd_down >/dev/null 2>&1 || true
   install_packages
   install_kafka
+  install_hdfs
   find_grafana_peers
   install_otelcol
   install_python_tools
   install_adaptivecards
   AUTH_SECRET=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
-  local kafka kafka_ctl am smtp ap loki loki_grpc promtail prom teams
-  kafka=$(free_port); kafka_ctl=$(free_port); am=$(free_port); smtp=$(free_port); ap=$(free_port); teams=$(free_port)
+  local kafka kafka_ctl nn_rpc nn_http dn dn_http dn_ipc am smtp ap loki loki_grpc promtail prom teams
+  kafka=$(free_port); kafka_ctl=$(free_port); am=$(free_port)
+  nn_rpc=$(free_port); nn_http=$(free_port); dn=$(free_port); dn_http=$(free_port); dn_ipc=$(free_port); smtp=$(free_port); ap=$(free_port); teams=$(free_port)
   loki=$(free_port); loki_grpc=$(free_port); promtail=$(free_port); prom=$(free_port)
   # Loki takes 5-35 s to be ready: start it first and wait for it last.
   [ "$HAVE_LOKI" = 1 ] && start_loki "$loki" "$loki_grpc" "http://127.0.0.1:$am"
   start_postgres
   start_kafka "$kafka" "$kafka_ctl"
+  start_hdfs "$nn_rpc" "$nn_http" "$dn" "$dn_http" "$dn_ipc"
   start_alertmanager "$am" "$ap"
   start_smtp "$smtp"
   start_teams "$teams"
   start_prometheus "$prom" "http://127.0.0.1:$am" "127.0.0.1:$ap"
   wait_kafka "$kafka"
+  wait_hdfs "$nn_http"
   if [ "$HAVE_LOKI" = 1 ]; then
     wait_http "http://127.0.0.1:$loki/ready" 90 loki
     start_promtail "$promtail" "http://127.0.0.1:$loki" "127.0.0.1:$ap"
@@ -411,6 +447,9 @@ STACK_PG_BIN=$PG_BIN
 STACK_PG_DIR=$(cat "$STATE/postgres.dir")
 STACK_KAFKA_BROKERS=127.0.0.1:$kafka
 STACK_KAFKA_SH=$REPO/deploy/local/kafka.sh
+STACK_HDFS_SH=$REPO/deploy/local/hdfs.sh
+STACK_WEBHDFS_URL=http://127.0.0.1:$nn_http
+STACK_HDFS_ROOT=webhdfs://alertpipe@127.0.0.1:$nn_http/logs
 STACK_ALERTMANAGER_URL=http://127.0.0.1:$am
 STACK_ALERTMANAGER_BIN=$(command -v prometheus-alertmanager)
 STACK_ALERTPIPE_LISTEN=127.0.0.1:$ap
@@ -438,7 +477,7 @@ STACK_LOGCLI_BIN=$LOGCLI_BIN
 STACK_PROMTAIL_URL=http://127.0.0.1:$promtail
 EOF
   fi
-  log "up: postgres :$PG_PORT, kafka :$kafka, alertmanager :$am, smtp :$smtp, teams :$teams,"
+  log "up: postgres :$PG_PORT, kafka :$kafka, hdfs :$nn_http (WebHDFS), alertmanager :$am, smtp :$smtp, teams :$teams,"
   log "    prometheus :$prom; env in $ENV_FILE"
   if [ "$HAVE_LOKI" = 1 ]; then
     log "    loki :$loki, promtail :$promtail (tailing $STATE/demo-logs)"
@@ -450,7 +489,7 @@ EOF
 cmd_down() {
   local name
   local pids=() pid i
-  for name in promtail otelcol loki prometheus alertmanager smtp teams kafka; do
+  for name in promtail otelcol loki prometheus alertmanager smtp teams datanode namenode kafka; do
     if alive "$name"; then
       pid=$(cat "$STATE/$name.pid")
       kill "$pid" 2>/dev/null && pids+=("$pid")
@@ -474,7 +513,7 @@ cmd_status() {
   [ -f "$ENV_FILE" ] || { echo "stack is down (no $ENV_FILE)"; return 1; }
   cat "$ENV_FILE"
   local name
-  for name in kafka alertmanager smtp teams otelcol loki promtail prometheus; do
+  for name in kafka namenode datanode alertmanager smtp teams otelcol loki promtail prometheus; do
     if alive "$name"; then
       echo "$name: running"
     elif { [ "$name" = loki ] || [ "$name" = promtail ]; } && ! grep -q '^STACK_HAVE_LOKI=1$' "$ENV_FILE"; then

@@ -38,13 +38,20 @@ pub fn open(root: &ArchiveRoot) -> Result<Operator, StorageError> {
                 .atomic_write_dir(&path.join(INCOMPLETE_DIR).to_string_lossy()),
         )?
         .finish(),
-        ArchiveRoot::WebHdfs { endpoint, path } => Operator::new(
-            services::Webhdfs::default()
+        ArchiveRoot::WebHdfs {
+            endpoint,
+            path,
+            user,
+        } => {
+            let mut b = services::Webhdfs::default()
                 .endpoint(endpoint)
                 .root(path)
-                .atomic_write_dir(&format!("{INCOMPLETE_DIR}/")),
-        )?
-        .finish(),
+                .atomic_write_dir(&format!("{INCOMPLETE_DIR}/"));
+            if let Some(u) = user {
+                b = b.user_name(u);
+            }
+            Operator::new(b)?.finish()
+        }
         ArchiveRoot::S3 { bucket, path } => {
             let mut b = services::S3::default().bucket(bucket).root(path);
             // S3-compatible stores (MinIO, Ceph) ignore the region; AWS needs the right one.

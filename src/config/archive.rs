@@ -59,8 +59,14 @@ pub enum ArchiveRoot {
     /// A path or `file:///abs/path`: local disk.
     Fs(PathBuf),
     /// `webhdfs://namenode:9870/logs` or `hdfs://namenode:8020/logs`: HDFS over WebHDFS on
-    /// the namenode's HTTP port (`archive.webhdfs_port` for hdfs://).
-    WebHdfs { endpoint: String, path: String },
+    /// the namenode's HTTP port (`archive.webhdfs_port` for hdfs://). The HDFS user
+    /// (simple authentication): `webhdfs://user@namenode...`, else `$HADOOP_USER_NAME` as
+    /// Hadoop's own clients read it, else none (WebHDFS's anonymous `dr.who`).
+    WebHdfs {
+        endpoint: String,
+        path: String,
+        user: Option<String>,
+    },
     /// `s3://bucket/prefix`.
     S3 { bucket: String, path: String },
 }
@@ -78,6 +84,13 @@ impl ArchiveRoot {
                 .map(ArchiveRoot::Fs)
                 .map_err(|e| e.to_string()),
             "hdfs" | "webhdfs" => {
+                let (user, host) = match host.rsplit_once('@') {
+                    Some((u, h)) if !u.is_empty() => (Some(u.to_owned()), h),
+                    _ => (
+                        std::env::var("HADOOP_USER_NAME").ok().filter(|u| !u.is_empty()),
+                        host,
+                    ),
+                };
                 if host.is_empty() {
                     return Err("needs a namenode host".into());
                 }
@@ -91,6 +104,7 @@ impl ArchiveRoot {
                 Ok(ArchiveRoot::WebHdfs {
                     endpoint: format!("http://{hostname}:{port}"),
                     path: path_under(path),
+                    user,
                 })
             }
             "s3" if host.is_empty() => Err("needs a bucket: s3://bucket/prefix".into()),
@@ -167,17 +181,19 @@ mod tests {
             matches!(ArchiveRoot::parse("./data/archive", 9870), Ok(ArchiveRoot::Fs(p)) if p.is_absolute())
         );
         assert_eq!(
-            ArchiveRoot::parse("hdfs://namenode:8020/logs", 9870),
+            ArchiveRoot::parse("hdfs://alertpipe@namenode:8020/logs", 9870),
             Ok(ArchiveRoot::WebHdfs {
                 endpoint: "http://namenode:9870".into(),
-                path: "/logs".into()
+                path: "/logs".into(),
+                user: Some("alertpipe".into()),
             })
         );
         assert_eq!(
-            ArchiveRoot::parse("webhdfs://nn:50070/a/b/", 9870),
+            ArchiveRoot::parse("webhdfs://svc@nn:50070/a/b/", 9870),
             Ok(ArchiveRoot::WebHdfs {
                 endpoint: "http://nn:50070".into(),
-                path: "/a/b".into()
+                path: "/a/b".into(),
+                user: Some("svc".into()),
             })
         );
         assert_eq!(
