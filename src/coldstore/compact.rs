@@ -6,7 +6,8 @@
 //!    then uploaded in chunks (multipart where the store has it) as `_compacting-<id>.tmp`
 //!    in the same directory: no `.parquet` name, so no reader sees it;
 //! 2. it is renamed to its final name `<HHMMSS>-<8 hex>.<codec>.parquet`, whose footer lists
-//!    the inputs (`alertpipe.compacted_from`);
+//!    the inputs (`alertpipe.compacted_from`) (copied where the store cannot rename, and
+//!    rewritten through the atomic writer where it can do neither: WebHDFS);
 //! 3. the inputs are deleted.
 //!
 //! A crash in 1 leaves a temporary file without a footer: the next run deletes it and starts
@@ -170,10 +171,25 @@ async fn publish(
     inputs: &[&str],
 ) -> anyhow::Result<()> {
     let target = format!("{dir}/{final_name}");
-    if op.info().full_capability().rename {
+    let cap = op.info().full_capability();
+    if cap.rename {
         op.rename(tmp, &target).await?;
-    } else {
+    } else if cap.copy {
         op.copy(tmp, &target).await?;
+        op.delete(tmp).await?;
+    } else {
+        // WebHDFS through OpenDAL has neither: the bytes go again, through the writer, which
+        // on HDFS stages them under `.incomplete/` and renames them into place whole.
+        let size = op.stat(tmp).await?.content_length();
+        let reader = op.reader(tmp).await?;
+        let mut w = op.writer_with(&target).chunk(UPLOAD_CHUNK).await?;
+        let mut at = 0u64;
+        while at < size {
+            let end = (at + UPLOAD_CHUNK as u64).min(size);
+            w.write(reader.read(at..end).await?).await?;
+            at = end;
+        }
+        w.close().await?;
         op.delete(tmp).await?;
     }
     for name in inputs {

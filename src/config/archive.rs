@@ -87,7 +87,9 @@ impl ArchiveRoot {
                 let (user, host) = match host.rsplit_once('@') {
                     Some((u, h)) if !u.is_empty() => (Some(u.to_owned()), h),
                     _ => (
-                        std::env::var("HADOOP_USER_NAME").ok().filter(|u| !u.is_empty()),
+                        std::env::var("HADOOP_USER_NAME")
+                            .ok()
+                            .filter(|u| !u.is_empty()),
                         host,
                     ),
                 };

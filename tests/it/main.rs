@@ -5,6 +5,7 @@
 mod alertmanager;
 mod archive;
 mod cluster;
+mod hdfs;
 mod loki_answers;
 mod mail_layout;
 mod needs_loki;
