@@ -66,7 +66,7 @@ bench() {
   if [[ " $PHASES " == *" max "* ]]; then
   echo "== [$mode] max throughput (closed loop), alertpipe (roles: $roles) vs bare producer"
   ALERTPIPE__KAFKA__BROKERS=$STACK_KAFKA_BROKERS "$BIN" loadgen --target "http://127.0.0.1:$port" \
-    --pid "$PID" --mode both --runs "$RUNS" --duration-s "$DURATION" -c "$CONCURRENCY" -b "$BATCH" \
+    --pid "$PID" --mode both --runs "$RUNS" --duration-s "$DURATION" --concurrency "$CONCURRENCY" -b "$BATCH" \
     --baseline-topic "$tag-baseline"
   echo
   fi
@@ -77,7 +77,7 @@ bench() {
   [ "$mode" = all ] && latency_topic=$tag-alerts
   echo "== [$mode] latency at $RATE alerts/s offered (open loop), alertpipe vs bare producer into $latency_topic"
   ALERTPIPE__KAFKA__BROKERS=$STACK_KAFKA_BROKERS "$BIN" loadgen --target "http://127.0.0.1:$port" \
-    --pid "$PID" --mode "$LATENCY_MODE" --runs "$RUNS" --duration-s "$DURATION" -c "$CONCURRENCY" \
+    --pid "$PID" --mode "$LATENCY_MODE" --runs "$RUNS" --duration-s "$DURATION" --concurrency "$CONCURRENCY" \
     -b "$BATCH" --rate "$RATE" --baseline-topic "$latency_topic"
   echo
   fi

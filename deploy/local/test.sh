@@ -47,6 +47,11 @@ else
   # The tests under tests/it/needs_loki/ need programs this machine lacks: counted, not run.
   not_run=$(cargo test --locked --test it -- --list needs_loki:: 2>/dev/null | grep -c ': test$' || true)
   cargo test --locked --lib --bins --tests -- --test-threads "${TEST_THREADS:-8}" --skip needs_loki::
+  NOT_RUN="${LOKI_NOTE/N/$not_run}"
   echo
-  echo "${LOKI_NOTE/N/$not_run}"
+  echo "$NOT_RUN"
 fi
+
+step "benchmarks, once each with their smallest settings (a smoke run, not a measurement)"
+bash benches/smoke.sh
+if [ -n "${NOT_RUN:-}" ]; then echo; echo "$NOT_RUN"; fi

@@ -71,14 +71,38 @@ pub fn map_request(req: ExportLogsServiceRequest, now_ns: i64) -> Decoded {
     let mut streams: BTreeMap<BTreeMap<String, String>, Vec<Entry>> = BTreeMap::new();
     for rl in req.resource_logs {
         let (base, resource_md) = resource_labels(rl.resource.as_ref());
-        for record in rl.scope_logs.into_iter().flat_map(|s| s.log_records) {
-            match map_record(record, &base, &resource_md, now_ns) {
-                Ok((labels, entry)) => streams.entry(labels).or_default().push(entry),
+        // A resource's records differ only by file and level: group by those (a handful per
+        // request) and build each stream's labels once, not per record.
+        let mut groups: Vec<(Option<String>, Option<&'static str>, Vec<Entry>)> = Vec::new();
+        for mut record in rl.scope_logs.into_iter().flat_map(|s| s.log_records) {
+            let file = attr(&record.attributes, "log.file.path")
+                .or_else(|| attr(&record.attributes, "log.file.name"))
+                .and_then(str_value);
+            let level = record_level(&record);
+            let at = groups
+                .iter()
+                .position(|(f, l, _)| f.as_deref() == file && *l == level);
+            let file = file.map(str::to_owned);
+            match map_record(&mut record, &resource_md, now_ns) {
+                Ok(entry) => match at {
+                    Some(i) => groups[i].2.push(entry),
+                    None => groups.push((file, level, vec![entry])),
+                },
                 Err(reason) => {
                     out.rejected += 1;
                     out.reject_reason.get_or_insert(reason);
                 }
             }
+        }
+        for (file, level, entries) in groups {
+            let mut labels = base.clone();
+            if let Some(f) = file.filter(|f| !f.is_empty()) {
+                labels.insert("filename".to_owned(), f);
+            }
+            if let Some(l) = level {
+                labels.insert("level".to_owned(), l.to_owned());
+            }
+            streams.entry(labels).or_default().extend(entries);
         }
     }
     out.streams = streams
@@ -86,6 +110,20 @@ pub fn map_request(req: ExportLogsServiceRequest, now_ns: i64) -> Decoded {
         .map(|(labels, entries)| Stream { labels, entries })
         .collect();
     out
+}
+
+fn str_value(v: &AnyValue) -> Option<&str> {
+    match &v.value {
+        Some(any_value::Value::StringValue(s)) => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+/// Severity text, else number, else a `level` attribute, in the contract's spelling.
+fn record_level(r: &LogRecord) -> Option<&'static str> {
+    normalise_level(&r.severity_text)
+        .or_else(|| level_of_number(r.severity_number))
+        .or_else(|| attr_str(&r.attributes, "level").and_then(|l| normalise_level(&l)))
 }
 
 fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
@@ -141,22 +179,21 @@ fn metadata_pair(kv: &KeyValue) -> Option<(String, String)> {
     }
 }
 
-/// One record: its stream's labels and its entry, or why it is refused.
+/// One record's entry (its body taken), or why it is refused.
 fn map_record(
-    r: LogRecord,
-    base: &BTreeMap<String, String>,
+    r: &mut LogRecord,
     resource_md: &[(String, String)],
     now_ns: i64,
-) -> Result<(BTreeMap<String, String>, Entry), String> {
-    let line = match &r.body {
+) -> Result<Entry, String> {
+    let line = match r.body.take() {
         None => Vec::new(),
         Some(AnyValue {
             value: Some(any_value::Value::StringValue(s)),
-        }) => s.as_bytes().to_vec(),
+        }) => s.into_bytes(),
         Some(AnyValue {
             value: Some(any_value::Value::BytesValue(b)),
-        }) => b.clone(),
-        Some(v) => to_json(v).to_string().into_bytes(),
+        }) => b,
+        Some(v) => to_json(&v).to_string().into_bytes(),
     };
     if line.len() > MAX_LINE_BYTES {
         return Err(format!(
@@ -169,18 +206,6 @@ fn map_record(
         .find(|&t| t != 0)
         .map(|t| i64::try_from(t).unwrap_or(i64::MAX))
         .unwrap_or(now_ns);
-    let mut labels = base.clone();
-    if let Some(f) = attr_str(&r.attributes, "log.file.path")
-        .or_else(|| attr_str(&r.attributes, "log.file.name"))
-    {
-        labels.insert("filename".to_owned(), f);
-    }
-    let level = normalise_level(&r.severity_text)
-        .or_else(|| level_of_number(r.severity_number))
-        .or_else(|| attr_str(&r.attributes, "level").and_then(|l| normalise_level(&l)));
-    if let Some(l) = level {
-        labels.insert("level".to_owned(), l.to_owned());
-    }
     let mut metadata: Vec<(String, String)> = resource_md.to_vec();
     let trace = (!r.trace_id.is_empty() && r.trace_id.iter().any(|&b| b != 0))
         .then(|| hex(&r.trace_id))
@@ -207,14 +232,11 @@ fn map_record(
     if let Some(s) = span {
         metadata.push(("span_id".to_owned(), s));
     }
-    Ok((
-        labels,
-        Entry {
-            ts_ns: ts,
-            line,
-            metadata,
-        },
-    ))
+    Ok(Entry {
+        ts_ns: ts,
+        line,
+        metadata,
+    })
 }
 
 /// The label contract's spelling of a level: `debug`, `info`, `warn`, `error`, `fatal`.
