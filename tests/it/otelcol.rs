@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use alertpipe::config::Role;
 use chrono::{SecondsFormat, Utc};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::support::app::archive;
 use crate::support::otelcol::Collector;
@@ -29,7 +29,7 @@ async fn archived_lines(
     root: &Path,
     svc: &str,
     n: usize,
-    col: &Collector,
+    col: Option<&Collector>,
 ) -> BTreeMap<String, usize> {
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     loop {
@@ -46,7 +46,7 @@ async fn archived_lines(
             std::time::Instant::now() < deadline,
             "{} of {n} lines archived for {svc}; collector log:\n{}",
             mine.len(),
-            col.log_text()
+            col.map(Collector::log_text).unwrap_or_default()
         );
         actix_web::rt::time::sleep(Duration::from_millis(300)).await;
     }
@@ -79,7 +79,7 @@ async fn the_shipped_collector_parses_json_logfmt_and_classic_lines_into_the_lab
     col.append(&svc, "kv.log", format!("{kv_line}\n").as_bytes());
     col.append(&svc, "classic.log", format!("{classic_line}\n").as_bytes());
 
-    archived_lines(root.path(), &svc, 3, &col).await;
+    archived_lines(root.path(), &svc, 3, Some(&col)).await;
     let rows = all_rows(&pyarrow(root.path()));
     let by_file: BTreeMap<String, &Value> = rows
         .iter()
@@ -156,24 +156,24 @@ async fn new_files_are_picked_up_and_restarts_neither_lose_nor_double_a_line() {
     let mut col = Collector::start(&app.url);
     let svc = unique("otrs");
     col.append(&svc, "app.log", &lines(&svc, 0, 10));
-    archived_lines(root.path(), &svc, 10, &col).await;
+    archived_lines(root.path(), &svc, 10, Some(&col)).await;
 
     // A graceful restart with lines written while it is down, and a file created meanwhile.
     col.stop();
     col.append(&svc, "app.log", &lines(&svc, 10, 20));
     col.append(&svc, "new.log", &lines(&svc, 100, 105));
     col.up();
-    archived_lines(root.path(), &svc, 25, &col).await;
+    archived_lines(root.path(), &svc, 25, Some(&col)).await;
 
     // SIGKILL once everything was sent: the positions on disk are the ones it had read to.
     col.kill9();
     col.append(&svc, "app.log", &lines(&svc, 20, 30));
     col.up();
     col.append(&svc, "later.log", &lines(&svc, 200, 203));
-    let got = archived_lines(root.path(), &svc, 38, &col).await;
+    let got = archived_lines(root.path(), &svc, 38, Some(&col)).await;
     // A marker written last and archived proves nothing else was on its way.
     col.append(&svc, "later.log", format!("{svc} marker\n").as_bytes());
-    let got_after = archived_lines(root.path(), &svc, 39, &col).await;
+    let got_after = archived_lines(root.path(), &svc, 39, Some(&col)).await;
     let want = counts(
         (0..30)
             .chain(100..105)
@@ -246,7 +246,7 @@ async fn the_collector_retries_through_503_and_429_and_every_line_lands_once() {
     .await;
     let _broker = start_broker(dir.path(), port);
 
-    let got = archived_lines(root.path(), &svc, 60, &col).await;
+    let got = archived_lines(root.path(), &svc, 60, Some(&col)).await;
     let want = counts((0..60).map(|i| format!("{svc} event {i}")));
     assert_eq!(got, want, "every line once after 503s and 429s");
 }
@@ -276,7 +276,7 @@ async fn every_logql_query_of_the_dashboards_and_rules_answers_on_the_archive_wi
         ));
     }
     col.append("payment", "app.log", text.as_bytes());
-    archived_lines(root.path(), "payment", 160, &col).await;
+    archived_lines(root.path(), "payment", 160, Some(&col)).await;
 
     let mut queries = crate::queries::dashboard_targets("loki", "expr");
     queries.extend(crate::queries::rule_expressions());
@@ -309,4 +309,123 @@ async fn every_logql_query_of_the_dashboards_and_rules_answers_on_the_archive_wi
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(queries.len() >= 9, "{queries:?}");
+}
+
+/// POSTs `body` to `/otlp/v1/logs`: (status, Content-Type, Retry-After, body).
+async fn otlp_post(
+    app: &TestApp,
+    ctype: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, String, Option<String>, Vec<u8>) {
+    let mut req = app
+        .client
+        .post(format!("{}/otlp/v1/logs", app.url))
+        .insert_header(("content-type", ctype));
+    for &(k, v) in headers {
+        req = req.insert_header((k, v));
+    }
+    let mut resp = req
+        .send_body(body)
+        .await
+        .expect("the request reaches the app");
+    let h = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (ctype, retry) = (h("content-type").unwrap_or_default(), h("retry-after"));
+    let body = resp
+        .body()
+        .limit(1 << 20)
+        .await
+        .expect("answer body")
+        .to_vec();
+    (resp.status().as_u16(), ctype, retry, body)
+}
+
+/// The OTLP endpoint's answers to the ugly cases, in OTLP's terms: a malformed body is a 400
+/// whose `google.rpc.Status` (or JSON) names the fault, a bomb a 413, an unknown media type a
+/// 415, no credentials a 401, and a record refused alone a partial success beside the rest.
+#[actix_web::test]
+async fn the_otlp_endpoint_answers_bad_input_clearly_and_refuses_records_alone() {
+    use std::io::Write;
+    let app = TestApp::builder()
+        .with_roles(&[Role::Archive])
+        .configure(|c| {
+            c.auth.mode = alertpipe::config::AuthMode::Bearer;
+            c.auth.secret = alertpipe::config::Secret::new("otlp-token");
+        })
+        .spawn()
+        .await;
+    let auth = [("authorization", "Bearer otlp-token")];
+    let svc = unique("otbad");
+    let record = |line: &str| {
+        json!({"timeUnixNano": Utc::now().timestamp_nanos_opt().unwrap().to_string(),
+               "severityText": "ERROR", "body": {"stringValue": line}})
+    };
+    let good = |records: Vec<Value>| {
+        serde_json::to_vec(&json!({"resourceLogs": [{"resource": {"attributes": [
+            {"key": "service.name", "value": {"stringValue": svc}}]},
+            "scopeLogs": [{"logRecords": records}]}]}))
+        .unwrap()
+    };
+
+    let (s, _, _, _) = otlp_post(&app, "application/json", &[], good(vec![record("x")])).await;
+    assert_eq!(s, 401, "no credentials");
+    let (s, ct, _, body) = otlp_post(
+        &app,
+        "application/x-protobuf",
+        &auth,
+        b"\x0a\xff\xff\xff\xff\x0f".to_vec(),
+    )
+    .await;
+    assert_eq!((s, ct.as_str()), (400, "application/x-protobuf"));
+    assert!(
+        String::from_utf8_lossy(&body).contains("malformed protobuf"),
+        "a google.rpc.Status naming the fault: {body:?}"
+    );
+    let wrong = br#"{"resourceLogs": [{"scopeLogs": [{"logRecords": [{"timeUnixNano": true}]}]}]}"#;
+    let (s, _, _, body) = otlp_post(&app, "application/json", &auth, wrong.to_vec()).await;
+    let v: Value = serde_json::from_slice(&body).expect("a JSON Status");
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["message"].as_str().unwrap_or("").contains("timeUnixNano"),
+        "{v}"
+    );
+    let (s, _, _, _) = otlp_post(&app, "text/plain", &auth, b"hello".to_vec()).await;
+    assert_eq!(s, 415);
+    // 64 MiB of zeros in a few KB of gzip: refused by size, not inflated into memory.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&vec![0u8; 64 << 20]).unwrap();
+    let bomb = gz.finish().unwrap();
+    let mut with_gzip = auth.to_vec();
+    with_gzip.push(("content-encoding", "gzip"));
+    let (s, _, _, _) = otlp_post(&app, "application/x-protobuf", &with_gzip, bomb).await;
+    assert_eq!(s, 413, "a gzip bomb");
+
+    // One record over the line limit, refused alone; its neighbours archived.
+    let big = "x".repeat(alertpipe::archive::otlp::MAX_LINE_BYTES + 1);
+    let body = good(vec![
+        record(&format!("{svc} a")),
+        record(&big),
+        record(&format!("{svc} b")),
+    ]);
+    let (s, _, _, answer) = otlp_post(&app, "application/json", &auth, body).await;
+    let v: Value = serde_json::from_slice(&answer).expect("an ExportLogsServiceResponse");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["partialSuccess"]["rejectedLogRecords"], "1", "{v}");
+    assert!(v["partialSuccess"]["errorMessage"]
+        .as_str()
+        .unwrap_or("")
+        .contains("line limit"));
+    let root = app
+        .archive_root
+        .as_ref()
+        .expect("archive")
+        .path()
+        .to_owned();
+    let got = archived_lines(&root, &svc, 2, None).await;
+    assert_eq!(got.len(), 2, "{got:?}");
 }
