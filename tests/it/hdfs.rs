@@ -57,15 +57,21 @@ async fn rows_on(root: &str) -> i64 {
         .unwrap_or(0)
 }
 
-/// Every line under `path` on HDFS, read by the independent reader.
+/// Every line under `path` on the stack's HDFS, read by the independent reader.
 fn read_back(path: &str) -> BTreeMap<String, usize> {
+    read_back_from(Stack::get().var("STACK_WEBHDFS_URL"), path)
+}
+
+/// Every line under `path` on the HDFS whose NameNode serves `base`, read by the independent
+/// reader (which fails on a file without a valid footer: a half-written file visible).
+fn read_back_from(base: &str, path: &str) -> BTreeMap<String, usize> {
     let dest = tempfile::tempdir().expect("download dir");
     let out = std::process::Command::new(Stack::get().var("STACK_SYS_PYTHON"))
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/it/webhdfs_get.py"
         ))
-        .args([Stack::get().var("STACK_WEBHDFS_URL"), path])
+        .args([base, path])
         .arg(dest.path())
         .output()
         .expect("the WebHDFS reader runs");
@@ -249,4 +255,76 @@ async fn closed_days_are_compacted_on_real_hdfs_and_every_line_stays_once() {
     let again = compact(&op, today, Codec::Snappy).await.expect("again");
     assert_eq!(again.merged, 0, "{again:?}");
     drop(app);
+}
+
+#[actix_web::test]
+async fn the_datanode_killed_mid_file_shows_no_half_file_and_loses_and_doubles_nothing() {
+    let mut hdfs = crate::support::hdfs::Hdfs::start();
+    let path = format!("/logs/{}", unique("dnkill"));
+    let root = hdfs.root_for(&path, "alertpipe");
+    let app = TestApp::builder()
+        .with_roles(&[Role::Archive])
+        .configure({
+            let root = root.clone();
+            move |c| {
+                c.archive.root = root;
+                // Files stay open for a while, so the kill lands while one is being written.
+                c.archive.max_age_s = 5;
+            }
+        })
+        .spawn()
+        .await;
+    let svc = unique("dn").replace('-', "_");
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+    let mut sent = 0;
+    for k in 0..4 {
+        let (s, body) = app
+            .push_logs(
+                push(&svc, k * 50, k * 50 + 50, now),
+                "application/json",
+                false,
+            )
+            .await;
+        assert_eq!(s, 204, "{body}");
+        sent += 50;
+        actix_web::rt::time::sleep(Duration::from_millis(700)).await;
+    }
+    // The DataNode dies with a file open; lines keep arriving (Kafka holds them).
+    hdfs.kill_datanode();
+    for k in 4..8 {
+        let (s, body) = app
+            .push_logs(
+                push(&svc, k * 50, k * 50 + 50, now),
+                "application/json",
+                false,
+            )
+            .await;
+        assert_eq!(s, 204, "{body}");
+        sent += 50;
+    }
+    actix_web::rt::time::sleep(Duration::from_secs(8)).await;
+    // Meanwhile no reader sees a half-written file: every visible file has its footer.
+    let partial = read_back_from(&hdfs.url(), &path);
+    assert!(partial.values().all(|&n| n == 1), "{partial:?}");
+    hdfs.start_datanode();
+    eventually(Duration::from_secs(120), "every line on HDFS", || async {
+        (rows_on(&root).await >= sent as i64).then_some(())
+    })
+    .await;
+    let lines = read_back_from(&hdfs.url(), &path);
+    let want: BTreeMap<String, usize> = (0..sent)
+        .map(|i| (format!("{svc} line {i} ünïcode"), 1))
+        .collect();
+    assert_eq!(lines, want, "every line once after the DataNode's return");
+    // The kill did land on a file being written: its flush failed, and was done again.
+    let m = app.metrics().await;
+    let failed: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("alertpipe_archive_flush_failures_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        failed >= 1.0,
+        "no failed flush while the DataNode was down:\n{m}"
+    );
 }

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod binary;
 pub mod cluster;
+pub mod hdfs;
 pub mod logs;
 pub mod otelcol;
 pub mod parquet;
