@@ -207,6 +207,52 @@ fn main() {
         mb(raw, d)
     });
     println!("archive stage alone (rows -> closed Parquet)  {stage:>8.1} MB/s raw, one core");
+
+    // 2b. The same files written to the stack's HDFS (WebHDFS, as the archive writes them:
+    // staged under .incomplete/ and renamed whole), against local disk in the same run.
+    if let Some(hdfs) = common::stack().get("STACK_HDFS_ROOT").cloned() {
+        let root = format!("{hdfs}/bench-{}", std::process::id());
+        let hop = alertpipe::coldstore::storage::operator(&root, 9870).unwrap();
+        let files: Vec<(String, Vec<u8>)> = rows_by_service
+            .iter()
+            .map(|(svc, rows)| {
+                let mut rows = rows.clone();
+                let promoted = Promoted {
+                    service: svc,
+                    env: "prod",
+                };
+                let prov = Provenance {
+                    partition: 0,
+                    first_offset: 0,
+                    last_offset: 0,
+                };
+                let bytes = encode(&mut rows, &promoted, prov).unwrap();
+                (
+                    format!("prod/{svc}/2025/06/23/120000-0000.snappy.parquet"),
+                    bytes,
+                )
+            })
+            .collect();
+        let write_all = |op: &opendal::Operator| {
+            let (_, d) = common::timed(|| {
+                for (path, bytes) in &files {
+                    rt.block_on(op.write(path, bytes.clone())).unwrap();
+                }
+            });
+            mb(raw, d)
+        };
+        let (mut to_hdfs, mut to_disk) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            to_hdfs.push(write_all(&hop));
+            to_disk.push(write_all(&op));
+        }
+        let (h, l) = (common::median(to_hdfs), common::median(to_disk));
+        println!(
+            "closed files written to HDFS (WebHDFS)       {h:>8.1} MB/s raw; local disk {l:.1} MB/s: HDFS = {:.2}x disk",
+            h / l
+        );
+        rt.block_on(hop.remove_all("/")).ok();
+    }
     println!(
         "archive size: {:.1} MB for {:.1} MB of lines: {:.1}x smaller",
         file_bytes as f64 / 1e6,
