@@ -12,6 +12,7 @@ LOGS=$STATE/bench-smoke
 mkdir -p "$LOGS"
 bash deploy/local/stack.sh up >/dev/null || exit 1
 set -a; . "$STATE/stack.env"; set +a
+export ALERTPIPE_STACK_ENV=$STATE/stack.env
 echo "building the benchmarks (release; the first build takes 5-6 minutes on 2 cores)"
 cargo bench --locked --no-run >"$LOGS/build.log" 2>&1 || { tail -30 "$LOGS/build.log"; exit 1; }
 

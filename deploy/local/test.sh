@@ -16,6 +16,9 @@ bash deploy/local/stack.sh up
 
 # shellcheck disable=SC1091
 set -a; . "${ALERTPIPE_STATE:-$REPO/.state}/stack.env"; set +a
+# The tests and benchmarks find the stack by this, not by the path they were compiled at (a
+# target directory shared between clones can hold binaries built at another clone's path).
+export ALERTPIPE_STACK_ENV=${ALERTPIPE_STATE:-$REPO/.state}/stack.env
 
 step "config checks"
 amtool check-config config/alertmanager/alertmanager.yml
