@@ -41,7 +41,12 @@ impl Format {
     }
 }
 
-fn answer(format: Format, status: StatusCode, message: impl Into<String>) -> HttpResponse {
+fn answer(
+    retry_after_s: u64,
+    format: Format,
+    status: StatusCode,
+    message: impl Into<String>,
+) -> HttpResponse {
     let message = message.into();
     // gRPC codes: INVALID_ARGUMENT 3, RESOURCE_EXHAUSTED 8, UNAVAILABLE 14, UNAUTHENTICATED 16.
     let code = match status.as_u16() {
@@ -54,7 +59,7 @@ fn answer(format: Format, status: StatusCode, message: impl Into<String>) -> Htt
     let mut r = HttpResponse::build(status);
     r.content_type(format.content_type());
     if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
-        r.insert_header((header::RETRY_AFTER, "2"));
+        r.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
     }
     match format {
         Format::Protobuf => r.body(Status { code, message }.encode_to_vec()),
@@ -106,8 +111,7 @@ pub async fn logs(
         "application/json" => Format::Json,
         other => {
             metrics::counter!(m::REJECTED, "reason" => "invalid_push").increment(1);
-            return answer(
-                Format::Json,
+            return answer(state.retry_after_s, Format::Json,
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!(
                     "Content-Type {other:?}: OTLP/HTTP logs are application/x-protobuf or application/json"
@@ -117,6 +121,7 @@ pub async fn logs(
     };
     let Some(producer) = state.logs_producer.clone() else {
         return answer(
+            state.retry_after_s,
             format,
             StatusCode::NOT_FOUND,
             "this process does not run the ingest role",
@@ -124,24 +129,35 @@ pub async fn logs(
     };
     if auth::check(&req, &state.auth, crate::config::EndpointGroup::Push).is_err() {
         return answer(
+            state.retry_after_s,
             format,
             StatusCode::UNAUTHORIZED,
             "missing or wrong credentials",
         );
     }
     if state.is_draining() {
-        return answer(format, StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+        return answer(
+            state.retry_after_s,
+            format,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down",
+        );
     }
     let coding = match body::Coding::of(&req) {
         Ok(c) => c,
         Err(message) => {
             metrics::counter!(m::REJECTED, "reason" => "invalid_push").increment(1);
-            return answer(format, StatusCode::UNSUPPORTED_MEDIA_TYPE, message);
+            return answer(
+                state.retry_after_s,
+                format,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                message,
+            );
         }
     };
     let body = match body::read_limited(&req, payload, state.body_limit).await {
         Ok(b) => b,
-        Err(e) => return answer(format, e.status, e.message),
+        Err(e) => return answer(state.retry_after_s, format, e.status, e.message),
     };
     // Decoding is CPU work: off the HTTP worker's event loop.
     let limit = state.body_limit * 8;
@@ -158,9 +174,16 @@ pub async fn logs(
         Ok(Ok(d)) => d,
         Ok(Err((status, message))) => {
             metrics::counter!(m::REJECTED, "reason" => "invalid_push").increment(1);
-            return answer(format, status, message);
+            return answer(state.retry_after_s, format, status, message);
         }
-        Err(e) => return answer(format, StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => {
+            return answer(
+                state.retry_after_s,
+                format,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                e.to_string(),
+            )
+        }
     };
     if decoded.rejected > 0 {
         metrics::counter!(m::REJECTED, "reason" => "otlp_record")
@@ -171,6 +194,6 @@ pub async fn logs(
     }
     match push::produce(&state, &producer, &decoded.streams).await {
         Ok(()) => success(format, &decoded),
-        Err((status, message)) => answer(format, status, message),
+        Err((status, message)) => answer(state.retry_after_s, format, status, message),
     }
 }

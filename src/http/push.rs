@@ -17,11 +17,12 @@ use crate::metrics as m;
 /// Largest Kafka record the push path writes (a long stream is split).
 const MAX_RECORD_BYTES: usize = 512 * 1024;
 
-fn text(status: StatusCode, msg: impl Into<String>) -> HttpResponse {
+/// Loki's text answer; 429 and 503 say when to retry (`ingest.retry_after_s`).
+fn text(retry_after_s: u64, status: StatusCode, msg: impl Into<String>) -> HttpResponse {
     let mut r = HttpResponse::build(status);
     r.content_type("text/plain; charset=utf-8");
     if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
-        r.insert_header((header::RETRY_AFTER, "2"));
+        r.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
     }
     r.body(format!("{}\n", msg.into()))
 }
@@ -59,19 +60,28 @@ pub async fn push(
 ) -> HttpResponse {
     let Some(producer) = state.logs_producer.clone() else {
         return text(
+            state.retry_after_s,
             StatusCode::NOT_FOUND,
             "this process does not run the ingest role",
         );
     };
     if auth::check(&req, &state.auth, crate::config::EndpointGroup::Push).is_err() {
-        return text(StatusCode::UNAUTHORIZED, "missing or wrong credentials");
+        return text(
+            state.retry_after_s,
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong credentials",
+        );
     }
     if state.is_draining() {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+        return text(
+            state.retry_after_s,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down",
+        );
     }
     let body = match body::read_limited(&req, payload, state.body_limit).await {
         Ok(b) => b,
-        Err(e) => return text(e.status, e.message),
+        Err(e) => return text(state.retry_after_s, e.status, e.message),
     };
     let is_json = req
         .headers()
@@ -84,7 +94,7 @@ pub async fn push(
         Ok(c) => c,
         Err(message) => {
             metrics::counter!(m::REJECTED, "reason" => "invalid_push").increment(1);
-            return text(StatusCode::BAD_REQUEST, message);
+            return text(state.retry_after_s, StatusCode::BAD_REQUEST, message);
         }
     };
     // Decoding is CPU work: off the HTTP worker's event loop.
@@ -106,13 +116,19 @@ pub async fn push(
         Ok(Err(e)) => {
             metrics::counter!(m::REJECTED, "reason" => "invalid_push").increment(1);
             let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
-            return text(status, e.message);
+            return text(state.retry_after_s, status, e.message);
         }
-        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => {
+            return text(
+                state.retry_after_s,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                e.to_string(),
+            )
+        }
     };
     match produce(&state, &producer, &streams).await {
         Ok(()) => HttpResponse::NoContent().finish(),
-        Err((status, message)) => text(status, message),
+        Err((status, message)) => text(state.retry_after_s, status, message),
     }
 }
 

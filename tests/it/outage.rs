@@ -32,6 +32,35 @@ async fn broker_down_gives_503_and_the_retry_lands_after_it_is_back() {
     );
     assert_eq!(retry_after.as_deref(), Some("3"));
     assert!(body["error"].is_string());
+    // The log endpoints say the same, with the same configured Retry-After.
+    for (path, ctype, log) in [
+        (
+            "/loki/api/v1/push",
+            "application/json",
+            r#"{"streams": [{"stream": {"job": "outage"}, "values": [["1", "a line"]]}]}"#,
+        ),
+        (
+            "/otlp/v1/logs",
+            "application/json",
+            r#"{"resourceLogs": [{"scopeLogs": [{"logRecords": [{"body": {"stringValue": "a line"}}]}]}]}"#,
+        ),
+    ] {
+        let resp = app
+            .client
+            .post(format!("{}{path}", app.url))
+            .insert_header(("content-type", ctype))
+            .send_body(log)
+            .await
+            .expect("the push reaches the app");
+        assert_eq!(resp.status().as_u16(), 503, "{path}");
+        assert_eq!(
+            resp.headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+            Some("3"),
+            "{path}: ingest.retry_after_s"
+        );
+    }
     let mut ready = app
         .client
         .get(format!("{}/readyz", app.url))
