@@ -89,7 +89,8 @@ async fn broker_down_gives_503_and_the_retry_lands_after_it_is_back() {
         "the failed state was not remembered as seen: {report}"
     );
 
-    let msgs = read_json(&brokers, &app.topic, 10, Duration::from_secs(3)).await;
+    // The broker has just come back: give its group coordinator time to load.
+    let msgs = read_json(&brokers, &app.topic, 10, Duration::from_secs(10)).await;
     let names: Vec<&str> = msgs
         .iter()
         .filter_map(|m| m["alertname"].as_str())
