@@ -81,7 +81,7 @@ pub fn run_pipeline(q: &LogQuery, r: &RowRef<'_>) -> Option<Processed> {
 }
 
 /// A label's value: parsed last wins, then structured metadata, then the stream.
-fn label<'a>(r: &'a RowRef<'_>, parsed: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub fn label<'a>(r: &'a RowRef<'_>, parsed: &'a [(String, String)], name: &str) -> Option<&'a str> {
     parsed
         .iter()
         .rev()

@@ -721,19 +721,7 @@ impl Visitor for MetricCollector {
         let value = match &self.q.unwrap {
             None => p.line.as_deref().unwrap_or(r.line).len() as f64,
             Some(name) => {
-                let v = p
-                    .parsed
-                    .iter()
-                    .rev()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.as_str())
-                    .or_else(|| {
-                        r.metadata
-                            .iter()
-                            .find(|(k, _)| k == name)
-                            .map(|(_, v)| v.as_str())
-                    })
-                    .or_else(|| r.stream.get(name).map(String::as_str));
+                let v = super::pipeline::label(r, &p.parsed, name);
                 match v.and_then(|v| v.trim().parse::<f64>().ok()) {
                     Some(x) => x,
                     None => return,
