@@ -1,49 +1,25 @@
 //! ArchiveActor: writes the `logs` topic as Parquet files per (partition, env, service, day),
-//! streaming each file to storage row group by row group.
+//! streaming each file to storage row group by row group. It only handles messages: what to
+//! buffer, encode and commit is `epochs` (no I/O), the writing is `files`.
 //!
 //! Memory is bounded by the open row groups, not by file size: a buffer's rows are encoded
 //! and handed to storage when they reach `row_group_bytes`, or, largest first, when all open
 //! row groups together pass `buffer_bytes`. A file being written is invisible (a temporary
 //! object on local disk and HDFS, an unfinished multipart upload on S3) until it closes.
-//!
-//! Files close on size, age, or when a partition's newest entry starts a new day. All files
-//! of a partition close together (an "epoch"), and the offset the consumer may commit is the
-//! first offset of the open epoch: everything before it is in closed files. A crash between
-//! closing files and committing replays the epoch into files with the same first offsets,
-//! so the same names, and the rewrite replaces each file instead of duplicating rows. A write
-//! that fails mid-file loses the row groups already handed over, so the partition's open
-//! files are abandoned and the consumer reads the partition again from the epoch's start
-//! (`Commit::Rewind`).
+//! A write that fails mid-file loses the row groups already handed over, so the partition's
+//! open files are abandoned and the consumer reads the partition again from the epoch's
+//! start (`Commit::Rewind`); the rewrite replaces each file instead of duplicating rows.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use chrono::NaiveDate;
 use opendal::Operator;
 
+use super::epochs::{ArchiveSettings, Epochs, FileKey, Stop};
+use super::files::{abort, run_jobs, OpenFile};
 use crate::archive::push::Stream;
-use crate::coldstore::layout;
-use crate::coldstore::parquet::{self as pq, FileEncoder, Promoted, Provenance, Row};
-use crate::kafka::consumer::Commit;
-use crate::kafka::sink::Decoded;
-use crate::metrics as m;
-
-#[derive(Debug, Clone)]
-pub struct ArchiveSettings {
-    pub default_env: String,
-    /// Close a file when its raw lines reach this size.
-    pub max_file_bytes: usize,
-    /// Close a partition's files when the oldest is this old.
-    pub max_age: Duration,
-    /// Parquet compression (and the file name's extension).
-    pub codec: pq::Codec,
-    /// Encode a file's open row group when its raw lines reach this size.
-    pub row_group_bytes: usize,
-    /// Rows waiting in open row groups, all files together, at most about this many bytes.
-    pub buffer_bytes: usize,
-}
+use crate::kafka::consumer::{Commit, Decoded, Offsets, TopicPartition};
 
 /// Decoded streams of consumed messages (possibly none: a tick). Send the same batch again
 /// (same `id`) while the answer says `more`; already-buffered offsets are skipped. Never
@@ -56,27 +32,15 @@ pub struct ArchiveBatch {
     pub messages: Arc<Vec<Decoded<Stream>>>,
 }
 
-/// Why a file could not be encoded or written; the partition is then read again from its
-/// open epoch's start (`Progress::rewind`, with this as `Progress::error`).
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ArchiveError {
-    #[error("encoding parquet: {0}")]
-    Encode(String),
-    #[error("storage: {0}")]
-    Storage(String),
-    #[error("16 name collisions in one second: refusing to overwrite {0}")]
-    Collisions(String),
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Progress {
     /// What the consumer may commit now.
-    pub commit: Vec<(String, i32, i64)>,
+    pub commit: Offsets,
     /// Part of the batch is not buffered yet.
     pub more: bool,
     /// Partitions whose open files were lost to a failed write: read them again from these
     /// offsets (the rest of this batch's messages of them are ignored).
-    pub rewind: Vec<(String, i32, i64)>,
+    pub rewind: Offsets,
     /// Why they were.
     pub error: Option<String>,
 }
@@ -96,479 +60,61 @@ impl Progress {
     }
 }
 
-type PartitionKey = (String, i32);
-type BufferKey = (String, String, NaiveDate);
-type FileKey = (PartitionKey, BufferKey);
-
-/// Bytes a buffered row costs beyond its line (the row, its vectors, the allocator).
-const ROW_OVERHEAD: usize = 96;
-
-struct Buffer {
-    /// The open row group.
-    rows: Vec<Row>,
-    /// Memory the open row group holds (lines + ROW_OVERHEAD per row).
-    pending: usize,
-    /// Raw line bytes in the file so far (encoded and open).
-    bytes: usize,
-    rows_total: usize,
-    first_offset: i64,
-    last_offset: i64,
-    /// Time of the file's first row in offset order: with the first offset, its name. (The
-    /// earliest time would depend on where the file ends, which a replay may move.)
-    first_ts: i64,
-    /// The file's encoder, once its first row group is encoded.
-    encoder: Option<FileEncoder>,
-}
-
-#[derive(Default)]
-struct PartitionState {
-    buffers: BTreeMap<BufferKey, Buffer>,
-    bytes: usize,
-    opened: Option<Instant>,
-    /// First offset of the open epoch (None: no open buffer).
-    epoch_start: Option<i64>,
-    /// Highest offset buffered + 1: redeliveries below it are skipped.
-    next_offset: i64,
-    newest_day: Option<NaiveDate>,
-    /// Rewound during this batch: its further messages in it are ignored.
-    rewound_in: Option<u64>,
-}
-
-/// A file being written: its name and the storage writer.
-struct OpenFile {
-    path: String,
-    writer: opendal::Writer,
-    written: usize,
-}
-
-/// Bytes for one file: its next row group, or its last bytes and footer (`close`).
-struct Job {
-    file: FileKey,
-    name: FileName,
-    bytes: Vec<u8>,
-    close: Option<Closed>,
-}
-
-struct FileName {
-    first_ts: i64,
-    first_offset: i64,
-}
-
-struct Closed {
-    rows: usize,
-    raw_bytes: usize,
-}
-
 pub struct ArchiveActor {
-    settings: ArchiveSettings,
+    epochs: Epochs,
     storage: Operator,
-    partitions: HashMap<PartitionKey, PartitionState>,
-    /// When the epoch of a partition given up in a rebalance was opened, by its first offset:
-    /// if the partition comes back and the same epoch is read again, it keeps its age (so
-    /// frequent rebalances cannot keep a file from ever closing).
-    forgotten: HashMap<PartitionKey, (i64, Instant)>,
     /// Files being written (taken out while a flush runs).
     files: HashMap<FileKey, OpenFile>,
-    /// Memory held by all open row groups.
-    pending: usize,
 }
 
 impl ArchiveActor {
     pub fn new(settings: ArchiveSettings, storage: Operator) -> Self {
         ArchiveActor {
-            settings,
+            epochs: Epochs::new(settings),
             storage,
-            partitions: HashMap::new(),
-            forgotten: HashMap::new(),
             files: HashMap::new(),
-            pending: 0,
         }
     }
 
-    /// Adds messages; stops at a partition whose epoch must close before going on, or when
-    /// the open row groups hold more than twice the memory budget.
-    fn add(&mut self, msgs: &[Decoded<Stream>], batch: u64) -> Result<(), Stop> {
-        for msg in msgs {
-            let key = (msg.topic.clone(), msg.partition);
-            let p = self.partitions.entry(key.clone()).or_default();
-            if msg.offset < p.next_offset || p.rewound_in == Some(batch) {
-                continue; // already buffered (a retried batch, a redelivery), or rewound
-            }
-            let stream = &msg.item;
-            let newest = stream.entries.iter().map(|e| layout::day_of(e.ts_ns)).max();
-            if let (Some(seen), Some(day)) = (p.newest_day, newest) {
-                if day > seen && !p.buffers.is_empty() {
-                    return Err(Stop::Close(key)); // day boundary: close the epoch first
-                }
-            }
-            if newest > p.newest_day {
-                p.newest_day = newest;
-            }
-            let env = layout::env_of(&stream.labels, &self.settings.default_env);
-            let service = layout::service_of(&stream.labels);
-            let labels = Arc::new(stream.labels.clone());
-            for e in &stream.entries {
-                let day = layout::day_of(e.ts_ns);
-                let b = p
-                    .buffers
-                    .entry((env.clone(), service.clone(), day))
-                    .or_insert_with(|| Buffer {
-                        rows: Vec::new(),
-                        pending: 0,
-                        bytes: 0,
-                        rows_total: 0,
-                        first_offset: msg.offset,
-                        last_offset: msg.offset,
-                        first_ts: e.ts_ns,
-                        encoder: None,
-                    });
-                let cost = e.line.len() + ROW_OVERHEAD;
-                b.pending += cost;
-                self.pending += cost;
-                b.bytes += e.line.len();
-                p.bytes += e.line.len();
-                b.rows_total += 1;
-                b.last_offset = msg.offset;
-                b.rows.push(Row {
-                    ts_ns: e.ts_ns,
-                    line: e.line.clone(),
-                    labels: labels.clone(),
-                    metadata: e.metadata.clone(),
-                    partition: msg.partition,
-                    offset: msg.offset,
-                });
-            }
-            metrics::counter!(m::ARCHIVE_LINES_TAKEN).increment(stream.entries.len() as u64);
-            if p.epoch_start.is_none() {
-                let again = self
-                    .forgotten
-                    .remove(&key)
-                    .filter(|(start, _)| *start == msg.offset);
-                p.opened = Some(again.map_or_else(Instant::now, |(_, t)| t));
-            }
-            p.epoch_start.get_or_insert(msg.offset);
-            p.opened.get_or_insert_with(Instant::now);
-            p.next_offset = msg.offset + 1;
-            let full = p
-                .buffers
-                .values()
-                .any(|b| b.bytes >= self.settings.max_file_bytes)
-                || p.bytes >= 2 * self.settings.max_file_bytes;
-            if full {
-                return Err(Stop::Close(key));
-            }
-            if self.pending > 2 * self.settings.buffer_bytes {
-                return Err(Stop::Memory);
-            }
-        }
-        Ok(())
-    }
-
-    fn due_by_age(&self) -> Vec<PartitionKey> {
-        self.partitions
-            .iter()
-            .filter(|(_, p)| {
-                p.opened
-                    .is_some_and(|t| t.elapsed() >= self.settings.max_age)
-            })
-            .map(|(k, _)| k.clone())
-            .collect()
-    }
-
-    /// Open row groups to encode now: those at `row_group_bytes`, then the largest until
-    /// the rest fit in half the memory budget.
-    fn row_groups_due(&self, closing: &[PartitionKey]) -> Vec<FileKey> {
-        let mut open: Vec<(usize, FileKey)> = self
-            .partitions
-            .iter()
-            .filter(|(k, _)| !closing.contains(k))
-            .flat_map(|(pk, p)| {
-                p.buffers
-                    .iter()
-                    .filter(|(_, b)| b.pending > 0)
-                    .map(move |(bk, b)| (b.pending, (pk.clone(), bk.clone())))
-            })
-            .collect();
-        open.sort_by_key(|(size, _)| std::cmp::Reverse(*size));
-        let mut left = self.pending;
-        let mut due = Vec::new();
-        for (size, key) in open {
-            if size < self.settings.row_group_bytes && left <= self.settings.buffer_bytes / 2 {
-                break;
-            }
-            left -= size;
-            due.push(key);
-        }
-        due
-    }
-
-    /// Encodes a buffer's open row group (and, when `close`, its footer) into a job.
-    fn encode(&mut self, file: &FileKey, close: bool) -> Result<Option<Job>, ArchiveError> {
-        let codec = self.settings.codec;
-        let Some(b) = self
-            .partitions
-            .get_mut(&file.0)
-            .and_then(|p| p.buffers.get_mut(&file.1))
-        else {
-            return Ok(None);
-        };
-        let (env, service, _) = &file.1;
-        let promoted = Promoted { service, env };
-        let encode_err = |e: pq::EncodeError| ArchiveError::Encode(e.to_string());
-        let mut encoder = match b.encoder.take() {
-            Some(e) => e,
-            None => FileEncoder::new(codec).map_err(encode_err)?,
-        };
-        let mut rows = std::mem::take(&mut b.rows);
-        self.pending -= b.pending;
-        b.pending = 0;
-        let mut bytes = encoder
-            .row_group(&mut rows, &promoted)
-            .map_err(encode_err)?;
-        drop(rows);
-        let closed = if close {
-            let provenance = Provenance {
-                partition: file.0 .1,
-                first_offset: b.first_offset,
-                last_offset: b.last_offset,
-            };
-            bytes.extend_from_slice(&encoder.finish(provenance).map_err(encode_err)?);
-            Some(Closed {
-                rows: b.rows_total,
-                raw_bytes: b.bytes,
-            })
-        } else {
-            b.encoder = Some(encoder);
-            None
-        };
-        Ok(Some(Job {
-            file: file.clone(),
-            name: FileName {
-                first_ts: b.first_ts,
-                first_offset: b.first_offset,
-            },
-            bytes,
-            close: closed,
-        }))
-    }
-
-    fn commits(&self) -> Vec<(String, i32, i64)> {
-        self.partitions
-            .iter()
-            .map(|((t, p), s)| (t.clone(), *p, s.epoch_start.unwrap_or(s.next_offset)))
-            .filter(|(_, _, o)| *o > 0)
-            .collect()
-    }
-
-    /// Drops a partition's open epoch: its buffers (counted out of the memory budget) and,
-    /// in the background, its files being written. Returns the epoch's first offset.
-    fn drop_epoch(&mut self, key: &PartitionKey, ctx: &mut Context<Self>) -> Option<i64> {
-        let p = self.partitions.get_mut(key)?;
-        self.pending -= p.buffers.values().map(|b| b.pending).sum::<usize>();
-        p.buffers.clear();
-        p.bytes = 0;
-        p.opened = None;
-        let start = p.epoch_start.take();
-        let keys: Vec<FileKey> = self
-            .files
-            .keys()
-            .filter(|(pk, _)| pk == key)
-            .cloned()
-            .collect();
+    /// Abandons, in the background, the partition's files being written.
+    fn abandon(&mut self, tp: &TopicPartition, ctx: &mut Context<Self>) {
+        let keys: Vec<FileKey> = self.files.keys().filter(|k| &k.tp == tp).cloned().collect();
         let abandoned: Vec<OpenFile> = keys.iter().filter_map(|k| self.files.remove(k)).collect();
         if !abandoned.is_empty() {
             ctx.spawn(fut::wrap_future(abort(abandoned)));
         }
-        start
     }
 
-    fn pending_in(&self, batch: &ArchiveBatch) -> bool {
-        batch.messages.iter().any(|msg| {
-            self.partitions
-                .get(&(msg.topic.clone(), msg.partition))
-                .is_none_or(|p| msg.offset >= p.next_offset && p.rewound_in != Some(batch.id))
-        })
-    }
-}
-
-/// Why `add` stopped before the end of the batch.
-enum Stop {
-    /// This partition's epoch must close first.
-    Close(PartitionKey),
-    /// The open row groups need encoding first.
-    Memory,
-}
-
-/// Abandons files being written (their temporary objects go).
-async fn abort(files: Vec<OpenFile>) {
-    for mut f in files {
-        if let Err(e) = f.writer.abort().await {
-            tracing::debug!(path = %f.path, error = %e, "abandoned archive file not cleaned up");
-        }
-    }
-}
-
-/// Starts a file, choosing its name: the deterministic one, unless a file of *other* rows
-/// already has it (a 16-bit suffix can collide), then the next attempt's name.
-async fn open_file(
-    storage: &Operator,
-    file: &FileKey,
-    name: &FileName,
-    codec: pq::Codec,
-) -> Result<OpenFile, ArchiveError> {
-    let ((_, partition), (env, service, _)) = file;
-    for attempt in 0..16 {
-        let path = layout::file_path(
-            env,
-            service,
-            name.first_ts,
-            *partition,
-            name.first_offset,
-            attempt,
-            codec,
-        );
-        let ours = match footer_provenance(storage, &path).await? {
-            None => true,
-            Some(p) => p.partition == *partition && p.first_offset == name.first_offset,
-        };
-        if !ours {
-            continue;
-        }
-        let mut w = storage.writer_with(&path);
-        if storage.info().scheme() == "s3" {
-            // S3 takes multipart parts of 5 MiB at least (but the last).
-            w = w.chunk(5 * 1024 * 1024);
-        }
-        let writer = w
-            .await
-            .map_err(|e| ArchiveError::Storage(format!("starting {path}: {e}")))?;
-        return Ok(OpenFile {
-            path,
-            writer,
-            written: 0,
-        });
-    }
-    Err(ArchiveError::Collisions(format!("{env}/{service}")))
-}
-
-/// The provenance in the footer of the file at `path`, reading only the footer; None when
-/// there is no such file (or it is not alertpipe's).
-async fn footer_provenance(
-    storage: &Operator,
-    path: &str,
-) -> Result<Option<Provenance>, ArchiveError> {
-    match crate::coldstore::read::footer(storage, path).await {
-        Ok(f) => Ok(f.and_then(|f| pq::provenance_in(f.meta.file_metadata()))),
-        Err(crate::coldstore::read::ReadError::NotParquet { .. }) => Ok(None),
-        Err(e) => Err(ArchiveError::Storage(format!("reading {path}: {e}"))),
-    }
-}
-
-/// Writes the jobs in order. Returns the writers still open, and the partitions whose
-/// write failed (their other jobs are skipped: the partition is read again), with why.
-async fn run_jobs(
-    storage: Operator,
-    codec: pq::Codec,
-    mut files: HashMap<FileKey, OpenFile>,
-    jobs: Vec<Job>,
-    mut failed: HashMap<PartitionKey, String>,
-) -> (HashMap<FileKey, OpenFile>, HashMap<PartitionKey, String>) {
-    for job in jobs {
-        if failed.contains_key(&job.file.0) {
-            continue;
-        }
-        let partition = job.file.0.clone();
-        if let Err(e) = write_job(&storage, codec, &mut files, job).await {
-            tracing::warn!(error = %e, "archive write failed; the partition will be read again");
-            metrics::counter!(m::ARCHIVE_FAILED).increment(1);
-            failed.insert(partition, e.to_string());
-        }
-    }
-    (files, failed)
-}
-
-async fn write_job(
-    storage: &Operator,
-    codec: pq::Codec,
-    files: &mut HashMap<FileKey, OpenFile>,
-    job: Job,
-) -> Result<(), ArchiveError> {
-    let started = Instant::now();
-    let key = job.file;
-    let mut f = match files.remove(&key) {
-        Some(f) => f,
-        None => open_file(storage, &key, &job.name, codec).await?,
-    };
-    let storage_err = |what: &str, path: &str, e: opendal::Error| {
-        ArchiveError::Storage(format!("{what} {path}: {e}"))
-    };
-    if !job.bytes.is_empty() {
-        let len = job.bytes.len();
-        if let Err(e) = f.writer.write(job.bytes).await {
-            let err = storage_err("writing", &f.path, e);
-            files.insert(key, f); // aborted with the rest of its partition
-            return Err(err);
-        }
-        f.written += len;
-    }
-    let Some(closed) = &job.close else {
-        files.insert(key, f);
-        return Ok(());
-    };
-    if let Err(e) = f.writer.close().await {
-        let err = storage_err("closing", &f.path, e);
-        files.insert(key, f);
-        return Err(err);
-    }
-    metrics::histogram!(m::ARCHIVE_WRITE_SECONDS).record(started.elapsed().as_secs_f64());
-    metrics::counter!(m::ARCHIVE_FILES).increment(1);
-    metrics::counter!(m::ARCHIVE_LINES).increment(closed.rows as u64);
-    metrics::counter!(m::ARCHIVE_BYTES).increment(closed.raw_bytes as u64);
-    metrics::counter!(m::ARCHIVE_FILE_BYTES).increment(f.written as u64);
-    tracing::info!(path = %f.path, rows = closed.rows, bytes = f.written, "archive file closed");
-    Ok(())
-}
-
-impl Actor for ArchiveActor {
-    type Context = Context<Self>;
-}
-
-impl ArchiveActor {
     /// Closes the epochs of `closing` partitions and encodes the open row groups `groups`
     /// (encoding here, writing asynchronously), then answers with the committable offsets.
     /// Runs atomically: no message interleaves.
     fn flush(
         &mut self,
-        closing: Vec<PartitionKey>,
+        closing: Vec<TopicPartition>,
         groups: Vec<FileKey>,
         batch: ArchiveBatch,
     ) -> AtomicResponse<Self, Progress> {
         let mut jobs = Vec::new();
         // An encoding failure has already taken the rows out: the partition is read again.
-        let mut failed: HashMap<PartitionKey, String> = HashMap::new();
-        let mut encode = |act: &mut Self, file: &FileKey, close: bool| {
-            if failed.contains_key(&file.0) {
+        let mut failed: HashMap<TopicPartition, String> = HashMap::new();
+        let mut encode = |epochs: &mut Epochs, file: &FileKey, close: bool| {
+            if failed.contains_key(&file.tp) {
                 return;
             }
-            match act.encode(file, close) {
+            match epochs.encode(file, close) {
                 Ok(Some(job)) => jobs.push(job),
                 Ok(None) => {}
                 Err(e) => {
-                    failed.insert(file.0.clone(), e.to_string());
+                    failed.insert(file.tp.clone(), e.to_string());
                 }
             }
         };
         for file in &groups {
-            encode(self, file, false);
+            encode(&mut self.epochs, file, false);
         }
-        for key in &closing {
-            let files: Vec<FileKey> = self
-                .partitions
-                .get(key)
-                .map(|p| p.buffers.keys().map(|b| (key.clone(), b.clone())).collect())
-                .unwrap_or_default();
-            for file in &files {
-                encode(self, file, true);
+        for tp in &closing {
+            for file in &self.epochs.files_of(tp) {
+                encode(&mut self.epochs, file, true);
             }
         }
         // The open files travel with the write and come back with it (an AtomicResponse: no
@@ -576,7 +122,7 @@ impl ArchiveActor {
         let files = std::mem::take(&mut self.files);
         let write = run_jobs(
             self.storage.clone(),
-            self.settings.codec,
+            self.epochs.codec(),
             files,
             jobs,
             failed,
@@ -585,30 +131,26 @@ impl ArchiveActor {
             move |(files, failed), act, ctx| {
                 act.files = files;
                 let mut progress = Progress::default();
-                for (key, why) in &failed {
-                    let start = act.drop_epoch(key, ctx);
-                    if let Some(p) = act.partitions.get_mut(key) {
-                        let from = start.unwrap_or(p.next_offset);
-                        p.next_offset = from;
-                        p.rewound_in = Some(batch.id);
-                        progress.rewind.push((key.0.clone(), key.1, from));
+                for (tp, why) in &failed {
+                    act.abandon(tp, ctx);
+                    if let Some(from) = act.epochs.rewind(tp, batch.id) {
+                        progress.rewind.insert(tp.clone(), from);
                     }
                     progress.error = Some(why.clone());
                 }
-                for key in closing.iter().filter(|k| !failed.contains_key(*k)) {
-                    if let Some(p) = act.partitions.get_mut(key) {
-                        p.buffers.clear();
-                        p.bytes = 0;
-                        p.opened = None;
-                        p.epoch_start = None;
-                    }
+                for tp in closing.iter().filter(|tp| !failed.contains_key(*tp)) {
+                    act.epochs.closed(tp);
                 }
-                progress.commit = act.commits();
-                progress.more = act.pending_in(&batch);
+                progress.commit = act.epochs.commits();
+                progress.more = act.epochs.pending_in(&batch.messages, batch.id);
                 progress
             },
         )))
     }
+}
+
+impl Actor for ArchiveActor {
+    type Context = Context<Self>;
 }
 
 /// Partitions that moved to another consumer: their open files are abandoned, not closed.
@@ -616,23 +158,16 @@ impl ArchiveActor {
 /// and so closes files of the same names.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Forget(pub Vec<(String, i32)>);
+pub struct Forget(pub Vec<TopicPartition>);
 
 impl Handler<Forget> for ArchiveActor {
     type Result = ();
 
     fn handle(&mut self, msg: Forget, ctx: &mut Self::Context) {
-        for key in msg.0 {
-            let opened = self.partitions.get(&key).and_then(|p| p.opened);
-            let rows: usize = self
-                .partitions
-                .get(&key)
-                .map_or(0, |p| p.buffers.values().map(|b| b.rows_total).sum());
-            if let (Some(start), Some(opened)) = (self.drop_epoch(&key, ctx), opened) {
-                self.forgotten.insert(key.clone(), (start, opened));
-            }
-            if self.partitions.remove(&key).is_some() {
-                tracing::info!(topic = %key.0, partition = key.1, open_rows = rows,
+        for tp in msg.0 {
+            self.abandon(&tp, ctx);
+            if let Some(rows) = self.epochs.forget(&tp) {
+                tracing::info!(%tp, open_rows = rows,
                     "partition moved; its open files are left to the new owner");
             }
         }
@@ -643,20 +178,20 @@ impl Handler<ArchiveBatch> for ArchiveActor {
     type Result = AtomicResponse<Self, Progress>;
 
     fn handle(&mut self, msg: ArchiveBatch, _: &mut Self::Context) -> Self::Result {
-        let mut closing = match self.add(&msg.messages, msg.id) {
-            Err(Stop::Close(key)) => vec![key],
+        let mut closing = match self.epochs.add(&msg.messages, msg.id) {
+            Err(Stop::Close(tp)) => vec![tp],
             Ok(()) | Err(Stop::Memory) => Vec::new(),
         };
-        for k in self.due_by_age() {
-            if !closing.contains(&k) {
-                closing.push(k);
+        for tp in self.epochs.due_by_age() {
+            if !closing.contains(&tp) {
+                closing.push(tp);
             }
         }
-        let groups = self.row_groups_due(&closing);
+        let groups = self.epochs.row_groups_due(&closing);
         if closing.is_empty() && groups.is_empty() {
             let p = Progress {
-                commit: self.commits(),
-                more: self.pending_in(&msg),
+                commit: self.epochs.commits(),
+                more: self.epochs.pending_in(&msg.messages, msg.id),
                 ..Progress::default()
             };
             return AtomicResponse::new(Box::pin(fut::ready(p)));
@@ -667,47 +202,13 @@ impl Handler<ArchiveBatch> for ArchiveActor {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use std::time::Duration;
 
     use super::*;
-    use crate::archive::push::Entry;
+    use crate::archive::epochs::tests::{messages, settings};
 
-    const DAY_NS: i64 = 1_782_000_000_000_000_000; // 2026-06-21
-
-    fn settings() -> ArchiveSettings {
-        ArchiveSettings {
-            default_env: "prod".into(),
-            max_file_bytes: 1 << 30,
-            max_age: Duration::from_secs(3600),
-            codec: pq::Codec::Snappy,
-            row_group_bytes: 4096,
-            buffer_bytes: 16 * 1024,
-        }
-    }
-
-    /// `n` messages on partition 0 from `first`, each one stream of 10 lines of `service`.
-    fn messages(service: &str, first: i64, n: i64) -> Arc<Vec<Decoded<Stream>>> {
-        let labels = BTreeMap::from([("service".to_owned(), service.to_owned())]);
-        Arc::new(
-            (first..first + n)
-                .map(|offset| Decoded {
-                    topic: "logs".into(),
-                    partition: 0,
-                    offset,
-                    item: Stream {
-                        labels: labels.clone(),
-                        entries: (0..10)
-                            .map(|i| Entry {
-                                ts_ns: DAY_NS + offset * 1000 + i,
-                                line: format!("{service} line {offset}.{i} payment accepted")
-                                    .into_bytes(),
-                                metadata: Vec::new(),
-                            })
-                            .collect(),
-                    },
-                })
-                .collect(),
-        )
+    fn at(o: i64) -> Offsets {
+        [(TopicPartition::new("logs", 0), o)].into_iter().collect()
     }
 
     async fn send(
@@ -715,7 +216,7 @@ mod tests {
         id: u64,
         messages: Arc<Vec<Decoded<Stream>>>,
     ) -> Progress {
-        let mut rewind = Vec::new();
+        let mut rewind = Offsets::new();
         loop {
             let mut p = actor
                 .send(ArchiveBatch {
@@ -724,7 +225,7 @@ mod tests {
                 })
                 .await
                 .unwrap();
-            rewind.append(&mut p.rewind);
+            rewind.extend(std::mem::take(&mut p.rewind));
             if !p.more {
                 p.rewind = rewind;
                 return p;
@@ -808,7 +309,7 @@ mod tests {
                 .collect::<Vec<_>>(),
         );
         let p = send(&actor, 2, next_day).await;
-        assert_eq!(p.commit, vec![("logs".to_owned(), 0, 200)]);
+        assert_eq!(p.commit, at(200));
         let (visible, incomplete) = files(dir.path());
         assert_eq!(incomplete, 0);
         assert_eq!(visible.len(), 1, "{visible:?}");
@@ -836,7 +337,7 @@ mod tests {
         std::fs::write(&tmp, b"not a directory").unwrap();
         actix_web::rt::time::sleep(Duration::from_millis(400)).await;
         let p = send(&actor, 2, messages("payment", 100, 50)).await;
-        assert_eq!(p.rewind, vec![("logs".to_owned(), 0, 0)], "{p:?}");
+        assert_eq!(p.rewind, at(0), "{p:?}");
         assert!(
             p.error.as_deref().unwrap_or("").contains("storage"),
             "{p:?}"
@@ -849,7 +350,7 @@ mod tests {
         send(&actor, 3, messages("payment", 0, 150)).await;
         actix_web::rt::time::sleep(Duration::from_millis(400)).await;
         let p = send(&actor, 4, Arc::new(Vec::new())).await;
-        assert_eq!(p.commit, vec![("logs".to_owned(), 0, 150)]);
+        assert_eq!(p.commit, at(150));
         let (visible, _) = files(dir.path());
         let lines: Vec<&String> = visible.iter().flat_map(|f| &f.2).collect();
         assert_eq!(lines.len(), 1500, "{visible:?}");
@@ -869,6 +370,6 @@ impl Handler<Held> for ArchiveActor {
     type Result = usize;
 
     fn handle(&mut self, _: Held, _: &mut Self::Context) -> usize {
-        self.pending
+        self.epochs.held()
     }
 }

@@ -3,6 +3,8 @@
 //! LogQL) are `crate::coldstore`'s, shared with the readers.
 
 pub mod actor;
+pub mod epochs;
+mod files;
 pub mod otlp;
 pub mod otlp_proto;
 pub mod proto;
@@ -19,7 +21,8 @@ use crate::config::Config;
 use crate::kafka::consumer::{ConsumerSettings, StageHealth};
 use crate::kafka::poison::PoisonStore;
 use crate::kafka::priority::Foreground;
-use actor::{ArchiveActor, ArchiveSettings};
+use actor::ArchiveActor;
+use epochs::ArchiveSettings;
 
 /// Bounds of the idle tick that closes files on age when no logs arrive.
 const TICK_MIN: Duration = Duration::from_millis(50);
@@ -70,7 +73,7 @@ pub fn start(
         // MB/s: a 2 MiB fetch every fetch wait would halve that, so it keeps librdkafka's size.
         .yielding_to(foreground)
     };
-    let health = crate::kafka::sink::spawn(
+    let health = crate::kafka::consumer::spawn(
         consumer,
         sink::ArchiveSink {
             actor: archive,

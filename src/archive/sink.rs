@@ -11,9 +11,9 @@ use prost::Message as _;
 use super::actor::{ArchiveActor, ArchiveBatch, Forget};
 use super::proto::StreamAdapter;
 use super::push::{stream_from_proto, Stream};
-use crate::kafka::consumer::{Commit, RawMessage};
-use crate::kafka::group::TopicPartition;
-use crate::kafka::sink::{Decoded, Retryable, Sink, Undecodable};
+use crate::kafka::consumer::TopicPartition;
+use crate::kafka::consumer::{Commit, Offsets, RawMessage};
+use crate::kafka::consumer::{Decoded, Retryable, Sink, Undecodable};
 
 pub struct ArchiveSink {
     pub actor: Addr<ArchiveActor>,
@@ -56,7 +56,7 @@ impl Sink for ArchiveSink {
         let id = self.batches.get() + 1;
         self.batches.set(id);
         async move {
-            let mut rewind = Vec::new();
+            let mut rewind = Offsets::new();
             let mut error = None;
             loop {
                 let mut progress = actor
@@ -65,7 +65,7 @@ impl Sink for ArchiveSink {
                         messages: batch.clone(),
                     })
                     .await?;
-                rewind.append(&mut progress.rewind);
+                rewind.extend(std::mem::take(&mut progress.rewind));
                 error = progress.error.take().or(error);
                 if !progress.more {
                     progress.rewind = rewind;

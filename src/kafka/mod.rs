@@ -3,11 +3,9 @@
 
 pub mod acked;
 pub mod consumer;
-pub mod group;
 pub mod poison;
 pub mod priority;
 pub mod producer;
-pub mod sink;
 
 use std::time::Duration;
 
@@ -127,7 +125,7 @@ pub fn group_lag(
     topic: &str,
     timeout: Duration,
 ) -> Result<i64, KafkaError> {
-    Ok(group::Probe::new(brokers, group)?
+    Ok(consumer::group::Probe::new(brokers, group)?
         .position(topic, timeout)?
         .lag)
 }

@@ -6,7 +6,7 @@
 
 use actix::Addr;
 
-use super::consumer::RawMessage;
+use super::consumer::{RawMessage, TopicPartition};
 use super::producer::{KafkaProducerActor, Produce, ProduceError, Record};
 use crate::db::alerts::{insert_dead_letters, NewDeadLetter};
 use crate::db::{DbError, PgPool};
@@ -24,6 +24,10 @@ pub struct Poison {
 }
 
 impl Poison {
+    pub fn tp(&self) -> TopicPartition {
+        TopicPartition::new(self.topic.as_str(), self.partition)
+    }
+
     pub fn of(m: &RawMessage, reason: String) -> Poison {
         Poison {
             topic: m.topic.clone(),
@@ -46,6 +50,25 @@ pub enum PoisonError {
     Db(#[from] DbError),
     #[error("dead_letters table: {0}")]
     Join(String),
+}
+
+/// Where the consumer loop keeps what a stage cannot use ([`PoisonStore`]; a list in the
+/// loop's unit tests).
+pub trait DeadLetters: Clone + 'static {
+    /// Keeps them all, durably, or says why not (then the batch is retried, not committed).
+    fn keep(
+        &self,
+        stage: &'static str,
+        items: Vec<Poison>,
+    ) -> impl std::future::Future<Output = Result<(), String>>;
+}
+
+impl DeadLetters for PoisonStore {
+    async fn keep(&self, stage: &'static str, items: Vec<Poison>) -> Result<(), String> {
+        self.keep_all(stage, &items)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// The dead-letter topic of a source topic.
@@ -72,7 +95,7 @@ impl PoisonStore {
     }
 
     /// Keeps them all, durably, or says why not (then the batch is retried, not committed).
-    pub async fn keep(&self, stage: &'static str, items: &[Poison]) -> Result<(), PoisonError> {
+    pub async fn keep_all(&self, stage: &'static str, items: &[Poison]) -> Result<(), PoisonError> {
         if items.is_empty() {
             return Ok(());
         }

@@ -100,6 +100,6 @@ pub fn start(
         pool,
         outbox: outbox.clone(),
     };
-    let health = crate::kafka::sink::spawn(settings, sink, poison);
+    let health = crate::kafka::consumer::spawn(settings, sink, poison);
     Ok(NotifyStage { health, outbox })
 }

@@ -12,7 +12,7 @@ use crate::db::outbox::Outgoing;
 use crate::db::{DbError, PgPool};
 use crate::domain::AlertEvent;
 use crate::kafka::consumer::{Commit, RawMessage};
-use crate::kafka::sink::{Decoded, Retryable, Sink, Undecodable};
+use crate::kafka::consumer::{Decoded, Retryable, Sink, Undecodable};
 
 use super::outbox::{OutboxActor, Wake};
 use super::route::route;

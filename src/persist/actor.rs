@@ -9,7 +9,7 @@ use actix::prelude::*;
 
 use crate::db::alerts::{store_batch, Inbound, StoreReport};
 use crate::db::{DbError, PgPool};
-use crate::kafka::sink::Decoded;
+use crate::kafka::consumer::Decoded;
 use crate::metrics as m;
 
 #[derive(Message)]

@@ -33,5 +33,5 @@ pub fn start(
         cfg.persist.linger(),
     )
     .yielding_to(foreground);
-    crate::kafka::sink::spawn(settings, sink::PersistSink { actor: persist }, poison)
+    crate::kafka::consumer::spawn(settings, sink::PersistSink { actor: persist }, poison)
 }

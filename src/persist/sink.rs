@@ -11,7 +11,7 @@ use super::actor::{PersistActor, PersistBatch};
 use crate::db::alerts::Inbound;
 use crate::db::DbError;
 use crate::kafka::consumer::{Commit, RawMessage};
-use crate::kafka::sink::{Decoded, Retryable, Sink, Undecodable};
+use crate::kafka::consumer::{Decoded, Retryable, Sink, Undecodable};
 
 pub struct PersistSink {
     pub actor: Addr<PersistActor>,

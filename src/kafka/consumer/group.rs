@@ -16,7 +16,7 @@ use rdkafka::{ClientContext, Statistics};
 
 use crate::metrics as m;
 
-pub type TopicPartition = (String, i32);
+pub use super::offsets::TopicPartition;
 
 /// When a stage stops being ready (`kafka.unassigned_grace_s`, `kafka.stall_timeout_s`).
 #[derive(Debug, Clone, Copy)]
@@ -150,7 +150,7 @@ impl StageHealth {
         self.lock().assigned.clone()
     }
 
-    pub fn is_assigned(&self, tp: &(String, i32)) -> bool {
+    pub fn is_assigned(&self, tp: &TopicPartition) -> bool {
         self.lock().assigned.contains(tp)
     }
 
@@ -180,8 +180,8 @@ impl StageHealth {
             // Nothing waiting counts as keeping up.
             s.last_progress = Instant::now();
         }
-        for ((_, p), l) in &lag {
-            metrics::gauge!(m::CONSUMER_LAG, "stage" => self.name, "partition" => p.to_string())
+        for (tp, l) in &lag {
+            metrics::gauge!(m::CONSUMER_LAG, "stage" => self.name, "partition" => tp.partition.to_string())
                 .set(*l as f64);
         }
         s.lag = lag;
@@ -205,7 +205,7 @@ impl StageHealth {
         for tp in tps {
             s.assigned.remove(&tp);
             s.lag.remove(&tp);
-            metrics::gauge!(m::CONSUMER_LAG, "stage" => self.name, "partition" => tp.1.to_string())
+            metrics::gauge!(m::CONSUMER_LAG, "stage" => self.name, "partition" => tp.partition.to_string())
                 .set(0.0);
             s.revoked.push(tp);
         }
@@ -242,7 +242,7 @@ impl ClientContext for GroupContext {
         let mut lag = BTreeMap::new();
         for (topic, t) in &stats.topics {
             for (p, s) in &t.partitions {
-                let tp = (topic.clone(), *p);
+                let tp = TopicPartition::new(topic.clone(), *p);
                 if !held.contains(&tp) {
                     continue;
                 }
@@ -264,7 +264,7 @@ impl ClientContext for GroupContext {
 fn partitions(tpl: &rdkafka::TopicPartitionList) -> Vec<TopicPartition> {
     tpl.elements()
         .iter()
-        .map(|e| (e.topic().to_owned(), e.partition()))
+        .map(|e| TopicPartition::new(e.topic(), e.partition()))
         .collect()
 }
 
@@ -293,7 +293,7 @@ mod tests {
     use super::*;
 
     fn tp(p: i32) -> TopicPartition {
-        ("t".to_owned(), p)
+        TopicPartition::new("t", p)
     }
 
     #[test]

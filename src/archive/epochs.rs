@@ -1,0 +1,555 @@
+//! The archive writer's bookkeeping, with no I/O: which lines wait in which open file, when a
+//! partition's files close (an epoch), what to encode now, and what the consumer may commit.
+//!
+//! A partition's open files close together (its "epoch"): on size, on age, or when its newest
+//! entry starts a new day. The offset the consumer may commit is the first offset of the open
+//! epoch: everything before it is in closed files. A crash between closing files and
+//! committing replays the epoch into files with the same first offsets, so the same names.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+
+use crate::archive::push::Stream;
+use crate::coldstore::layout;
+use crate::coldstore::parquet::{self as pq, FileEncoder, Promoted, Provenance, Row};
+use crate::kafka::consumer::{Decoded, Offsets, TopicPartition};
+use crate::metrics as m;
+
+#[derive(Debug, Clone)]
+pub struct ArchiveSettings {
+    pub default_env: String,
+    /// Close a file when its raw lines reach this size.
+    pub max_file_bytes: usize,
+    /// Close a partition's files when the oldest is this old.
+    pub max_age: Duration,
+    /// Parquet compression (and the file name's extension).
+    pub codec: pq::Codec,
+    /// Encode a file's open row group when its raw lines reach this size.
+    pub row_group_bytes: usize,
+    /// Rows waiting in open row groups, all files together, at most about this many bytes.
+    pub buffer_bytes: usize,
+}
+
+/// Why a file could not be encoded or written; the partition is then read again from its
+/// open epoch's start.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("encoding parquet: {0}")]
+    Encode(String),
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("16 name collisions in one second: refusing to overwrite {0}")]
+    Collisions(String),
+}
+
+/// What one file holds: one environment's service on one day.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Dataset {
+    pub env: String,
+    pub service: String,
+    pub day: NaiveDate,
+}
+
+/// One open file: a dataset's lines from one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FileKey {
+    pub tp: TopicPartition,
+    pub dataset: Dataset,
+}
+
+/// Bytes a buffered row costs beyond its line (the row, its vectors, the allocator).
+const ROW_OVERHEAD: usize = 96;
+
+struct Buffer {
+    /// The open row group.
+    rows: Vec<Row>,
+    /// Memory the open row group holds (lines + ROW_OVERHEAD per row).
+    pending: usize,
+    /// Raw line bytes in the file so far (encoded and open).
+    bytes: usize,
+    rows_total: usize,
+    first_offset: i64,
+    last_offset: i64,
+    /// Time of the file's first row in offset order: with the first offset, its name. (The
+    /// earliest time would depend on where the file ends, which a replay may move.)
+    first_ts: i64,
+    /// The file's encoder, once its first row group is encoded.
+    encoder: Option<FileEncoder>,
+}
+
+#[derive(Default)]
+struct PartitionState {
+    buffers: BTreeMap<Dataset, Buffer>,
+    bytes: usize,
+    opened: Option<Instant>,
+    /// First offset of the open epoch (None: no open buffer).
+    epoch_start: Option<i64>,
+    /// Highest offset buffered + 1: redeliveries below it are skipped.
+    next_offset: i64,
+    newest_day: Option<NaiveDate>,
+    /// Rewound during this batch: its further messages in it are ignored.
+    rewound_in: Option<u64>,
+}
+
+/// Bytes for one file: its next row group, or its last bytes and footer (`close`).
+pub struct Job {
+    pub file: FileKey,
+    pub name: FileName,
+    pub bytes: Vec<u8>,
+    pub close: Option<Closed>,
+}
+
+/// What a file's name is made of, besides its key.
+pub struct FileName {
+    pub first_ts: i64,
+    pub first_offset: i64,
+}
+
+/// A closed file's figures.
+pub struct Closed {
+    pub rows: usize,
+    pub raw_bytes: usize,
+}
+
+/// Why `add` stopped before the end of the batch.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// This partition's epoch must close first.
+    Close(TopicPartition),
+    /// The open row groups need encoding first.
+    Memory,
+}
+
+/// Every partition's open epoch.
+pub struct Epochs {
+    settings: ArchiveSettings,
+    partitions: HashMap<TopicPartition, PartitionState>,
+    /// When the epoch of a partition given up in a rebalance was opened, by its first offset:
+    /// if the partition comes back and the same epoch is read again, it keeps its age (so
+    /// frequent rebalances cannot keep a file from ever closing).
+    forgotten: HashMap<TopicPartition, (i64, Instant)>,
+    /// Memory held by all open row groups.
+    pending: usize,
+}
+
+impl Epochs {
+    pub fn new(settings: ArchiveSettings) -> Self {
+        Epochs {
+            settings,
+            partitions: HashMap::new(),
+            forgotten: HashMap::new(),
+            pending: 0,
+        }
+    }
+
+    pub fn codec(&self) -> pq::Codec {
+        self.settings.codec
+    }
+
+    /// Memory held by open row groups.
+    pub fn held(&self) -> usize {
+        self.pending
+    }
+
+    /// Adds messages of batch `batch`; stops at a partition whose epoch must close before
+    /// going on, or when the open row groups hold more than twice the memory budget.
+    pub fn add(&mut self, msgs: &[Decoded<Stream>], batch: u64) -> Result<(), Stop> {
+        for msg in msgs {
+            let key = msg.tp();
+            let p = self.partitions.entry(key.clone()).or_default();
+            if msg.offset < p.next_offset || p.rewound_in == Some(batch) {
+                continue; // already buffered (a retried batch, a redelivery), or rewound
+            }
+            let stream = &msg.item;
+            let newest = stream.entries.iter().map(|e| layout::day_of(e.ts_ns)).max();
+            if let (Some(seen), Some(day)) = (p.newest_day, newest) {
+                if day > seen && !p.buffers.is_empty() {
+                    return Err(Stop::Close(key)); // day boundary: close the epoch first
+                }
+            }
+            if newest > p.newest_day {
+                p.newest_day = newest;
+            }
+            let env = layout::env_of(&stream.labels, &self.settings.default_env);
+            let service = layout::service_of(&stream.labels);
+            let labels = Arc::new(stream.labels.clone());
+            for e in &stream.entries {
+                let dataset = Dataset {
+                    env: env.clone(),
+                    service: service.clone(),
+                    day: layout::day_of(e.ts_ns),
+                };
+                let b = p.buffers.entry(dataset).or_insert_with(|| Buffer {
+                    rows: Vec::new(),
+                    pending: 0,
+                    bytes: 0,
+                    rows_total: 0,
+                    first_offset: msg.offset,
+                    last_offset: msg.offset,
+                    first_ts: e.ts_ns,
+                    encoder: None,
+                });
+                let cost = e.line.len() + ROW_OVERHEAD;
+                b.pending += cost;
+                self.pending += cost;
+                b.bytes += e.line.len();
+                p.bytes += e.line.len();
+                b.rows_total += 1;
+                b.last_offset = msg.offset;
+                b.rows.push(Row {
+                    ts_ns: e.ts_ns,
+                    line: e.line.clone(),
+                    labels: labels.clone(),
+                    metadata: e.metadata.clone(),
+                    partition: msg.partition,
+                    offset: msg.offset,
+                });
+            }
+            metrics::counter!(m::ARCHIVE_LINES_TAKEN).increment(stream.entries.len() as u64);
+            if p.epoch_start.is_none() {
+                let again = self
+                    .forgotten
+                    .remove(&key)
+                    .filter(|(start, _)| *start == msg.offset);
+                p.opened = Some(again.map_or_else(Instant::now, |(_, t)| t));
+            }
+            p.epoch_start.get_or_insert(msg.offset);
+            p.opened.get_or_insert_with(Instant::now);
+            p.next_offset = msg.offset + 1;
+            let full = p
+                .buffers
+                .values()
+                .any(|b| b.bytes >= self.settings.max_file_bytes)
+                || p.bytes >= 2 * self.settings.max_file_bytes;
+            if full {
+                return Err(Stop::Close(key));
+            }
+            if self.pending > 2 * self.settings.buffer_bytes {
+                return Err(Stop::Memory);
+            }
+        }
+        Ok(())
+    }
+
+    /// Partitions whose open epoch is `max_age` old.
+    pub fn due_by_age(&self) -> Vec<TopicPartition> {
+        self.partitions
+            .iter()
+            .filter(|(_, p)| {
+                p.opened
+                    .is_some_and(|t| t.elapsed() >= self.settings.max_age)
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Open row groups to encode now: those at `row_group_bytes`, then the largest until
+    /// the rest fit in half the memory budget.
+    pub fn row_groups_due(&self, closing: &[TopicPartition]) -> Vec<FileKey> {
+        let mut open: Vec<(usize, FileKey)> = self
+            .partitions
+            .iter()
+            .filter(|(tp, _)| !closing.contains(tp))
+            .flat_map(|(tp, p)| {
+                p.buffers
+                    .iter()
+                    .filter(|(_, b)| b.pending > 0)
+                    .map(move |(dataset, b)| {
+                        let key = FileKey {
+                            tp: tp.clone(),
+                            dataset: dataset.clone(),
+                        };
+                        (b.pending, key)
+                    })
+            })
+            .collect();
+        open.sort_by_key(|(size, _)| std::cmp::Reverse(*size));
+        let mut left = self.pending;
+        let mut due = Vec::new();
+        for (size, key) in open {
+            if size < self.settings.row_group_bytes && left <= self.settings.buffer_bytes / 2 {
+                break;
+            }
+            left -= size;
+            due.push(key);
+        }
+        due
+    }
+
+    /// The open files of a partition.
+    pub fn files_of(&self, tp: &TopicPartition) -> Vec<FileKey> {
+        self.partitions
+            .get(tp)
+            .map(|p| {
+                p.buffers
+                    .keys()
+                    .map(|dataset| FileKey {
+                        tp: tp.clone(),
+                        dataset: dataset.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Encodes a file's open row group (and, when `close`, its footer) into a job.
+    pub fn encode(&mut self, file: &FileKey, close: bool) -> Result<Option<Job>, ArchiveError> {
+        let codec = self.settings.codec;
+        let Some(b) = self
+            .partitions
+            .get_mut(&file.tp)
+            .and_then(|p| p.buffers.get_mut(&file.dataset))
+        else {
+            return Ok(None);
+        };
+        let promoted = Promoted {
+            service: &file.dataset.service,
+            env: &file.dataset.env,
+        };
+        let encode_err = |e: pq::EncodeError| ArchiveError::Encode(e.to_string());
+        let mut encoder = match b.encoder.take() {
+            Some(e) => e,
+            None => FileEncoder::new(codec).map_err(encode_err)?,
+        };
+        let mut rows = std::mem::take(&mut b.rows);
+        self.pending -= b.pending;
+        b.pending = 0;
+        let mut bytes = encoder
+            .row_group(&mut rows, &promoted)
+            .map_err(encode_err)?;
+        drop(rows);
+        let closed = if close {
+            let provenance = Provenance {
+                partition: file.tp.partition,
+                first_offset: b.first_offset,
+                last_offset: b.last_offset,
+            };
+            bytes.extend_from_slice(&encoder.finish(provenance).map_err(encode_err)?);
+            Some(Closed {
+                rows: b.rows_total,
+                raw_bytes: b.bytes,
+            })
+        } else {
+            b.encoder = Some(encoder);
+            None
+        };
+        Ok(Some(Job {
+            file: file.clone(),
+            name: FileName {
+                first_ts: b.first_ts,
+                first_offset: b.first_offset,
+            },
+            bytes,
+            close: closed,
+        }))
+    }
+
+    /// What the consumer may commit: per partition, the first offset of its open epoch (or
+    /// past everything buffered, when no epoch is open).
+    pub fn commits(&self) -> Offsets {
+        self.partitions
+            .iter()
+            .map(|(tp, s)| (tp.clone(), s.epoch_start.unwrap_or(s.next_offset)))
+            .filter(|(_, o)| *o > 0)
+            .collect()
+    }
+
+    /// The partition's files closed: its epoch ends.
+    pub fn closed(&mut self, tp: &TopicPartition) {
+        if let Some(p) = self.partitions.get_mut(tp) {
+            p.buffers.clear();
+            p.bytes = 0;
+            p.opened = None;
+            p.epoch_start = None;
+        }
+    }
+
+    /// Drops a partition's open epoch (its buffers, counted out of the memory budget).
+    /// Returns the epoch's first offset.
+    fn drop_epoch(&mut self, tp: &TopicPartition) -> Option<i64> {
+        let p = self.partitions.get_mut(tp)?;
+        self.pending -= p.buffers.values().map(|b| b.pending).sum::<usize>();
+        p.buffers.clear();
+        p.bytes = 0;
+        p.opened = None;
+        p.epoch_start.take()
+    }
+
+    /// A write of the partition failed during batch `batch`: its open epoch is dropped and the
+    /// partition is read again from the epoch's start (returned); the rest of the batch's
+    /// messages of it are ignored.
+    pub fn rewind(&mut self, tp: &TopicPartition, batch: u64) -> Option<i64> {
+        let start = self.drop_epoch(tp);
+        let p = self.partitions.get_mut(tp)?;
+        let from = start.unwrap_or(p.next_offset);
+        p.next_offset = from;
+        p.rewound_in = Some(batch);
+        Some(from)
+    }
+
+    /// The partition moved to another consumer: forget it, remembering when its epoch opened
+    /// (see `forgotten`). Returns how many rows were open.
+    pub fn forget(&mut self, tp: &TopicPartition) -> Option<usize> {
+        let opened = self.partitions.get(tp).and_then(|p| p.opened);
+        let rows: usize = self
+            .partitions
+            .get(tp)
+            .map_or(0, |p| p.buffers.values().map(|b| b.rows_total).sum());
+        if let (Some(start), Some(opened)) = (self.drop_epoch(tp), opened) {
+            self.forgotten.insert(tp.clone(), (start, opened));
+        }
+        self.partitions.remove(tp).map(|_| rows)
+    }
+
+    /// Some message of the batch is not buffered yet.
+    pub fn pending_in(&self, msgs: &[Decoded<Stream>], batch: u64) -> bool {
+        msgs.iter().any(|msg| {
+            self.partitions
+                .get(&msg.tp())
+                .is_none_or(|p| msg.offset >= p.next_offset && p.rewound_in != Some(batch))
+        })
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::archive::push::Entry;
+
+    pub const DAY_NS: i64 = 1_782_000_000_000_000_000; // 2026-06-21
+
+    pub fn settings() -> ArchiveSettings {
+        ArchiveSettings {
+            default_env: "prod".into(),
+            max_file_bytes: 1 << 30,
+            max_age: Duration::from_secs(3600),
+            codec: pq::Codec::Snappy,
+            row_group_bytes: 4096,
+            buffer_bytes: 16 * 1024,
+        }
+    }
+
+    /// `n` messages on partition 0 from `first`, each one stream of 10 lines of `service`.
+    pub fn messages(service: &str, first: i64, n: i64) -> Arc<Vec<Decoded<Stream>>> {
+        let labels = BTreeMap::from([("service".to_owned(), service.to_owned())]);
+        Arc::new(
+            (first..first + n)
+                .map(|offset| Decoded {
+                    topic: "logs".into(),
+                    partition: 0,
+                    offset,
+                    item: Stream {
+                        labels: labels.clone(),
+                        entries: (0..10)
+                            .map(|i| Entry {
+                                ts_ns: DAY_NS + offset * 1000 + i,
+                                line: format!("{service} line {offset}.{i} payment accepted")
+                                    .into_bytes(),
+                                metadata: Vec::new(),
+                            })
+                            .collect(),
+                    },
+                })
+                .collect(),
+        )
+    }
+
+    fn tp0() -> TopicPartition {
+        TopicPartition::new("logs", 0)
+    }
+
+    fn commit_at(o: i64) -> Offsets {
+        [(tp0(), o)].into_iter().collect()
+    }
+
+    #[test]
+    fn the_commit_is_the_open_epochs_first_offset_until_its_files_close() {
+        let mut e = Epochs::new(settings());
+        assert!(e.commits().is_empty(), "nothing read, nothing to commit");
+        e.add(&messages("payment", 5, 10), 1).unwrap();
+        assert_eq!(e.commits(), commit_at(5), "open epoch starts at 5");
+        assert!(!e.pending_in(&messages("payment", 5, 10), 1));
+        e.closed(&tp0());
+        assert_eq!(
+            e.commits(),
+            commit_at(15),
+            "closed: past everything buffered"
+        );
+        // A redelivery of what is already in closed files is skipped.
+        e.add(&messages("payment", 5, 10), 2).unwrap();
+        assert_eq!(e.commits(), commit_at(15));
+        assert!(e.files_of(&tp0()).is_empty());
+    }
+
+    #[test]
+    fn a_new_day_stops_the_batch_to_close_the_epoch_first() {
+        let mut e = Epochs::new(settings());
+        e.add(&messages("payment", 0, 3), 1).unwrap();
+        let mut next_day = (*messages("payment", 3, 1)).clone();
+        for en in &mut next_day[0].item.entries {
+            en.ts_ns += 86_400_000_000_000;
+        }
+        assert_eq!(e.add(&next_day, 2), Err(Stop::Close(tp0())));
+        assert!(e.pending_in(&next_day, 2), "the new day's message waits");
+        let files = e.files_of(&tp0());
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].dataset.service, "payment");
+        assert_eq!(files[0].dataset.env, "prod");
+    }
+
+    #[test]
+    fn row_groups_are_due_at_their_size_and_the_memory_budget_holds() {
+        let mut e = Epochs::new(settings());
+        // 2,000 lines of ~40 bytes: far past the 16 KiB budget.
+        assert_eq!(e.add(&messages("payment", 0, 200), 1), Err(Stop::Memory));
+        let due = e.row_groups_due(&[]);
+        assert_eq!(due.len(), 1, "one open file, past its row group size");
+        let job = e.encode(&due[0], false).unwrap().unwrap();
+        assert!(job.close.is_none(), "a row group, not a closed file");
+        assert_eq!(e.held(), 0, "encoded rows leave the budget");
+        assert_eq!(job.name.first_offset, 0);
+    }
+
+    #[test]
+    fn a_rewound_partition_ignores_the_rest_of_the_batch_and_reads_from_the_epoch_start() {
+        let mut e = Epochs::new(settings());
+        e.add(&messages("payment", 10, 5), 1).unwrap();
+        assert_eq!(e.rewind(&tp0(), 2), Some(10));
+        e.add(&messages("payment", 15, 5), 2).unwrap();
+        assert_eq!(
+            e.commits(),
+            commit_at(10),
+            "read again from the epoch's start"
+        );
+        assert!(
+            e.files_of(&tp0()).is_empty(),
+            "batch 2's messages were ignored"
+        );
+        // Read again, in a later batch: buffered from the epoch's start.
+        e.add(&messages("payment", 10, 10), 3).unwrap();
+        assert_eq!(e.commits(), commit_at(10));
+    }
+
+    #[test]
+    fn a_partition_that_comes_back_keeps_its_epochs_age() {
+        let mut e = Epochs::new(ArchiveSettings {
+            max_age: Duration::from_millis(50),
+            ..settings()
+        });
+        e.add(&messages("payment", 0, 2), 1).unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(e.forget(&tp0()), Some(20));
+        assert!(e.due_by_age().is_empty(), "forgotten");
+        e.add(&messages("payment", 0, 2), 2).unwrap();
+        assert_eq!(
+            e.due_by_age(),
+            vec![tp0()],
+            "the same epoch read again is as old"
+        );
+    }
+}

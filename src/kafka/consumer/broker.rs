@@ -1,0 +1,160 @@
+//! The real [`Source`]: a librdkafka consumer in the stage's group.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use super::group::{GroupContext, StageHealth};
+use super::offsets::{Offsets, TopicPartition};
+use super::settings::ConsumerSettings;
+use super::source::{Polled, RawMessage, Source};
+
+type GroupConsumer = StreamConsumer<GroupContext>;
+
+pub(super) struct KafkaSource {
+    consumer: Arc<GroupConsumer>,
+    topic: String,
+}
+
+impl KafkaSource {
+    /// Joins the stage's group (with `group.instance.id` when configured) and subscribes.
+    pub(super) fn join(s: &ConsumerSettings, health: &StageHealth) -> Result<Self, KafkaError> {
+        let mut c = ClientConfig::new();
+        if let Some(id) = &s.instance_id {
+            c.set("group.instance.id", id);
+        }
+        c.set("bootstrap.servers", &s.brokers)
+            .set("group.id", &s.group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("socket.connection.setup.timeout.ms", "3000")
+            // A crashed member holds its partitions until its session expires: keep that short
+            // so a restarted process resumes within seconds (librdkafka's default is 45 s).
+            .set("session.timeout.ms", s.session_timeout_ms.to_string())
+            .set("heartbeat.interval.ms", s.heartbeat_interval_ms.to_string())
+            .set("max.poll.interval.ms", s.max_poll_interval_ms.to_string())
+            // `kafka.fetch_wait_max_ms`: how long an empty fetch may wait for data.
+            .set("fetch.wait.max.ms", s.fetch_wait_max_ms.to_string())
+            // The roles' topics are created at start-up, concurrently with this subscription: a
+            // consumer that subscribed first sees UnknownTopicOrPartition and only looks again at
+            // the next metadata refresh (librdkafka's default: 5 minutes). Look every 2 s instead.
+            .set("topic.metadata.refresh.interval.ms", "2000")
+            // Lag per partition comes from librdkafka's statistics (see `group::GroupContext`).
+            .set("statistics.interval.ms", "1000")
+            // Say when a partition has been read to its end: a batch then stops waiting out its
+            // linger once nothing more is there to read (`run::AtEnd`).
+            .set("enable.partition.eof", "true")
+            // Prefetch ten batches, not librdkafka's 100,000 messages / 64 MB per partition: a
+            // stage that pauses (`kafka::priority`) soon stops costing the broker fetches, and a
+            // backlog does not sit in memory three times over. Much less starves the loop
+            // (2,000 / 4 MB halved the persist stage's end-to-end rate, `benches/persist.rs`).
+            .set("queued.min.messages", "10000")
+            .set("queued.max.messages.kbytes", "16384");
+        for (k, v) in &s.extra {
+            c.set(k, v);
+        }
+        let consumer: GroupConsumer = c.create_with_context(GroupContext {
+            health: health.clone(),
+        })?;
+        consumer.subscribe(&[s.topic.as_str()])?;
+        Ok(KafkaSource {
+            consumer: Arc::new(consumer),
+            topic: s.topic.clone(),
+        })
+    }
+}
+
+impl Source for KafkaSource {
+    async fn poll(&self) -> Polled {
+        match self.consumer.recv().await {
+            Ok(m) => Polled::Message(RawMessage {
+                topic: m.topic().to_owned(),
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().unwrap_or_default().to_vec(),
+            }),
+            Err(KafkaError::PartitionEOF(p)) => {
+                Polled::End(TopicPartition::new(self.topic.as_str(), p))
+            }
+            Err(e) => Polled::Error(e.to_string()),
+        }
+    }
+
+    fn pause(&self, on: bool) -> bool {
+        let Ok(assignment) = self.consumer.assignment() else {
+            return false;
+        };
+        let r = if on {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
+        drop(assignment);
+        r.is_ok()
+    }
+
+    /// Asynchronous unless `sync`: a lost commit only means redelivery, which every sink
+    /// absorbs; the archive's names need its commits in order.
+    async fn commit(&self, next: Offsets, sync: bool) -> bool {
+        if next.is_empty() {
+            return true;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (tp, offset) in next.iter() {
+            if let Err(e) =
+                tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(offset))
+            {
+                tracing::warn!(error = %e, "cannot build commit list");
+            }
+        }
+        let result = if sync {
+            let c = self.consumer.clone();
+            actix_web::rt::task::spawn_blocking(move || c.commit(&tpl, CommitMode::Sync))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(KafkaError::Canceled).inspect_err(|_| {
+                        tracing::warn!(error = %e, "commit task failed");
+                    })
+                })
+        } else {
+            self.consumer.commit(&tpl, CommitMode::Async)
+        };
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "offset commit failed; the batch may be redelivered");
+        }
+        result.is_ok()
+    }
+
+    async fn seek(&self, tp: TopicPartition, offset: i64) {
+        let c = self.consumer.clone();
+        let (t, p) = (tp.topic.clone(), tp.partition);
+        let sought = actix_web::rt::task::spawn_blocking(move || {
+            c.seek(&t, p, Offset::Offset(offset), Duration::from_secs(5))
+        })
+        .await;
+        match sought {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(%tp, offset, error = %e, "cannot seek back"),
+            Err(e) => tracing::error!(%tp, offset, error = %e, "seek task failed"),
+        }
+    }
+
+    /// Closes the consumer off the System's thread: rust-rdkafka's drop polls until librdkafka
+    /// has left the group, which can take as long as the coordinator takes to answer, and would
+    /// stall every stage and actor on this thread meanwhile. Waits at most 10 s for it.
+    async fn close(self) {
+        let consumer = self.consumer;
+        let closing = actix_web::rt::task::spawn_blocking(move || drop(consumer));
+        if actix_web::rt::time::timeout(Duration::from_secs(10), closing)
+            .await
+            .is_err()
+        {
+            tracing::warn!("a consumer is still closing after 10 s; going on without it");
+        }
+    }
+}
