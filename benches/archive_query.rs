@@ -20,7 +20,8 @@ use std::time::Instant;
 
 use alertpipe::coldstore::layout::file_path;
 use alertpipe::coldstore::parquet::Codec;
-use alertpipe::coldstore::{logql, query, storage};
+use alertpipe::coldstore::storage;
+use alertpipe::{logql, query};
 use common::loki::{archive_file, base_ns, corpus, curl, dir_bytes, flush, push, start_loki};
 use common::{env_usize, median};
 

@@ -94,7 +94,7 @@ enum ArchiveCmd {
         /// RFC 3339; default now.
         #[arg(long)]
         to: Option<chrono::DateTime<chrono::Utc>>,
-        /// Lines at most (log queries): the newest ones.
+        /// Lines at most (log queries; 5000 at most, as in Loki): the newest ones.
         #[arg(long, default_value_t = 1000)]
         limit: usize,
         /// Step of a metric query (a duration); default the range / 250, at least 1 s.
@@ -122,31 +122,28 @@ async fn archive_query(
     limit: usize,
     step: Option<String>,
 ) -> anyhow::Result<()> {
-    use alertpipe::coldstore::{logql, query as q};
-    let ns = |t: chrono::DateTime<chrono::Utc>| t.timestamp_nanos_opt().unwrap_or(i64::MAX);
-    let dur = |s: &str, what: &str| {
-        logql::parse_duration(s)
-            .and_then(|d| i64::try_from(d.as_nanos()).ok())
-            .with_context(|| format!("{what}: bad duration {s:?} (e.g. 30s, 5m, 6h, 7d)"))
+    use alertpipe::query as q;
+    // The flags as the HTTP API's parameters: one parser, the same defaults and limits.
+    let rfc = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339();
+    let mut pairs = vec![
+        ("query".to_owned(), query.to_owned()),
+        ("since".to_owned(), since.to_owned()),
+        ("limit".to_owned(), limit.to_string()),
+    ];
+    pairs.extend(from.map(|t| ("start".to_owned(), rfc(t))));
+    pairs.extend(to.map(|t| ("end".to_owned(), rfc(t))));
+    pairs.extend(step.map(|s| ("step".to_owned(), s)));
+    let params = q::Params::new(pairs);
+    let flag = |e: q::ParamError| {
+        let name = match e.field.as_str() {
+            "start" => "--from",
+            "end" => "--to",
+            f => f,
+        };
+        anyhow::anyhow!("--{}: {}", name.trim_start_matches('-'), e.message)
     };
-    let end = ns(to.unwrap_or_else(chrono::Utc::now));
-    let start = match from {
-        Some(f) => ns(f),
-        None => end.saturating_sub(dur(since, "--since")?),
-    };
-    anyhow::ensure!(start < end, "--from must be before --to");
-    let step_ns = match step {
-        Some(s) => dur(&s, "--step")?,
-        None => ((end - start) / 250 / 1_000_000_000).max(1) * 1_000_000_000,
-    };
-    let expr = logql::parse(query)?;
-    let window = q::Window {
-        start_ns: start,
-        end_ns: end,
-        step_ns,
-        limit: limit.max(1),
-        direction: q::Direction::Backward,
-    };
+    let expr = params.expr().map_err(flag)?;
+    let window = params.window(q::now_ns()).map_err(flag)?;
     let (answer, stats) = q::query_range(op, &expr, window).await?;
     let time = |t: i64| {
         chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(t)

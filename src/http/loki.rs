@@ -1,7 +1,7 @@
-//! Loki's query API over the Parquet archive (`coldstore::query`), for Grafana's Loki datasource
+//! Loki's query API over the Parquet archive (`crate::query`), for Grafana's Loki datasource
 //! and `logcli`: `query_range`, `query`, `labels`, `label/{name}/values`, `series`,
-//! `index/stats`, `status/buildinfo`. Parameters as Loki takes them (times in ns, s or
-//! RFC 3339; `since`; `step` as seconds or a duration), in the query string or a POST form.
+//! `index/stats`, `status/buildinfo`. Parameters as Loki takes them (`query::Params`), in
+//! the query string or a POST form.
 //! Served by processes with the archive role; credentials as for every endpoint.
 
 use std::collections::HashMap;
@@ -9,161 +9,31 @@ use std::time::Instant;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
 use super::{auth, AppState};
-use crate::coldstore::logql::{self, parse_duration};
-use crate::coldstore::query::{
-    self, Answer, Direction, LabelSet, QueryError, ScanStats, Stream, Window,
+use crate::logql;
+use crate::query::{
+    self, now_ns, Answer, Direction, LabelSet, ParamError, Params, QueryError, ScanStats, Stream,
 };
 
-/// Loki's defaults: the last hour, 100 lines, newest first.
-const DEFAULT_RANGE_NS: i64 = 3_600_000_000_000;
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 5000;
-/// Loki's default `max_query_length`: a metric query keeps a time per matching line, so an
-/// unbounded range is unbounded memory.
-const MAX_RANGE_NS: i64 = 721 * 3_600_000_000_000;
-
-/// Query-string and form parameters; `match[]` may repeat.
-struct Params(Vec<(String, String)>);
-
-impl Params {
-    fn from(req: &HttpRequest, body: &[u8]) -> Result<Params, ApiError> {
-        let mut v: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
-            .map_err(|e| ApiError::bad_request(format!("bad query string: {e}"), None))?;
-        if !body.is_empty() {
-            let form: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
-                .map_err(|e| ApiError::bad_request(format!("bad form body: {e}"), None))?;
-            v.extend(form);
-        }
-        Ok(Params(v))
-    }
-
-    fn get(&self, k: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(n, v)| n == k && !v.is_empty())
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn all(&self, k: &str) -> Vec<&str> {
-        self.0
-            .iter()
-            .filter(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-            .collect()
+impl From<ParamError> for ApiError {
+    fn from(e: ParamError) -> Self {
+        ApiError::bad_request(e.message, Some(e.field))
     }
 }
 
-fn bad(field: &str, msg: impl Into<String>) -> ApiError {
-    ApiError::bad_request(msg, Some(field.into()))
-}
-
-fn now_ns() -> i64 {
-    Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
-}
-
-/// Loki's time forms: integer ns (or s when 10 digits or fewer), float s, RFC 3339.
-pub fn parse_time(s: &str) -> Option<i64> {
-    if let Ok(n) = s.parse::<i64>() {
-        return Some(if s.trim_start_matches('-').len() <= 10 {
-            n.saturating_mul(1_000_000_000)
-        } else {
-            n
-        });
+/// The query string and, for a POST, the form body: one parameter list.
+fn params(req: &HttpRequest, body: &[u8]) -> Result<Params, ApiError> {
+    let mut v: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
+        .map_err(|e| ApiError::bad_request(format!("bad query string: {e}"), None))?;
+    if !body.is_empty() {
+        let form: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+            .map_err(|e| ApiError::bad_request(format!("bad form body: {e}"), None))?;
+        v.extend(form);
     }
-    if let Ok(f) = s.parse::<f64>() {
-        return f.is_finite().then_some((f * 1e9) as i64);
-    }
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .and_then(|t| t.with_timezone(&Utc).timestamp_nanos_opt())
-}
-
-fn time_param(p: &Params, name: &str, default: i64) -> Result<i64, ApiError> {
-    match p.get(name) {
-        None => Ok(default),
-        Some(s) => parse_time(s).ok_or_else(|| {
-            bad(
-                name,
-                format!("{name}: cannot parse {s:?} as a timestamp (ns, s or RFC 3339)"),
-            )
-        }),
-    }
-}
-
-/// (start, end) from `start` / `end` / `since`.
-fn range(p: &Params) -> Result<(i64, i64), ApiError> {
-    let end = time_param(p, "end", now_ns())?;
-    let since = match p.get("since") {
-        Some(s) => parse_duration(s)
-            .and_then(|d| i64::try_from(d.as_nanos()).ok())
-            .ok_or_else(|| bad("since", format!("since: bad duration {s:?}")))?,
-        None => DEFAULT_RANGE_NS,
-    };
-    let start = time_param(p, "start", end.saturating_sub(since))?;
-    if end < start {
-        return Err(bad("end", "end timestamp must not be before start time"));
-    }
-    if end - start > MAX_RANGE_NS {
-        return Err(bad(
-            "start",
-            format!(
-                "the query time range exceeds the limit (query length: {}h, limit: 721h); \
-                 split it or use DuckDB/Spark over the files",
-                (end - start) / 3_600_000_000_000
-            ),
-        ));
-    }
-    Ok((start, end))
-}
-
-fn limit(p: &Params) -> Result<usize, ApiError> {
-    match p.get("limit") {
-        None => Ok(DEFAULT_LIMIT),
-        Some(s) => match s.parse::<usize>() {
-            Ok(n) if n <= MAX_LIMIT => Ok(n.max(1)),
-            Ok(n) => Err(bad(
-                "limit",
-                format!("max entries limit per query exceeded, limit > max_entries_limit ({n} > {MAX_LIMIT})"),
-            )),
-            Err(_) => Err(bad("limit", format!("limit: not a number: {s:?}"))),
-        },
-    }
-}
-
-fn direction(p: &Params) -> Result<Direction, ApiError> {
-    match p.get("direction").map(str::to_ascii_lowercase).as_deref() {
-        None | Some("backward") => Ok(Direction::Backward),
-        Some("forward") => Ok(Direction::Forward),
-        Some(d) => Err(bad(
-            "direction",
-            format!("direction: {d:?}, expected forward or backward"),
-        )),
-    }
-}
-
-/// `step`: seconds (float) or a duration; default as Loki: range / 250, at least 1 s.
-fn step(p: &Params, start: i64, end: i64) -> Result<i64, ApiError> {
-    match p.get("step") {
-        None => Ok(((end - start) / 250 / 1_000_000_000).max(1) * 1_000_000_000),
-        Some(s) => s
-            .parse::<f64>()
-            .ok()
-            .map(|f| (f * 1e9) as i64)
-            .or_else(|| parse_duration(s).and_then(|d| i64::try_from(d.as_nanos()).ok()))
-            .ok_or_else(|| bad("step", format!("step: cannot parse {s:?}"))),
-    }
-}
-
-fn parse_query(p: &Params) -> Result<logql::Expr, ApiError> {
-    let q = p
-        .get("query")
-        .ok_or_else(|| bad("query", "query: missing"))?;
-    logql::parse(q).map_err(|e| bad("query", e.to_string()))
+    Ok(Params::new(v))
 }
 
 fn archive(state: &AppState) -> Result<&opendal::Operator, ApiError> {
@@ -177,7 +47,7 @@ fn archive(state: &AppState) -> Result<&opendal::Operator, ApiError> {
 
 fn query_error(e: QueryError) -> ApiError {
     match e {
-        QueryError::BadRequest(m) => bad("query", m),
+        QueryError::BadRequest(m) => ApiError::bad_request(m, Some("query".into())),
         other => {
             tracing::error!(error = %other, "archive query failed");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string())
@@ -341,7 +211,7 @@ fn prelude<'a>(
     state: &'a AppState,
 ) -> Result<(&'a opendal::Operator, Params), ApiError> {
     auth::check(req, &state.auth, crate::config::EndpointGroup::Query)?;
-    Ok((archive(state)?, Params::from(req, body)?))
+    Ok((archive(state)?, params(req, body)?))
 }
 
 fn success(data: Value) -> HttpResponse {
@@ -354,15 +224,8 @@ pub async fn query_range(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (op, p) = prelude(&req, &body, &state)?;
-    let expr = parse_query(&p)?;
-    let (start, end) = range(&p)?;
-    let w = Window {
-        start_ns: start,
-        end_ns: end,
-        step_ns: step(&p, start, end)?,
-        limit: limit(&p)?,
-        direction: direction(&p)?,
-    };
+    let expr = p.expr()?;
+    let w = p.window(now_ns())?;
     let started = Instant::now();
     let r = query::query_range(op, &expr, w).await;
     respond(&req, r, started, w.direction)
@@ -387,18 +250,11 @@ pub async fn query_instant(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (op, p) = prelude(&req, &body, &state)?;
-    let expr = parse_query(&p)?;
-    let t = time_param(&p, "time", now_ns())?;
+    let expr = p.expr()?;
+    let t = p.time("time", now_ns())?;
     let started = Instant::now();
     let r = query::query_instant(op, &expr, t).await;
     respond(&req, r, started, Direction::Backward)
-}
-
-fn selector(p: &Params) -> Result<Vec<logql::Matcher>, ApiError> {
-    match p.get("query") {
-        None => Ok(Vec::new()),
-        Some(q) => logql::parse_selector(q).map_err(|e| bad("query", e.to_string())),
-    }
 }
 
 pub async fn labels(
@@ -407,8 +263,8 @@ pub async fn labels(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (op, p) = prelude(&req, &body, &state)?;
-    let (start, end) = range(&p)?;
-    let names = query::labels(op, None, &selector(&p)?, start, end)
+    let (start, end) = p.range(now_ns())?;
+    let names = query::labels(op, None, &p.selector()?, start, end)
         .await
         .map_err(query_error)?;
     Ok(HttpResponse::Ok().json(json!({"status": "success", "data": names})))
@@ -421,21 +277,11 @@ pub async fn label_values(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (op, p) = prelude(&req, &body, &state)?;
-    let (start, end) = range(&p)?;
-    let values = query::labels(op, Some(&name), &selector(&p)?, start, end)
+    let (start, end) = p.range(now_ns())?;
+    let values = query::labels(op, Some(&name), &p.selector()?, start, end)
         .await
         .map_err(query_error)?;
     Ok(HttpResponse::Ok().json(json!({"status": "success", "data": values})))
-}
-
-fn match_params(p: &Params) -> Result<Vec<Vec<logql::Matcher>>, ApiError> {
-    let mut out = Vec::new();
-    for name in ["match[]", "match"] {
-        for m in p.all(name) {
-            out.push(logql::parse_selector(m).map_err(|e| bad(name, e.to_string()))?);
-        }
-    }
-    Ok(out)
 }
 
 pub async fn series(
@@ -444,8 +290,8 @@ pub async fn series(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (op, p) = prelude(&req, &body, &state)?;
-    let (start, end) = range(&p)?;
-    let sets = query::series(op, &match_params(&p)?, start, end)
+    let (start, end) = p.range(now_ns())?;
+    let sets = query::series(op, &p.matches()?, start, end)
         .await
         .map_err(query_error)?
         .0;
@@ -460,10 +306,10 @@ pub async fn index_stats(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (op, p) = prelude(&req, &body, &state)?;
-    let (start, end) = range(&p)?;
+    let (start, end) = p.range(now_ns())?;
     let sels = match p.get("query") {
         None => Vec::new(),
-        Some(q) => match logql::parse(q).map_err(|e| bad("query", e.to_string()))? {
+        Some(_) => match p.expr()? {
             logql::Expr::Log(q) => vec![q.selector],
             logql::Expr::Metric(m) => m
                 .log_queries()
@@ -494,37 +340,4 @@ pub async fn buildinfo(
     v.insert("revision", env!("CARGO_PKG_VERSION"));
     v.insert("branch", "alertpipe-archive");
     Ok(HttpResponse::Ok().json(v))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_parse_as_loki_does() {
-        assert_eq!(parse_time("1700000000"), Some(1_700_000_000_000_000_000));
-        assert_eq!(
-            parse_time("1700000000123456789"),
-            Some(1_700_000_000_123_456_789)
-        );
-        assert_eq!(parse_time("1700000000.5"), Some(1_700_000_000_500_000_000));
-        assert_eq!(
-            parse_time("2023-11-14T22:13:20Z"),
-            Some(1_700_000_000_000_000_000)
-        );
-        assert_eq!(parse_time("yesterday"), None);
-    }
-
-    #[test]
-    fn ranges_default_to_the_last_hour_and_are_bounded() {
-        let p = |q: &str| Params(serde_urlencoded::from_str(q).unwrap());
-        let (s, e) = range(&p("end=1700000000")).unwrap();
-        assert_eq!(e - s, DEFAULT_RANGE_NS);
-        let (s, e) = range(&p("end=1700000000&since=6h")).unwrap();
-        assert_eq!(e - s, 6 * 3_600_000_000_000);
-        assert!(range(&p("start=1700000000&end=1600000000")).is_err());
-        let err = range(&p("start=1600000000&end=1700000000")).unwrap_err();
-        assert!(err.message.contains("exceeds the limit"), "{}", err.message);
-        assert!(range(&p("since=soon")).is_err());
-    }
 }

@@ -2,13 +2,14 @@
 //! matched around its start, read from Loki's HTTP API, for its mail (and a link to the full
 //! query in Grafana Explore). The rule's expression comes from the `logql` annotation, else
 //! from the generator URL's `g0.expr` (what Loki's ruler sends). When Loki does not answer,
-//! the same query runs over the archive's files (`coldstore::query`, the engine behind the
+//! the same query runs over the archive's files (`crate::query`, the engine behind the
 //! archive's Loki API). Best effort: when neither answers in time, the mail goes without lines.
 
 use chrono::{DateTime, Utc};
 
 pub use crate::config::LogSource;
 use crate::domain::AlertEvent;
+use crate::logql::{self, MatchOp};
 
 /// Lines ready for a template: time and text, each capped; and the query they answer.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -28,18 +29,38 @@ pub fn log_query(e: &AlertEvent) -> Option<String> {
         .get("logql")
         .cloned()
         .or_else(|| expr_from_url(&e.generator_url))?;
-    let mut q = log_part(&expr)?;
-    if !e.service.is_empty() && !q.contains("service=") && !q.contains("service_name=") {
-        let matcher = format!(
-            "service=\"{}\"",
-            e.service.replace('\\', "\\\\").replace('"', "\\\"")
-        );
-        q = match q.strip_prefix("{}") {
-            Some(rest) => format!("{{{matcher}}}{rest}"),
-            None => format!("{{{matcher}, {}", &q[1..]),
-        };
+    let q = logql::log_query_in(&expr)?;
+    if e.service.is_empty() {
+        return Some(q.to_owned());
     }
-    Some(q)
+    let Ok((selector, end)) = logql::selector_prefix(q) else {
+        return Some(q.to_owned());
+    };
+    if selector
+        .iter()
+        .any(|m| m.name == "service" || m.name == "service_name")
+    {
+        return Some(q.to_owned());
+    }
+    let quote = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+    let matchers: Vec<String> = std::iter::once(format!("service=\"{}\"", quote(&e.service)))
+        .chain(selector.iter().map(|m| {
+            let op = match m.op {
+                MatchOp::Eq => "=",
+                MatchOp::Ne => "!=",
+                MatchOp::Re => "=~",
+                MatchOp::Nre => "!~",
+            };
+            format!("{}{op}\"{}\"", m.name, quote(&m.value))
+        }))
+        .collect();
+    let rest = q[end..].trim();
+    let narrowed = format!("{{{}}}", matchers.join(", "));
+    Some(if rest.is_empty() {
+        narrowed
+    } else {
+        format!("{narrowed} {rest}")
+    })
 }
 
 /// The expression in a generator URL: `g0.expr` of a Prometheus-style one (`/graph?g0.expr=`),
@@ -47,13 +68,14 @@ pub fn log_query(e: &AlertEvent) -> Option<String> {
 /// Loki 3's ruler sends, or `panes=`), decoded.
 fn expr_from_url(url: &str) -> Option<String> {
     let query = url.split_once('?')?.1;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).ok()?;
     let param = |name: &str| {
-        query
-            .split('&')
-            .find_map(|kv| kv.strip_prefix(name))
-            .and_then(percent_decode)
+        pairs
+            .iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.clone())
     };
-    if let Some(e) = param("g0.expr=") {
+    if let Some(e) = param("g0.expr") {
         return Some(e);
     }
     let first_expr = |v: &serde_json::Value| {
@@ -62,77 +84,11 @@ fn expr_from_url(url: &str) -> Option<String> {
             .filter(|e| !e.is_empty())
             .map(str::to_owned)
     };
-    if let Some(left) = param("left=") {
+    if let Some(left) = param("left") {
         return first_expr(&serde_json::from_str(&left).ok()?);
     }
-    let panes: serde_json::Value = serde_json::from_str(&param("panes=")?).ok()?;
+    let panes: serde_json::Value = serde_json::from_str(&param("panes")?).ok()?;
     panes.as_object()?.values().find_map(first_expr)
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(s.len());
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
-}
-
-/// The log query inside a LogQL expression: from the stream selector (a `{` not right after a
-/// metric name, which would make it PromQL) up to its range `[...]` or the end.
-fn log_part(expr: &str) -> Option<String> {
-    let bytes = expr.as_bytes();
-    let start = (0..bytes.len()).find(|&i| {
-        bytes[i] == b'{'
-            && expr[..i]
-                .trim_end()
-                .bytes()
-                .last()
-                .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == b'_' || c == b':'))
-    })?;
-    let mut quote: Option<u8> = None;
-    let mut depth = 0i32;
-    let mut end = bytes.len();
-    let mut i = start;
-    while i < bytes.len() {
-        let c = bytes[i];
-        match quote {
-            Some(q) => {
-                if c == b'\\' && q != b'`' {
-                    i += 1;
-                } else if c == q {
-                    quote = None;
-                }
-            }
-            None => match c {
-                b'"' | b'`' => quote = Some(c),
-                b'(' => depth += 1,
-                b')' if depth == 0 => {
-                    end = i;
-                    break;
-                }
-                b')' => depth -= 1,
-                b'[' => {
-                    end = i;
-                    break;
-                }
-                _ => {}
-            },
-        }
-        i += 1;
-    }
-    let q = expr[start..end].trim();
-    (!q.is_empty()).then(|| q.to_owned())
 }
 
 /// The newest `max_lines` lines matching `query` in [start - 10 min, start + 1 min], oldest
@@ -225,9 +181,9 @@ async fn from_archive(
     query: &str,
     around: DateTime<Utc>,
 ) -> Result<Vec<(i64, String)>, String> {
-    use crate::coldstore::query::{self, Answer, Direction, Window};
+    use crate::query::{self, Answer, Direction, Window};
     let op = crate::coldstore::storage::open(root).map_err(|e| e.to_string())?;
-    let expr = crate::coldstore::logql::parse(query).map_err(|e| e.to_string())?;
+    let expr = crate::logql::parse(query).map_err(|e| e.to_string())?;
     let w = Window {
         start_ns: ns(around - BEFORE),
         end_ns: ns(around + AFTER),
@@ -285,27 +241,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_log_query_is_found_inside_metric_expressions() {
-        assert_eq!(
-            log_part(r#"(sum by (cluster, service) (count_over_time({job=~".+"} |= "DB connection failed" [5m]))) > 2"#).as_deref(),
-            Some(r#"{job=~".+"} |= "DB connection failed""#)
-        );
-        assert_eq!(
-            log_part(r#"{service="payment"} |~ "a[0-9]\"(" | json"#).as_deref(),
-            Some(r#"{service="payment"} |~ "a[0-9]\"(" | json"#)
-        );
-        assert_eq!(log_part(r#"up{job="payment-db"} == 0"#), None, "PromQL");
-        assert_eq!(log_part("vector(1)"), None);
-    }
-
-    #[test]
     fn the_generator_url_gives_the_expression() {
         assert_eq!(
             expr_from_url("http://loki:3100/graph?g0.expr=sum%28count_over_time%28%7Bjob%3D%22x%22%7D+%7C%3D+%22err%22+%5B5m%5D%29%29&g0.tab=1").as_deref(),
             Some(r#"sum(count_over_time({job="x"} |= "err" [5m]))"#)
         );
         assert_eq!(expr_from_url(""), None);
-        assert_eq!(expr_from_url("http://x/graph?g0.expr=%zz"), None);
+        // A broken escape stays as written (as browsers and Go do): no log query in it.
+        let broken = expr_from_url("http://x/graph?g0.expr=%zz");
+        assert_eq!(broken.as_deref().and_then(logql::log_query_in), None);
     }
 
     #[test]
@@ -326,7 +270,7 @@ mod tests {
         assert_eq!(expr_from_url("/explore?left=not-json"), None);
         let expr = expr_from_url(url).unwrap_or_default();
         assert_eq!(
-            log_part(&expr).as_deref().map(str::trim),
+            logql::log_query_in(&expr),
             Some(r#"{job=~".+"} |= "DB connection failed""#)
         );
     }

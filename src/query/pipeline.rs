@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::logql::{Cmp, LabelPred, LogQuery, PatternPart, Piece, Stage};
+use crate::logql::{Cmp, LabelPred, LogQuery, PatternPart, Piece, Stage};
 
 /// A set of labels, ordered by name.
 pub type LabelSet = BTreeMap<String, String>;
@@ -302,7 +302,7 @@ fn logfmt_fields(line: &str) -> Option<Vec<(String, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::coldstore::logql::{parse, Expr};
+    use crate::logql::{parse, Expr};
 
     fn row_labels() -> Arc<LabelSet> {
         Arc::new(LabelSet::from([
