@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use alertpipe::config::SmtpConfig;
 use alertpipe::domain::parse_webhook;
+use alertpipe::notify::deliver::mail::{mailboxes, message, send_once, transport};
 use alertpipe::notify::render::alert_mail;
-use alertpipe::notify::smtp::{mailboxes, message, send_once, transport};
 use futures_util::StreamExt;
 
 fn main() {

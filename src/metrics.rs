@@ -44,7 +44,10 @@ pub const ARCHIVE_QUERY_BYTES_READ: &str = "alertpipe_archive_query_bytes_read_t
 pub const NOTIFY_SENT: &str = "alertpipe_notifications_sent_total";
 pub const NOTIFY_THROTTLED: &str = "alertpipe_notifications_throttled_total";
 pub const NOTIFY_DIGESTS: &str = "alertpipe_notification_digests_total";
-pub const NOTIFY_RETRIED: &str = "alertpipe_notification_retries_total";
+/// Attempts beyond the first of sends that went through (`kind`: email | teams).
+pub const NOTIFY_SEND_RETRIES: &str = "alertpipe_notification_retries_total";
+/// Notifications given back to the outbox to try again later (the dead-letter store failed).
+pub const NOTIFY_OUTBOX_RELEASED: &str = "alertpipe_notify_outbox_released_total";
 pub const NOTIFY_UNROUTED: &str = "alertpipe_alerts_unrouted_total";
 pub const NOTIFY_SKIPPED: &str = "alertpipe_notifications_already_sent_total";
 /// Notifications consumed and committed, not sent yet (the PostgreSQL outbox), all processes.

@@ -1,6 +1,4 @@
-//! Which notifications are done (sent or dead-lettered), and the dead letters to replay.
-
-use std::collections::HashSet;
+//! Where notifications ended (sent or dead-lettered), and the dead letters to replay.
 
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bytea, Text};
@@ -8,46 +6,49 @@ use diesel::sql_types::{Array, BigInt, Bytea, Text};
 use super::{DbError, PgPool};
 use diesel::pg::PgConnection;
 
-/// What a send came to: (key, receiver, fingerprint, status, outcome).
-pub type Outcome = (String, String, String, String, &'static str);
-
-/// The subset of `keys` already done.
-pub fn done(pool: &PgPool, keys: &[String]) -> Result<HashSet<String>, DbError> {
-    #[derive(QueryableByName)]
-    struct K {
-        #[diesel(sql_type = Text)]
-        key: String,
-    }
-    let mut c = super::conn(pool)?;
-    let rows: Vec<K> = diesel::sql_query("SELECT key FROM notifications WHERE key = ANY($1)")
-        .bind::<Array<Text>, _>(keys)
-        .load(&mut c)?;
-    Ok(rows.into_iter().map(|k| k.key).collect())
+/// Where a notification ended: the `outcome` column of `notifications`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// The SMTP server or the webhook took it.
+    Sent,
+    /// Kept in the dead letters (replayable).
+    DeadLettered,
 }
 
-/// Records notifications as done: (key, receiver, fingerprint, status, outcome).
-pub fn record(pool: &PgPool, rows: &[Outcome]) -> Result<(), DbError> {
-    if rows.is_empty() {
-        return Ok(());
+impl Delivered {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivered::Sent => "sent",
+            Delivered::DeadLettered => "dead_lettered",
+        }
     }
-    let mut c = super::conn(pool)?;
-    record_on(&mut c, rows)?;
-    Ok(())
 }
 
-/// [`record`] on a given connection (inside the caller's transaction).
+/// What a send came to: a `notifications` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Receiver + alert state (`notify::sink::notification_key`).
+    pub key: String,
+    pub receiver: String,
+    pub fingerprint: String,
+    pub status: String,
+    pub delivered: Delivered,
+}
+
+/// Records outcomes (inside the caller's transaction); a key already recorded stays as it is.
 pub fn record_on(c: &mut PgConnection, rows: &[Outcome]) -> QueryResult<usize> {
     let col = |f: fn(&Outcome) -> &str| rows.iter().map(f).collect::<Vec<_>>();
+    let delivered: Vec<&str> = rows.iter().map(|r| r.delivered.as_str()).collect();
     diesel::sql_query(
         "INSERT INTO notifications (key, receiver, fingerprint, status, outcome)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
          ON CONFLICT (key) DO NOTHING",
     )
-    .bind::<Array<Text>, _>(col(|r| &r.0))
-    .bind::<Array<Text>, _>(col(|r| &r.1))
-    .bind::<Array<Text>, _>(col(|r| &r.2))
-    .bind::<Array<Text>, _>(col(|r| &r.3))
-    .bind::<Array<Text>, _>(col(|r| r.4))
+    .bind::<Array<Text>, _>(col(|r| &r.key))
+    .bind::<Array<Text>, _>(col(|r| &r.receiver))
+    .bind::<Array<Text>, _>(col(|r| &r.fingerprint))
+    .bind::<Array<Text>, _>(col(|r| &r.status))
+    .bind::<Array<Text>, _>(delivered)
     .execute(c)
 }
 

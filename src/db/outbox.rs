@@ -123,7 +123,7 @@ pub fn finish(pool: &PgPool, done: &[Outcome]) -> Result<(), DbError> {
     c.transaction(|c| {
         super::notifications::record_on(c, done)?;
         diesel::sql_query("DELETE FROM notification_outbox WHERE key = ANY($1)")
-            .bind::<Array<Text>, _>(done.iter().map(|d| d.0.as_str()).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(done.iter().map(|d| d.key.as_str()).collect::<Vec<_>>())
             .execute(c)
     })?;
     Ok(())

@@ -114,6 +114,17 @@ pub struct ReadMessage {
     pub offset: i64,
     pub key: Option<String>,
     pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl ReadMessage {
+    /// The value of header `name`, as text (lossy).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
 }
 
 /// Messages on `topic` that consumer group `group` has not committed yet, over all partitions
@@ -139,6 +150,7 @@ pub fn read_topic(
     idle: Duration,
 ) -> Result<Vec<ReadMessage>, KafkaError> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Headers;
     use rdkafka::Message;
 
     let group = format!(
@@ -166,6 +178,14 @@ pub fn read_topic(
                     offset: m.offset(),
                     key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
                     payload: m.payload().unwrap_or_default().to_vec(),
+                    headers: m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                 });
                 last = std::time::Instant::now();
             }

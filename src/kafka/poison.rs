@@ -71,6 +71,29 @@ impl DeadLetters for PoisonStore {
     }
 }
 
+/// The one shape of every record in a dead-letter topic (a poison message, a notification
+/// that could not be delivered): the payload whole, as it was, and headers that say which
+/// stage gave up on it and why (`alertpipe-stage`, `alertpipe-reason`), plus `extra` (where a
+/// message came from; a notification's receiver and attempts).
+pub fn dead_letter_record(
+    key: String,
+    payload: Vec<u8>,
+    stage: &str,
+    reason: &str,
+    extra: Vec<(&str, Vec<u8>)>,
+) -> Record {
+    let mut headers = vec![
+        ("alertpipe-stage".to_owned(), stage.as_bytes().to_vec()),
+        ("alertpipe-reason".to_owned(), reason.as_bytes().to_vec()),
+    ];
+    headers.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    Record {
+        key,
+        payload,
+        headers,
+    }
+}
+
 /// The dead-letter topic of a source topic.
 pub fn dlq_topic(source: &str) -> String {
     format!("{source}.dlq")
@@ -101,22 +124,22 @@ impl PoisonStore {
         }
         let records = items
             .iter()
-            .map(|p| Record {
-                key: String::from_utf8_lossy(p.key.as_deref().unwrap_or_default()).into_owned(),
-                payload: p.payload.clone(),
-                headers: vec![
-                    ("alertpipe-stage".into(), stage.as_bytes().to_vec()),
-                    ("alertpipe-reason".into(), p.reason.as_bytes().to_vec()),
-                    ("alertpipe-source-topic".into(), p.topic.as_bytes().to_vec()),
-                    (
-                        "alertpipe-source-partition".into(),
-                        p.partition.to_string().into_bytes(),
-                    ),
-                    (
-                        "alertpipe-source-offset".into(),
-                        p.offset.to_string().into_bytes(),
-                    ),
-                ],
+            .map(|p| {
+                let key = String::from_utf8_lossy(p.key.as_deref().unwrap_or_default());
+                dead_letter_record(
+                    key.into_owned(),
+                    p.payload.clone(),
+                    stage,
+                    &p.reason,
+                    vec![
+                        ("alertpipe-source-topic", p.topic.as_bytes().to_vec()),
+                        (
+                            "alertpipe-source-partition",
+                            p.partition.to_string().into_bytes(),
+                        ),
+                        ("alertpipe-source-offset", p.offset.to_string().into_bytes()),
+                    ],
+                )
             })
             .collect();
         self.producer

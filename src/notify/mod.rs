@@ -4,17 +4,12 @@
 
 pub mod card;
 pub mod context;
-pub mod dead_letter;
 pub mod deliver;
-pub mod mail;
 pub mod outbox;
 pub mod render;
 pub mod replay;
-pub mod retry;
 pub mod route;
 pub mod sink;
-pub mod smtp;
-pub mod teams;
 pub mod throttle;
 
 pub use deliver::{Deliver, Delivered, NotifyError};
@@ -30,10 +25,11 @@ use crate::db::PgPool;
 use crate::kafka::consumer::{ConsumerSettings, StageHealth};
 use crate::kafka::poison::PoisonStore;
 use crate::kafka::priority::Foreground;
-use dead_letter::DeadLetterActor;
-use mail::MailActor;
+use deliver::dead_letter::DeadLetterActor;
+use deliver::mail::MailSender;
+use deliver::teams::TeamsSender;
+use deliver::{Delivery, MailActor, TeamsActor};
 use outbox::OutboxActor;
-use teams::TeamsActor;
 use throttle::{Rate, ThrottleActor};
 
 /// The running notify stage: its consumer's health, and the delivery worker to drain on
@@ -55,22 +51,19 @@ pub fn start(
     let n = cfg.notify.clone();
     let dead = DeadLetterActor::new(pool.clone(), poison.producer(), n.dlq_topic.clone()).start();
     let policy = n.retry_policy();
-    let from = n.smtp.sender()?;
-    let transport = smtp::transport(&n.smtp).context("notify.smtp")?;
-    // The lines behind an alert: from Loki, else (or without Loki) from the archive's files.
-    let log_source = n
-        .log_source()
-        .map(|s| LogSource {
-            archive: cfg.archive.root().ok(),
-            ..s
-        })
-        .filter(|s| s.loki_url.is_some() || s.archive.is_some());
-    let mail = MailActor::new(transport, from, n.grafana_url.clone(), policy, dead.clone())
-        .with_log_lines(log_source.clone())
-        .start();
-    let teams = TeamsActor::new(n.grafana_url.clone(), policy, dead, n.teams_max_per_s)
-        .with_log_lines(log_source)
-        .start();
+    let mail_sender = MailSender::new(&n.smtp, n.grafana_url.clone()).context("notify.smtp")?;
+    let teams_sender = TeamsSender::new(n.grafana_url.clone(), n.teams_max_per_s);
+    let logs = log_source(cfg);
+    let mail = MailActor::new(
+        Delivery::new(mail_sender, policy).with_log_lines(logs.clone()),
+        dead.clone(),
+    )
+    .start();
+    let teams = TeamsActor::new(
+        Delivery::new(teams_sender, policy).with_log_lines(logs),
+        dead,
+    )
+    .start();
     let throttle = ThrottleActor::new(
         n.receivers.clone(),
         mail.recipient(),
@@ -102,4 +95,16 @@ pub fn start(
     };
     let health = crate::kafka::consumer::spawn(settings, sink, poison);
     Ok(NotifyStage { health, outbox })
+}
+
+/// Where the lines behind an alert are read: Loki (`notify.loki_url`), else (or without Loki)
+/// the archive's files; None when neither is configured.
+pub fn log_source(cfg: &Config) -> Option<LogSource> {
+    cfg.notify
+        .log_source()
+        .map(|s| LogSource {
+            archive: cfg.archive.root().ok(),
+            ..s
+        })
+        .filter(|s| s.loki_url.is_some() || s.archive.is_some())
 }

@@ -126,20 +126,16 @@ impl OutboxActor {
             Err(e) => {
                 // Written by this program from a decoded event: only a manual edit gets here.
                 tracing::error!(key = %row.key, error = %e, "notification outbox row is not an alert event; recorded as dead-lettered");
-                self.finished.push((
-                    row.key,
-                    row.receiver,
-                    String::new(),
-                    String::new(),
-                    "dead_lettered",
-                ));
+                self.finished.push(Outcome {
+                    key: row.key,
+                    receiver: row.receiver,
+                    fingerprint: String::new(),
+                    status: String::new(),
+                    delivered: Delivered::DeadLettered,
+                });
                 self.record(ctx);
                 return;
             }
-        };
-        let outcome_of = |d: &Delivered| match d {
-            Delivered::Sent => "sent",
-            _ => "dead_lettered",
         };
         let fingerprint = crate::db::pg_text(event.fingerprint.as_str()).into_owned();
         let status = event.status.as_str().to_owned();
@@ -149,13 +145,13 @@ impl OutboxActor {
         });
         ctx.spawn(send.into_actor(self).map(move |res, act, ctx| {
             match res {
-                Ok(Ok(d)) => act.finished.push((
-                    row.key,
-                    row.receiver,
+                Ok(Ok(delivered)) => act.finished.push(Outcome {
+                    key: row.key,
+                    receiver: row.receiver,
                     fingerprint,
                     status,
-                    outcome_of(&d),
-                )),
+                    delivered,
+                }),
                 Ok(Err(NotifyError(e))) => {
                     tracing::warn!(key = %row.key, error = %e, "notification failed; retrying from the outbox");
                     act.failed.push(row.key);
@@ -188,14 +184,14 @@ impl OutboxActor {
             act.recording = false;
             match res {
                 Ok(Ok(())) => {
-                    for (key, ..) in &done {
-                        act.in_hand.remove(key);
+                    for o in &done {
+                        act.in_hand.remove(&o.key);
                     }
                     for key in &failed {
                         act.in_hand.remove(key);
                     }
                     if !failed.is_empty() {
-                        metrics::counter!(m::NOTIFY_RETRIED).increment(failed.len() as u64);
+                        metrics::counter!(m::NOTIFY_OUTBOX_RELEASED).increment(failed.len() as u64);
                     }
                     act.count();
                     act.record(ctx);

@@ -1,16 +1,14 @@
 //! `alertpipe dlq list` and `alertpipe dlq replay [--id N | --all]`: send dead-lettered
-//! notifications again, straight to their receiver (no throttle), with the same retries.
-//! A replayed row is marked; one that fails again keeps its place with the new reason.
-
-use std::time::Duration;
+//! notifications again, straight to their receiver (no throttle), through the same delivery
+//! as the worker's (`notify::deliver`: log lines, rendering, retries). A replayed row is
+//! marked; one that fails again keeps its place with the new reason.
 
 use crate::config::{Config, ReceiverKind};
 use crate::db::notifications::{mark_replayed, replayable};
-use crate::notify::dead_letter::DeadNotification;
-use crate::notify::teams::post_once;
-
-use super::render::{alert_mail, digest_mail};
-use super::smtp::{mailboxes, message, send_once, transport};
+use crate::notify::deliver::dead_letter::DeadNotification;
+use crate::notify::deliver::mail::MailSender;
+use crate::notify::deliver::teams::TeamsSender;
+use crate::notify::deliver::{Attempted, Delivery};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayReport {
@@ -21,18 +19,23 @@ pub struct ReplayReport {
 pub async fn replay(cfg: &Config, id: Option<i64>) -> anyhow::Result<ReplayReport> {
     let pool = crate::db::pool(cfg.database.connect_url().expose(), 2);
     let n = &cfg.notify;
-    let policy = n.retry_policy();
     let p = pool.clone();
     let rows = actix_web::rt::task::spawn_blocking(move || replayable(&p, id)).await??;
     anyhow::ensure!(
         id.is_none() || !rows.is_empty(),
         "no replayable notification dead letter with id {id:?}"
     );
-    let smtp = transport(&n.smtp)?;
-    let from = n.smtp.sender()?;
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .finish();
+    let logs = super::log_source(cfg);
+    let mail = Delivery::new(
+        MailSender::new(&n.smtp, n.grafana_url.clone())?,
+        n.retry_policy(),
+    )
+    .with_log_lines(logs.clone());
+    let teams = Delivery::new(
+        TeamsSender::new(n.grafana_url.clone(), n.teams_max_per_s),
+        n.retry_policy(),
+    )
+    .with_log_lines(logs);
     let mut report = ReplayReport::default();
     for row in rows {
         let outcome: Result<(), String> = async {
@@ -43,33 +46,13 @@ pub async fn replay(cfg: &Config, id: Option<i64>) -> anyhow::Result<ReplayRepor
                 .iter()
                 .find(|r| r.name == item.receiver)
                 .ok_or_else(|| format!("receiver {:?} is no longer configured", item.receiver))?;
-            match r.kind {
-                ReceiverKind::Email => {
-                    let mail = if item.events.len() == 1 {
-                        alert_mail(&item.events[0], &n.grafana_url)
-                    } else {
-                        digest_mail(&item.events, &r.name, &n.grafana_url)
-                    }
-                    .map_err(|e| e.to_string())?;
-                    let msg = message(&from, &mailboxes(&r.to)?, &mail)?;
-                    policy
-                        .run(|_| send_once(&smtp, msg.clone()))
-                        .await
-                        .map(|_| ())
-                        .map_err(|g| g.reason)
-                }
-                ReceiverKind::Teams => {
-                    let body = super::card::message(&item.events, &n.grafana_url);
-                    let url = r.webhook_url.expose();
-                    if url.is_empty() {
-                        return Err(format!("receiver {} has no webhook URL", r.name));
-                    }
-                    policy
-                        .run(|_| post_once(&client, url, &body))
-                        .await
-                        .map(|_| ())
-                        .map_err(|g| g.reason)
-                }
+            let attempted = match r.kind {
+                ReceiverKind::Email => mail.attempt(r, &item.events).await,
+                ReceiverKind::Teams => teams.attempt(r, &item.events).await,
+            };
+            match attempted {
+                Attempted::Sent { .. } => Ok(()),
+                Attempted::GaveUp { reason, .. } => Err(reason),
             }
         }
         .await;

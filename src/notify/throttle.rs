@@ -1,8 +1,9 @@
 //! ThrottleActor: send-rate regulation. Token buckets per receiver and per (receiver,
 //! service); a notification within both passes straight to its sender. Over the limit
 //! nothing is dropped: it waits in the receiver's digest, which opens with its first alert
-//! and goes out, as one mail or card listing every alert in it, one window later. Each caller's answer comes when its alert was sent
-//! (alone or in a digest) or dead-lettered, so the consumer commits only then.
+//! and goes out, as one mail or card listing every alert in it, one window later. Each
+//! caller's answer (the OutboxActor's) comes when its alert was sent, alone or in a digest, or
+//! dead-lettered, so its outbox row is finished only then.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

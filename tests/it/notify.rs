@@ -162,16 +162,21 @@ async fn smtp_550_is_dead_lettered_then_replayed_by_the_cli() {
     })
     .await;
     assert!(smtp.mails().is_empty());
-    let dlq = crate::support::read_json(&app.brokers, &dlq_topic, 1, Duration::from_secs(3)).await;
+    let dlq =
+        crate::support::read_records(&app.brokers, &dlq_topic, 1, Duration::from_secs(3)).await;
     assert_eq!(dlq.len(), 1, "kept in the dead-letter topic too");
-    assert_eq!(dlq[0]["receiver"], "outlook");
-    assert!(
-        dlq[0]["reason"].as_str().unwrap().contains("550"),
-        "{}",
-        dlq[0]
-    );
+    // The one dead-letter shape: the notification whole, why in the headers.
+    assert_eq!(dlq[0].header("alertpipe-stage").as_deref(), Some("notify"));
     assert_eq!(
-        dlq[0]["events"][0]["alertname"], "PaymentDBDown",
+        dlq[0].header("alertpipe-receiver").as_deref(),
+        Some("outlook")
+    );
+    let reason = dlq[0].header("alertpipe-reason").unwrap_or_default();
+    assert!(reason.contains("550"), "{reason}");
+    let item: serde_json::Value = serde_json::from_slice(&dlq[0].payload).expect("JSON payload");
+    assert_eq!(item["receiver"], "outlook");
+    assert_eq!(
+        item["events"][0]["alertname"], "PaymentDBDown",
         "the whole alert"
     );
     smtp.fault(None);

@@ -185,6 +185,21 @@ pub async fn read_json(
         .collect()
 }
 
+/// The records on `topic` (payload, key and headers), waiting until `expect` messages or
+/// `idle` of silence.
+pub async fn read_records(
+    brokers: &str,
+    topic: &str,
+    expect: usize,
+    idle: Duration,
+) -> Vec<ReadMessage> {
+    let (b, t) = (brokers.to_owned(), topic.to_owned());
+    actix_web::rt::task::spawn_blocking(move || read_topic(&b, &t, expect, idle))
+        .await
+        .unwrap()
+        .expect("topic readable")
+}
+
 /// The payloads on `topic`, waiting until `expect` messages or `idle` of silence.
 pub async fn read_payloads(
     brokers: &str,

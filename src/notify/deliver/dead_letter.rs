@@ -1,5 +1,6 @@
-//! DeadLetterActor: keeps what could not be delivered, whole: the alert(s), the receiver, the
-//! attempts and the last error, in topic `alerts.dlq` and the `dead_letters` table, from where
+//! DeadLetterActor: keeps what could not be delivered, whole: the alert(s) and the receiver
+//! (the payload), the attempts and the last error, in topic `alerts.dlq` (the one dead-letter
+//! shape, `kafka::poison::dead_letter_record`) and the `dead_letters` table, from where
 //! `alertpipe dlq replay` sends them again.
 
 use actix::prelude::*;
@@ -8,7 +9,8 @@ use diesel::RunQueryDsl;
 use crate::db::alerts::NewDeadLetter;
 use crate::db::schema::dead_letters;
 use crate::db::PgPool;
-use crate::kafka::producer::{KafkaProducerActor, Produce, ProduceError, Record};
+use crate::kafka::poison::dead_letter_record;
+use crate::kafka::producer::{KafkaProducerActor, Produce, ProduceError};
 use crate::metrics as m;
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -69,24 +71,26 @@ impl Handler<DeadLetter> for DeadLetterActor {
             (self.pool.clone(), self.producer.clone(), self.topic.clone());
         Box::pin(async move {
             let payload = serde_json::to_vec(&msg.item)?;
-            let record = serde_json::to_vec(&serde_json::json!({
-                "receiver": msg.item.receiver, "attempts": msg.attempts, "reason": msg.reason,
-                "events": msg.item.events,
-            }))?;
             let key = msg
                 .item
                 .events
                 .first()
                 .map(|e| e.fingerprint.as_str().to_owned())
                 .unwrap_or_default();
+            let record = dead_letter_record(
+                key,
+                payload.clone(),
+                "notify",
+                &msg.reason,
+                vec![
+                    ("alertpipe-receiver", msg.item.receiver.as_bytes().to_vec()),
+                    ("alertpipe-attempts", msg.attempts.to_string().into_bytes()),
+                ],
+            );
             producer
                 .send(Produce {
                     topic: Some(topic),
-                    records: vec![Record {
-                        key,
-                        payload: record,
-                        headers: Vec::new(),
-                    }],
+                    records: vec![record],
                 })
                 .await??;
             let (receiver, reason, attempts) = (
@@ -117,38 +121,5 @@ impl Handler<DeadLetter> for DeadLetterActor {
             tracing::warn!(receiver = %msg.item.receiver, attempts = msg.attempts, reason = %msg.reason, "notification dead-lettered");
             Ok(())
         })
-    }
-}
-
-/// How every send ends: counted as sent (with its retries), or kept by the DeadLetterActor.
-/// Err only when the dead-letter store itself failed (the consumer then retries the batch).
-pub async fn settle(
-    dead: &Addr<DeadLetterActor>,
-    kind: &'static str,
-    item: DeadNotification,
-    outcome: Result<u32, (u32, String)>,
-) -> Result<crate::notify::Delivered, crate::notify::NotifyError> {
-    use crate::notify::{Delivered, NotifyError};
-    match outcome {
-        Ok(attempts) => {
-            metrics::counter!(m::NOTIFY_SENT, "receiver" => item.receiver, "kind" => kind)
-                .increment(1);
-            if attempts > 1 {
-                metrics::counter!(m::NOTIFY_RETRIED, "kind" => kind)
-                    .increment(u64::from(attempts - 1));
-            }
-            Ok(Delivered::Sent)
-        }
-        Err((attempts, reason)) => {
-            dead.send(DeadLetter {
-                item,
-                attempts,
-                reason,
-            })
-            .await
-            .map_err(|e| NotifyError(e.to_string()))?
-            .map_err(|e| NotifyError(e.to_string()))?;
-            Ok(Delivered::DeadLettered)
-        }
     }
 }

@@ -1,5 +1,5 @@
-//! SMTP: the lettre transport (pooled, TLS none / STARTTLS / implicit TLS, optional auth) and
-//! one send with its outcome classified for retries. Used by MailActor and `dlq replay`.
+//! The "Outlook producer": mails over SMTP (lettre's pooled transport; TLS none, STARTTLS or
+//! implicit TLS; optional auth), rendered with askama, one attempt classified for retries.
 
 use std::time::Duration;
 
@@ -8,9 +8,12 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use super::render::Mail;
 use super::retry::Failure;
-use crate::config::{SmtpConfig, SmtpTls};
+use super::Sender;
+use crate::config::{ReceiverConfig, SmtpConfig, SmtpTls};
+use crate::domain::AlertEvent;
+use crate::notify::context::LogContext;
+use crate::notify::render::{alert_mail_with, digest_mail, Mail};
 
 pub type Transport = AsyncSmtpTransport<Tokio1Executor>;
 
@@ -76,5 +79,61 @@ pub async fn send_once(t: &Transport, msg: Message) -> Result<(), Failure> {
             reason: e.to_string(),
             after: None,
         }),
+    }
+}
+
+pub struct MailSender {
+    /// Always Some while the sender lives; see `Drop`.
+    transport: Option<Transport>,
+    from: Mailbox,
+    grafana_url: String,
+}
+
+impl MailSender {
+    pub fn new(cfg: &SmtpConfig, grafana_url: String) -> anyhow::Result<Self> {
+        Ok(MailSender {
+            transport: Some(transport(cfg)?),
+            from: cfg.sender()?,
+            grafana_url,
+        })
+    }
+}
+
+impl Drop for MailSender {
+    fn drop(&mut self) {
+        // lettre's pool spawns a cleanup task when dropped, which panics without a Tokio
+        // runtime: at process exit (after the System's runtime ended) forget it instead; the
+        // OS closes the connections.
+        if tokio::runtime::Handle::try_current().is_err() {
+            if let Some(t) = self.transport.take() {
+                std::mem::forget(t);
+            }
+        }
+    }
+}
+
+impl Sender for MailSender {
+    const KIND: &'static str = "email";
+    type Message = Message;
+
+    fn build(
+        &self,
+        receiver: &ReceiverConfig,
+        events: &[AlertEvent],
+        lines: Option<&LogContext>,
+    ) -> Result<Message, String> {
+        let mail = match events {
+            [e] => alert_mail_with(e, &self.grafana_url, lines),
+            _ => digest_mail(events, &receiver.name, &self.grafana_url),
+        }
+        .map_err(|e| format!("rendering: {e}"))?;
+        message(&self.from, &mailboxes(&receiver.to)?, &mail)
+    }
+
+    async fn send_once(&self, msg: &Message) -> Result<(), Failure> {
+        match &self.transport {
+            Some(t) => send_once(t, msg.clone()).await,
+            None => Err(Failure::Permanent("mail transport closed".into())),
+        }
     }
 }
