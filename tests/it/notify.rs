@@ -662,17 +662,66 @@ async fn without_loki_the_lines_behind_an_alert_come_from_the_archive() {
     archive_lines_in_the_mail(None).await;
 }
 
-/// A mail's log lines read from the archive's files: Loki at `loki_url` does not answer, or
-/// none is configured.
-async fn archive_lines_in_the_mail(loki_url: Option<String>) {
-    use alertpipe::coldstore::parquet::{encode, Promoted, Provenance, Row};
+/// `dlq replay` delivers the way the worker does: the replayed mail has the lines too.
+#[actix_web::test]
+async fn a_replayed_mail_carries_the_lines_behind_its_alert() {
     let (db, smtp) = (TestDb::new(), Smtp::start());
-    let service = unique("archsvc").replace('-', "_");
+    let service = unique("replaysvc").replace('-', "_");
+    let archive = archive_with_lines(&service);
+    let root = archive.path().to_string_lossy().into_owned();
+    smtp.fault(Some("550"));
+    let r = root.clone();
+    let app = spawn_app(|c| {
+        notify(&db, smtp.port, None)(c);
+        c.notify.loki_url = None;
+        c.notify.log_lines = 5;
+        c.archive.root = r;
+    })
+    .await;
+    let (status, _, _) = app
+        .post_alerts(serde_json::to_vec(&logql_alert(&service)).unwrap(), None)
+        .await;
+    assert_eq!(status, 200);
+    eventually(Duration::from_secs(30), "dead-lettered", || async {
+        (outcomes(&db).await == [("outlook".to_owned(), "dead_lettered".to_owned())]).then_some(())
+    })
+    .await;
+    smtp.fault(None);
+    let replay = Command::new(env!("CARGO_BIN_EXE_alertpipe"))
+        .args(["dlq", "replay", "--all"])
+        .env("ALERTPIPE__DATABASE__URL", &db.url)
+        .env("ALERTPIPE__NOTIFY__SMTP__PORT", smtp.port.to_string())
+        .env("ALERTPIPE__NOTIFY__LOG_LINES", "5")
+        .env("ALERTPIPE__ARCHIVE__ROOT", &root)
+        .output()
+        .unwrap();
+    assert!(
+        replay.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&replay.stdout),
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let mail = &smtp.wait_mails(1).await[0];
+    let (html, text) = (
+        mail["html"].as_str().unwrap(),
+        mail["text"].as_str().unwrap(),
+    );
+    assert!(html.contains("Log lines (5, newest last)"), "{html}");
+    assert!(
+        text.contains("attempt 18 refused"),
+        "the newest line: {text}"
+    );
+}
+
+/// An archive holding 20 lines of `service` from the last minute (as the archive stage writes
+/// them): 16 "DB connection failed: attempt N refused ..." and 4 "request N ok".
+fn archive_with_lines(service: &str) -> tempfile::TempDir {
+    use alertpipe::coldstore::parquet::{encode, Promoted, Provenance, Row};
     let archive = tempfile::tempdir().unwrap();
     // The archive holds the service's lines (as the archive stage writes them).
     let now = chrono::Utc::now();
     let labels = std::sync::Arc::new(std::collections::BTreeMap::from([
-        ("service".to_owned(), service.clone()),
+        ("service".to_owned(), service.to_owned()),
         ("job".to_owned(), format!("{service}-service")),
     ]));
     let mut rows: Vec<Row> = (0..20i64)
@@ -696,7 +745,7 @@ async fn archive_lines_in_the_mail(loki_url: Option<String>) {
     let file = encode(
         &mut rows,
         &Promoted {
-            service: &service,
+            service,
             env: "prod",
         },
         Provenance {
@@ -708,7 +757,7 @@ async fn archive_lines_in_the_mail(loki_url: Option<String>) {
     .unwrap();
     let path = archive.path().join(alertpipe::coldstore::layout::file_path(
         "prod",
-        &service,
+        service,
         first_ts,
         0,
         0,
@@ -718,6 +767,26 @@ async fn archive_lines_in_the_mail(loki_url: Option<String>) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, file).unwrap();
 
+    archive
+}
+
+/// A firing alert of `service` from a LogQL rule on "DB connection failed".
+fn logql_alert(service: &str) -> Value {
+    json!({"version": "4", "status": "firing", "receiver": "x", "groupKey": "g", "alerts": [{
+        "status": "firing",
+        "labels": {"alertname": "DBConnectionFailed", "service": service, "severity": "critical", "cluster": "prod"},
+        "annotations": {"summary": "Payment Service Failure",
+                        "logql": r#"sum(count_over_time({job=~".+"} |= "DB connection failed" [5m])) > 2"#},
+        "startsAt": chrono::Utc::now().to_rfc3339(), "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://grafana/alerting", "fingerprint": "c0ffee0000000002"}]})
+}
+
+/// A mail's log lines read from the archive's files: Loki at `loki_url` does not answer, or
+/// none is configured.
+async fn archive_lines_in_the_mail(loki_url: Option<String>) {
+    let (db, smtp) = (TestDb::new(), Smtp::start());
+    let service = unique("archsvc").replace('-', "_");
+    let archive = archive_with_lines(&service);
     let root = archive.path().to_owned();
     let app = spawn_app(|c| {
         notify(&db, smtp.port, None)(c);
@@ -726,13 +795,7 @@ async fn archive_lines_in_the_mail(loki_url: Option<String>) {
         c.archive.root = root.to_string_lossy().into_owned();
     })
     .await;
-    let body = json!({"version": "4", "status": "firing", "receiver": "x", "groupKey": "g", "alerts": [{
-        "status": "firing",
-        "labels": {"alertname": "DBConnectionFailed", "service": service, "severity": "critical", "cluster": "prod"},
-        "annotations": {"summary": "Payment Service Failure",
-                        "logql": r#"sum(count_over_time({job=~".+"} |= "DB connection failed" [5m])) > 2"#},
-        "startsAt": now.to_rfc3339(), "endsAt": "0001-01-01T00:00:00Z",
-        "generatorURL": "http://grafana/alerting", "fingerprint": "c0ffee0000000002"}]});
+    let body = logql_alert(&service);
     let (html, text) = &mail_of(&app, &smtp, &body).await;
     assert!(html.contains("Log lines (5, newest last)"), "{html}");
     assert!(
