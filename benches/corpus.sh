@@ -83,7 +83,7 @@ ALERTPIPE__SERVER__LISTEN=127.0.0.1:$aport ALERTPIPE__KAFKA__BROKERS=127.0.0.1:$
   "$BIN" serve --config config/alertpipe.toml --roles ingest >"$WORK/alertpipe.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$aport/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
-"$BIN" loadgen --target "http://127.0.0.1:$aport" --duration-s "$LOAD_SECONDS" --runs 1 --mode alertpipe \
+"$LOADGEN" --target "http://127.0.0.1:$aport" --duration-s "$LOAD_SECONDS" --runs 1 --mode alertpipe \
   --rate 500 -b 1 >/dev/null 2>&1 || true
 keep kafka "$WORK/kafka.log"
 keep alertpipe "$WORK/alertpipe.log"

@@ -13,7 +13,7 @@
 # Prints per-run figures and medians: alerts/s, p50/p99, ratio to the baseline, alertpipe's
 # CPU per alert, its idle and peak RSS; then p50/p99 at RATE alerts/s offered (open loop), the
 # bare producer at the same rate beside it.
-# Exits non-zero when alertpipe does not start or a run has errors (loadgen fails then).
+# Exits non-zero when alertpipe does not start or a run has errors (alertpipe-loadgen fails then).
 set -euo pipefail
 RUNS=${RUNS:-3}; DURATION=${DURATION:-10}; CONCURRENCY=${CONCURRENCY:-8}; BATCH=${BATCH:-50}
 RATE=${RATE:-10000}; PHASES=${PHASES:-max latency}; LATENCY_MODE=${LATENCY_MODE:-both}
@@ -65,7 +65,7 @@ bench() {
   sleep 1
   if [[ " $PHASES " == *" max "* ]]; then
   echo "== [$mode] max throughput (closed loop), alertpipe (roles: $roles) vs bare producer"
-  ALERTPIPE__KAFKA__BROKERS=$STACK_KAFKA_BROKERS "$BIN" loadgen --target "http://127.0.0.1:$port" \
+  ALERTPIPE__KAFKA__BROKERS=$STACK_KAFKA_BROKERS "$LOADGEN" --target "http://127.0.0.1:$port" \
     --pid "$PID" --mode both --runs "$RUNS" --duration-s "$DURATION" --concurrency "$CONCURRENCY" -b "$BATCH" \
     --baseline-topic "$tag-baseline"
   echo
@@ -76,7 +76,7 @@ bench() {
   local latency_topic=$tag-baseline
   [ "$mode" = all ] && latency_topic=$tag-alerts
   echo "== [$mode] latency at $RATE alerts/s offered (open loop), alertpipe vs bare producer into $latency_topic"
-  ALERTPIPE__KAFKA__BROKERS=$STACK_KAFKA_BROKERS "$BIN" loadgen --target "http://127.0.0.1:$port" \
+  ALERTPIPE__KAFKA__BROKERS=$STACK_KAFKA_BROKERS "$LOADGEN" --target "http://127.0.0.1:$port" \
     --pid "$PID" --mode "$LATENCY_MODE" --runs "$RUNS" --duration-s "$DURATION" --concurrency "$CONCURRENCY" \
     -b "$BATCH" --rate "$RATE" --baseline-topic "$latency_topic"
   echo

@@ -1,5 +1,5 @@
-//! Builds the whole application in one place: each role's stage (`crate::ingest`, `persist`,
-//! `notify`, `archive`, each with its own `start`), then the HTTP server.
+//! Builds the whole application in one place: the ingest role's actors, the consumer stages
+//! (`persist`, `notify`, `archive`, one `stage::Start` each, in a loop), then the HTTP server.
 //! `main` and the integration tests both call `Application::build`.
 
 use std::net::TcpListener;
@@ -17,16 +17,26 @@ use crate::config::{Config, Role};
 use crate::db::PgPool;
 use crate::http::budget::Budget;
 use crate::http::{self, AppState};
+use crate::kafka::consumer::StageHealth;
 use crate::kafka::poison::{dlq_topic, PoisonStore};
 use crate::kafka::priority::Foreground;
 use crate::kafka::producer::{Flush, KafkaProducerActor};
+use crate::stage::{Stage, StageDeps};
+
+/// The consumer stages, each started through the one signature (`stage::Start`) when its role
+/// runs. The ingest role is not among them: it consumes nothing, and gives the HTTP edge its
+/// actors (`ingest::Ingest`).
+const CONSUMER_STAGES: [(Role, crate::stage::Start); 3] = [
+    (Role::Persist, crate::persist::start),
+    (Role::Notify, crate::notify::start),
+    (Role::Archive, crate::archive::start),
+];
 
 pub struct Application {
     port: u16,
     server: Server,
-    stages: Vec<crate::kafka::consumer::StageHealth>,
+    stages: Vec<Stage>,
     producers: Vec<Addr<KafkaProducerActor>>,
-    outbox: Option<Addr<crate::notify::outbox::OutboxActor>>,
     draining: Arc<AtomicBool>,
     shutdown_timeout: Duration,
 }
@@ -44,8 +54,6 @@ impl Application {
             .server
             .runs(Role::Ingest)
             .then(|| crate::ingest::start(&cfg));
-        let mut stages = Vec::new();
-        let mut outbox = None;
         let db = if cfg.server.runs(Role::Persist) || cfg.server.runs(Role::Notify) {
             Some(open_database(&cfg).await?)
         } else {
@@ -54,38 +62,29 @@ impl Application {
         // Every consumer stage keeps its poison messages the same way (kafka::poison), through
         // one producer for all of the process's dead letters (each librdkafka producer costs a
         // polling thread), made only when a consumer role runs.
-        let consumes = [Role::Persist, Role::Notify, Role::Archive]
-            .into_iter()
-            .any(|r| cfg.server.runs(r));
-        let poison = consumes.then(|| {
-            let (kafka, topic) = (cfg.kafka.clone(), cfg.notify.dlq_topic.clone());
-            let producer = Supervisor::start(move |_| KafkaProducerActor::new(kafka, topic, 64));
-            PoisonStore::new(producer, db.clone())
-        });
+        let consumes = CONSUMER_STAGES.iter().any(|(r, _)| cfg.server.runs(*r));
         // With the ingest role beside them, the stages yield to its acknowledgements.
         let foreground = (ingest.is_some() && consumes)
             .then(|| Arc::new(Foreground::new(cfg.ingest.ack_target())));
-        if let Some(poison) = poison {
-            if let (true, Some(pool)) = (cfg.server.runs(Role::Persist), &db) {
-                stages.push(crate::persist::start(
-                    &cfg,
-                    pool.clone(),
-                    poison.clone(),
-                    foreground.clone(),
-                ));
-            }
-            if let (true, Some(pool)) = (cfg.server.runs(Role::Notify), &db) {
-                let notify =
-                    crate::notify::start(&cfg, pool.clone(), poison.clone(), foreground.clone())?;
-                stages.push(notify.health);
-                outbox = Some(notify.outbox);
-            }
-            if cfg.server.runs(Role::Archive) {
-                stages.push(crate::archive::start(&cfg, poison, foreground.clone())?);
+        let mut stages: Vec<Stage> = Vec::new();
+        if consumes {
+            let (kafka, topic) = (cfg.kafka.clone(), cfg.notify.dlq_topic.clone());
+            let producer = Supervisor::start(move |_| KafkaProducerActor::new(kafka, topic, 64));
+            let deps = StageDeps {
+                db: db.clone(),
+                poison: PoisonStore::new(producer, db.clone()),
+                foreground: foreground.clone(),
+            };
+            for (role, start) in CONSUMER_STAGES {
+                if cfg.server.runs(role) {
+                    let stage = start(&cfg, &deps)
+                        .with_context(|| format!("starting the {role:?} stage"))?;
+                    stages.push(stage);
+                }
             }
         }
+        let healths: Vec<StageHealth> = stages.iter().map(|s| s.health.clone()).collect();
         let draining = Arc::new(AtomicBool::new(false));
-        let stage_handles = stages.clone();
         let state = web::Data::new(AppState {
             ingress: ingest.as_ref().map(|i| i.ingress.clone()),
             producer: ingest.as_ref().map(|i| i.alerts.clone()),
@@ -98,7 +97,7 @@ impl Application {
             } else {
                 None
             },
-            stages,
+            stages: healths,
             auth: cfg.auth.clone(),
             body_limit: cfg.server.body_limit_bytes,
             retry_after_s: cfg.ingest.retry_after_s,
@@ -131,9 +130,8 @@ impl Application {
         Ok(Application {
             port,
             server,
-            stages: stage_handles,
+            stages,
             producers,
-            outbox,
             draining,
             shutdown_timeout: Duration::from_secs(cfg.server.shutdown_timeout_s),
         })
@@ -173,22 +171,19 @@ impl Application {
         // Each consumer stage finishes the batch in hand (written, recorded, committed) and
         // leaves its group, so its partitions move at once and nothing is done twice.
         for stage in &self.stages {
-            stage.request_stop();
+            stage.health.request_stop();
         }
-        let all = futures_util::future::join_all(self.stages.iter().map(|s| s.stopped()));
+        let all = futures_util::future::join_all(self.stages.iter().map(|s| s.health.stopped()));
         let deadline = actix_web::rt::time::Instant::now() + self.shutdown_timeout;
         if tokio::time::timeout_at(deadline, all).await.is_err() {
             tracing::warn!(
                 "consumer stages did not finish their batches within the shutdown timeout"
             );
         }
-        // The notify stage's delivery worker sends its waiting digests now and records every
-        // send in hand; what it never claimed stays in the outbox for the next process.
-        if let Some(outbox) = &self.outbox {
-            let drained =
-                tokio::time::timeout_at(deadline, outbox.send(crate::notify::outbox::Drain));
-            if drained.await.is_err() {
-                tracing::warn!("notifications in hand not all sent within the shutdown timeout; their claims lapse and another process sends them");
+        // Then what the stages finish after their consumers (notify: the sends in hand).
+        for drain in self.stages.into_iter().filter_map(|s| s.drain) {
+            if tokio::time::timeout_at(deadline, drain()).await.is_err() {
+                tracing::warn!("a stage did not finish its work in hand within the shutdown timeout; what it holds is taken up by the next process");
             }
         }
         tracing::info!("alertpipe stopped");

@@ -1,5 +1,5 @@
 # Sourced by the benchmark scripts: the local stack up and its env exported, alertpipe built
-# in release; sets REPO (and cds there) and BIN.
+# in release; sets REPO (and cds there), BIN (the service) and LOADGEN (the load generator).
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$REPO"
 bash deploy/local/stack.sh up
@@ -9,6 +9,7 @@ set -a; . "${ALERTPIPE_STATE:-$REPO/.state}/stack.env"; set +a
 export STACK_KAFKA_BROKERS=${BENCH_KAFKA_BROKERS:-$STACK_KAFKA_BROKERS}
 cargo build --quiet --release --locked
 BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/alertpipe
+LOADGEN=${CARGO_TARGET_DIR:-$REPO/target}/release/alertpipe-loadgen
 # The demo leaves its alertpipe serving (`deploy/local/demo.sh stop` ends it); its idle consumers
 # long-poll the same broker and slow every figure taken beside it.
 demo_pid="${ALERTPIPE_STATE:-$REPO/.state}/alertpipe.pid"

@@ -11,16 +11,14 @@ pub mod proto;
 pub mod push;
 pub mod sink;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Actor;
 
 use crate::coldstore::storage;
 use crate::config::Config;
-use crate::kafka::consumer::{ConsumerSettings, StageHealth};
-use crate::kafka::poison::PoisonStore;
-use crate::kafka::priority::Foreground;
+use crate::kafka::consumer::ConsumerSettings;
+use crate::stage::{Stage, StageDeps};
 use actor::ArchiveActor;
 use epochs::ArchiveSettings;
 
@@ -30,11 +28,7 @@ const TICK_MAX: Duration = Duration::from_millis(500);
 
 /// ArchiveActor on a thread of its own (Parquet encoding is CPU work), fed by the
 /// `alertpipe-archive` consumer, which commits only what is in closed files.
-pub fn start(
-    cfg: &Config,
-    poison: PoisonStore,
-    foreground: Option<Arc<Foreground>>,
-) -> anyhow::Result<StageHealth> {
+pub fn start(cfg: &Config, deps: &StageDeps) -> anyhow::Result<Stage> {
     let storage = storage::open(&cfg.archive.root()?)?;
     let settings = ArchiveSettings {
         default_env: cfg.archive.default_env.clone(),
@@ -71,7 +65,7 @@ pub fn start(
         )
         // Log records are large (up to 512 KiB of lines each) and the archive reads tens of
         // MB/s: a 2 MiB fetch every fetch wait would halve that, so it keeps librdkafka's size.
-        .yielding_to(foreground)
+        .yielding_to(deps.foreground.clone())
     };
     let health = crate::kafka::consumer::spawn(
         consumer,
@@ -79,7 +73,7 @@ pub fn start(
             actor: archive,
             batches: Default::default(),
         },
-        poison,
+        deps.poison.clone(),
     );
-    Ok(health)
+    Ok(health.into())
 }

@@ -196,19 +196,6 @@ pub fn read_topic(
     Ok(out)
 }
 
-#[derive(Debug, clap::Args)]
-pub struct TailArgs {
-    /// Topic to read (default: the alerts topic from the config).
-    #[arg(long)]
-    pub topic: Option<String>,
-    /// Stop after this many messages.
-    #[arg(long, default_value_t = usize::MAX)]
-    pub max: usize,
-    /// Stop when nothing arrived for this many milliseconds.
-    #[arg(long, default_value_t = 5000)]
-    pub idle_ms: u64,
-}
-
 /// Why a topic cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {
@@ -268,27 +255,4 @@ pub fn topic_partitions(
             code,
         }),
     }
-}
-
-/// `alertpipe tail`: prints `{"partition","offset","key","value"}` JSON lines. A broker that
-/// does not answer, or a topic that does not exist, is an error, not an empty topic.
-pub fn tail(cfg: &KafkaConfig, args: &TailArgs) -> anyhow::Result<()> {
-    let topic = args.topic.as_deref().unwrap_or(&cfg.alerts_topic);
-    topic_partitions(&cfg.brokers, topic, Duration::from_secs(10))?;
-    let msgs = read_topic(
-        &cfg.brokers,
-        topic,
-        args.max,
-        Duration::from_millis(args.idle_ms),
-    )?;
-    for m in msgs {
-        let value: serde_json::Value = serde_json::from_slice(&m.payload).unwrap_or_else(|_| {
-            serde_json::Value::String(String::from_utf8_lossy(&m.payload).into_owned())
-        });
-        println!(
-            "{}",
-            serde_json::json!({"partition": m.partition, "offset": m.offset, "key": m.key, "value": value})
-        );
-    }
-    Ok(())
 }

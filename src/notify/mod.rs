@@ -17,14 +17,12 @@ pub use route::route;
 
 use std::sync::Arc;
 
-use actix::{Actor, Addr};
+use actix::Actor;
 use anyhow::Context as _;
 
 use crate::config::{Config, LogSource};
-use crate::db::PgPool;
-use crate::kafka::consumer::{ConsumerSettings, StageHealth};
-use crate::kafka::poison::PoisonStore;
-use crate::kafka::priority::Foreground;
+use crate::kafka::consumer::ConsumerSettings;
+use crate::stage::{Drain, Stage, StageDeps};
 use deliver::dead_letter::DeadLetterActor;
 use deliver::mail::MailSender;
 use deliver::teams::TeamsSender;
@@ -32,24 +30,14 @@ use deliver::{Delivery, MailActor, TeamsActor};
 use outbox::OutboxActor;
 use throttle::{Rate, ThrottleActor};
 
-/// The running notify stage: its consumer's health, and the delivery worker to drain on
-/// shutdown.
-pub struct NotifyStage {
-    pub health: StageHealth,
-    pub outbox: Addr<OutboxActor>,
-}
-
 /// DeadLetterActor, MailActor, TeamsActor, ThrottleActor, OutboxActor, and the
 /// `alertpipe-notify` consumer: route each alert and enqueue its notifications in the outbox;
 /// the OutboxActor sends them through the throttle and records each outcome.
-pub fn start(
-    cfg: &Config,
-    pool: PgPool,
-    poison: PoisonStore,
-    foreground: Option<Arc<Foreground>>,
-) -> anyhow::Result<NotifyStage> {
+pub fn start(cfg: &Config, deps: &StageDeps) -> anyhow::Result<Stage> {
+    let pool = deps.db("notify")?;
     let n = cfg.notify.clone();
-    let dead = DeadLetterActor::new(pool.clone(), poison.producer(), n.dlq_topic.clone()).start();
+    let dead =
+        DeadLetterActor::new(pool.clone(), deps.poison.producer(), n.dlq_topic.clone()).start();
     let policy = n.retry_policy();
     let mail_sender = MailSender::new(&n.smtp, n.grafana_url.clone()).context("notify.smtp")?;
     let teams_sender = TeamsSender::new(n.grafana_url.clone(), n.teams_max_per_s);
@@ -86,15 +74,25 @@ pub fn start(
         n.batch_size,
         n.linger(),
     )
-    .yielding_to(foreground);
+    .yielding_to(deps.foreground.clone());
     let outbox = OutboxActor::new(pool.clone(), throttle, n.outbox_in_hand).start();
     let sink = sink::NotifySink {
         routes: Arc::new(n.routes),
         pool,
         outbox: outbox.clone(),
     };
-    let health = crate::kafka::consumer::spawn(settings, sink, poison);
-    Ok(NotifyStage { health, outbox })
+    let health = crate::kafka::consumer::spawn(settings, sink, deps.poison.clone());
+    // On shutdown, after the consumer: digests go out now and every send in hand is recorded;
+    // what was never claimed stays in the outbox for the next process.
+    let drain: Drain = Box::new(move || {
+        Box::pin(async move {
+            let _ = outbox.send(outbox::Drain).await;
+        })
+    });
+    Ok(Stage {
+        health,
+        drain: Some(drain),
+    })
 }
 
 /// Where the lines behind an alert are read: Loki (`notify.loki_url`), else (or without Loki)

@@ -4,26 +4,17 @@
 pub mod actor;
 pub mod sink;
 
-use std::sync::Arc;
-
 use actix::SyncArbiter;
 
 use crate::config::Config;
-use crate::db::PgPool;
-use crate::kafka::consumer::{ConsumerSettings, StageHealth};
-use crate::kafka::poison::PoisonStore;
-use crate::kafka::priority::Foreground;
+use crate::kafka::consumer::ConsumerSettings;
+use crate::stage::{Stage, StageDeps};
 use actor::PersistActor;
 
 /// PersistActor on a SyncArbiter, and the `alertpipe-persist` consumer feeding it one awaited
 /// batch at a time.
-pub fn start(
-    cfg: &Config,
-    pool: PgPool,
-    poison: PoisonStore,
-    foreground: Option<Arc<Foreground>>,
-) -> StageHealth {
-    let p = pool.clone();
+pub fn start(cfg: &Config, deps: &StageDeps) -> anyhow::Result<Stage> {
+    let p = deps.db("persist")?;
     let persist = SyncArbiter::start(cfg.persist.workers, move || PersistActor::new(p.clone()));
     let settings = ConsumerSettings::new(
         &cfg.kafka,
@@ -32,6 +23,7 @@ pub fn start(
         cfg.persist.batch_size,
         cfg.persist.linger(),
     )
-    .yielding_to(foreground);
-    crate::kafka::consumer::spawn(settings, sink::PersistSink { actor: persist }, poison)
+    .yielding_to(deps.foreground.clone());
+    let sink = sink::PersistSink { actor: persist };
+    Ok(crate::kafka::consumer::spawn(settings, sink, deps.poison.clone()).into())
 }

@@ -1,4 +1,4 @@
-//! `alertpipe loadgen`: C concurrent senders post webhook batches of B alerts for N seconds
+//! `alertpipe-loadgen`: C concurrent senders post webhook batches of B alerts for N seconds
 //! against a running alertpipe, and (same run, same broker) a baseline that produces the same
 //! messages straight to Kafka with a bare rdkafka producer. Prints alerts/s, p50/p99 batch
 //! latency, and, given the server's pid, its CPU time per alert and peak RSS. With `--rate`
@@ -10,11 +10,21 @@ use std::time::{Duration, Instant};
 use rdkafka::producer::FutureRecord;
 use serde_json::json;
 
-use crate::config::Config;
-use crate::domain::parse_webhook;
+use alertpipe::config::Config;
+use alertpipe::domain::parse_webhook;
 
-#[derive(Debug, Clone, clap::Args)]
+/// A binary of its own, not a subcommand of the service: none of this is in the service.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "alertpipe-loadgen",
+    version,
+    about = "Load generator: webhook batches against a running alertpipe, and a bare-producer baseline"
+)]
 pub struct LoadgenArgs {
+    /// alertpipe's config (its Kafka settings give the baseline's broker); environment
+    /// overrides ALERTPIPE__SECTION__KEY apply on top.
+    #[arg(long, env = "ALERTPIPE_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
     /// alertpipe's base URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub target: String,
@@ -231,7 +241,7 @@ async fn run_alertpipe(args: &LoadgenArgs) -> RunResult {
 }
 
 async fn run_baseline(cfg: &Config, args: &LoadgenArgs) -> anyhow::Result<RunResult> {
-    let producer = Rc::new(crate::kafka::future_producer(&cfg.kafka)?);
+    let producer = Rc::new(alertpipe::kafka::future_producer(&cfg.kafka)?);
     let topic = Rc::new(args.baseline_topic.clone());
     // Warm, as alertpipe's producer is: connected, metadata known, producer id granted (the
     // first acks are slower, which an open-loop run would count for every batch scheduled
@@ -332,7 +342,7 @@ pub async fn run(cfg: Config, args: LoadgenArgs) -> anyhow::Result<()> {
         anyhow::bail!("--concurrency, --batch and --runs must be above 0");
     }
     if args.mode != Mode::Alertpipe {
-        crate::kafka::ensure_topics(
+        alertpipe::kafka::ensure_topics(
             &cfg.kafka,
             &[args.baseline_topic.as_str()],
             Duration::from_secs(10),
@@ -543,5 +553,30 @@ mod tests {
         assert_eq!(percentile(&v, 0.5), Duration::from_millis(51));
         assert_eq!(percentile(&v, 0.99), Duration::from_millis(99));
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    use clap::Parser;
+    let args = LoadgenArgs::parse();
+    let result = Config::load(args.config.as_deref())
+        .map_err(anyhow::Error::from)
+        .and_then(|cfg| actix_web::rt::System::new().block_on(run(cfg, args)));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("alertpipe-loadgen: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod cli_tests {
+    /// clap checks a definition only when parsing in debug builds: check it in the tests.
+    #[test]
+    fn the_flags_are_a_valid_cli_definition() {
+        use clap::CommandFactory;
+        super::LoadgenArgs::command().debug_assert();
     }
 }
