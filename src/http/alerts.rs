@@ -5,10 +5,10 @@
 //! field; 401; 413 (for the body as sent and as inflated); 415 for a Content-Encoding other than
 //! identity, gzip or deflate.
 
-use actix::MailboxError;
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::error::ApiError;
+use super::error::{ApiError, Refused};
 use super::{auth, body, AppState};
 use crate::domain::parse_webhook;
 use crate::ingest::ingress::{IngestAlerts, IngestError};
@@ -21,9 +21,10 @@ pub async fn post_alerts(
 ) -> Result<HttpResponse, ApiError> {
     auth::check(&req, &state.auth, crate::config::EndpointGroup::Webhook)?;
     let started = std::time::Instant::now();
-    let retry_after = state.retry_after_s;
+    // Alertmanager retries only 5xx: a full pipeline answers 503 here.
+    let refused = |r: Refused| r.answer(StatusCode::SERVICE_UNAVAILABLE, state.retry_after_s);
     if state.is_draining() {
-        return Err(ApiError::unavailable("shutting down", retry_after));
+        return Err(refused(Refused::Draining));
     }
     let coding = match body::Coding::of(&req) {
         Ok(body::Coding::Snappy) => Err("Content-Encoding \"snappy\" not supported".to_owned()),
@@ -38,12 +39,7 @@ pub async fn post_alerts(
         // Inflating is CPU work: off the HTTP worker's event loop.
         web::block(move || body::inflate(&raw, coding, limit).map(|b| b.into_owned()))
             .await
-            .map_err(|e| {
-                ApiError::new(
-                    actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-                    e.to_string(),
-                )
-            })??
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??
             .into()
     };
     let alerts = parse_webhook(&body).map_err(|e| {
@@ -60,15 +56,13 @@ pub async fn post_alerts(
     let n = alerts.len();
     let _slot = state.alert_budget.take(n).ok_or_else(|| {
         metrics::counter!(m::REJECTED, "reason" => "full").increment(n as u64);
-        ApiError::unavailable("alert pipeline is full; retry later", retry_after)
+        refused(Refused::Full("alert pipeline"))
     })?;
     // Await `send`: a full mailbox makes this wait (backpressure), bounded by the timeout.
-    let ingress = state.ingress.as_ref().ok_or_else(|| {
-        ApiError::new(
-            actix_web::http::StatusCode::NOT_FOUND,
-            "this process does not run the ingest role",
-        )
-    })?;
+    let ingress = state
+        .ingress
+        .as_ref()
+        .ok_or_else(|| ApiError::not_here("ingest"))?;
     let sent = ingress
         .send(IngestAlerts { alerts })
         .timeout(state.ingest_timeout)
@@ -81,20 +75,9 @@ pub async fn post_alerts(
         Ok(Ok(report)) => report,
         Ok(Err(IngestError::Unavailable(reason))) => {
             tracing::warn!(%reason, alerts = n, "webhook refused with 503");
-            return Err(ApiError::unavailable(reason, retry_after));
+            return Err(refused(Refused::Unavailable(reason)));
         }
-        Err(MailboxError::Timeout) => {
-            return Err(ApiError::unavailable(
-                "alert pipeline timed out",
-                retry_after,
-            ))
-        }
-        Err(MailboxError::Closed) => {
-            return Err(ApiError::unavailable(
-                "alert pipeline restarting",
-                retry_after,
-            ))
-        }
+        Err(e) => return Err(refused(Refused::Mailbox("alert pipeline", e))),
     };
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "status": "ok",
@@ -109,7 +92,7 @@ pub async fn post_alerts(
 fn unsupported_coding(message: String) -> ApiError {
     metrics::counter!(m::REJECTED, "reason" => "invalid").increment(1);
     ApiError::new(
-        actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
         format!("{message}: send identity, gzip or deflate"),
     )
 }

@@ -12,6 +12,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use prost::Message;
 
+use super::error::{ApiError, Refused};
 use super::{auth, body, push, AppState};
 use crate::archive::otlp::{self, Decoded};
 use crate::archive::otlp_proto::{ExportLogsPartialSuccess, ExportLogsServiceResponse};
@@ -41,25 +42,22 @@ impl Format {
     }
 }
 
-fn answer(
-    retry_after_s: u64,
-    format: Format,
-    status: StatusCode,
-    message: impl Into<String>,
-) -> HttpResponse {
-    let message = message.into();
+/// An error as OTLP answers it: a `Status` (protobuf or JSON, as the request), with the gRPC
+/// code for its HTTP status and the Retry-After it carries.
+fn answer(format: Format, e: &ApiError) -> HttpResponse {
     // gRPC codes: INVALID_ARGUMENT 3, RESOURCE_EXHAUSTED 8, UNAVAILABLE 14, UNAUTHENTICATED 16.
-    let code = match status.as_u16() {
+    let code = match e.status.as_u16() {
         401 => 16,
         429 => 8,
         503 => 14,
         404 => 12,
         _ => 3,
     };
-    let mut r = HttpResponse::build(status);
+    let message = e.message.clone();
+    let mut r = HttpResponse::build(e.status);
     r.content_type(format.content_type());
-    if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
-        r.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
+    if let Some(s) = e.retry_after_s {
+        r.insert_header((header::RETRY_AFTER, s.to_string()));
     }
     match format {
         Format::Protobuf => r.body(Status { code, message }.encode_to_vec()),
@@ -111,89 +109,62 @@ pub async fn logs(
         "application/json" => Format::Json,
         other => {
             metrics::counter!(m::REJECTED, "reason" => "invalid_push").increment(1);
-            return answer(state.retry_after_s, Format::Json,
+            let e = ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!(
                     "Content-Type {other:?}: OTLP/HTTP logs are application/x-protobuf or application/json"
                 ),
             );
+            return answer(Format::Json, &e);
         }
     };
-    let Some(producer) = state.logs_producer.clone() else {
-        return answer(
-            state.retry_after_s,
-            format,
-            StatusCode::NOT_FOUND,
-            "this process does not run the ingest role",
-        );
-    };
-    if auth::check(&req, &state.auth, crate::config::EndpointGroup::Push).is_err() {
-        return answer(
-            state.retry_after_s,
-            format,
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong credentials",
-        );
+    match take(&req, payload, &state, format).await {
+        Ok(decoded) => success(format, &decoded),
+        Err(e) => answer(format, &e),
     }
+}
+
+async fn take(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    format: Format,
+) -> Result<Decoded, ApiError> {
+    let producer = state
+        .logs_producer
+        .clone()
+        .ok_or_else(|| ApiError::not_here("ingest"))?;
+    auth::check(req, &state.auth, crate::config::EndpointGroup::Push)
+        .map_err(|_| ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong credentials"))?;
     if state.is_draining() {
-        return answer(
-            state.retry_after_s,
-            format,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting down",
-        );
+        return Err(Refused::Draining.answer(StatusCode::TOO_MANY_REQUESTS, state.retry_after_s));
     }
-    let coding = match body::Coding::of(&req) {
-        Ok(c) => c,
-        Err(message) => {
-            metrics::counter!(m::REJECTED, "reason" => "invalid_push").increment(1);
-            return answer(
-                state.retry_after_s,
-                format,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                message,
-            );
-        }
-    };
-    let body = match body::read_limited(&req, payload, state.body_limit).await {
-        Ok(b) => b,
-        Err(e) => return answer(state.retry_after_s, format, e.status, e.message),
-    };
+    let coding = body::Coding::of(req).map_err(|message| {
+        metrics::counter!(m::REJECTED, "reason" => "invalid_push").increment(1);
+        ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, message)
+    })?;
+    let body = body::read_limited(req, payload, state.body_limit).await?;
     // Decoding is CPU work: off the HTTP worker's event loop.
     let limit = state.body_limit * 8;
     let decoded = web::block(move || {
-        let body = body::inflate(&body, coding, limit).map_err(|e| (e.status, e.message))?;
+        let body = body::inflate(&body, coding, limit)?;
         let d = match format {
             Format::Protobuf => otlp::decode_protobuf(&body),
             Format::Json => otlp::decode_json(&body),
         };
-        d.map_err(|e| (StatusCode::BAD_REQUEST, e.message))
+        d.map_err(|e| ApiError::bad_request(e.message, None))
     })
-    .await;
-    let decoded = match decoded {
-        Ok(Ok(d)) => d,
-        Ok(Err((status, message))) => {
-            metrics::counter!(m::REJECTED, "reason" => "invalid_push").increment(1);
-            return answer(state.retry_after_s, format, status, message);
-        }
-        Err(e) => {
-            return answer(
-                state.retry_after_s,
-                format,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                e.to_string(),
-            )
-        }
-    };
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .inspect_err(|_| {
+        metrics::counter!(m::REJECTED, "reason" => "invalid_push").increment(1);
+    })?;
     if decoded.rejected > 0 {
         metrics::counter!(m::REJECTED, "reason" => "otlp_record")
             .increment(decoded.rejected as u64);
     }
-    if decoded.streams.is_empty() {
-        return success(format, &decoded);
+    if !decoded.streams.is_empty() {
+        push::produce(state, &producer, &decoded.streams).await?;
     }
-    match push::produce(&state, &producer, &decoded.streams).await {
-        Ok(()) => success(format, &decoded),
-        Err((status, message)) => answer(state.retry_after_s, format, status, message),
-    }
+    Ok(decoded)
 }

@@ -5,10 +5,10 @@
 //! Kafka is unreachable (Promtail retries 429, 5xx and connection errors); 401 without the
 //! configured credentials (Promtail's `bearer_token_file`).
 
-use actix::MailboxError;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::error::{ApiError, Refused};
 use super::{auth, body, AppState};
 use crate::archive::push::{decode_json, decode_protobuf, encode_stream, PushError, Stream};
 use crate::kafka::producer::{Produce, Record};
@@ -16,16 +16,6 @@ use crate::metrics as m;
 
 /// Largest Kafka record the push path writes (a long stream is split).
 const MAX_RECORD_BYTES: usize = 512 * 1024;
-
-/// Loki's text answer; 429 and 503 say when to retry (`ingest.retry_after_s`).
-fn text(retry_after_s: u64, status: StatusCode, msg: impl Into<String>) -> HttpResponse {
-    let mut r = HttpResponse::build(status);
-    r.content_type("text/plain; charset=utf-8");
-    if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
-        r.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
-    }
-    r.body(format!("{}\n", msg.into()))
-}
 
 /// The Kafka records for a push: one or more per stream, each under MAX_RECORD_BYTES of lines.
 pub fn records(streams: &[Stream]) -> Vec<Record> {
@@ -58,31 +48,23 @@ pub async fn push(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let Some(producer) = state.logs_producer.clone() else {
-        return text(
-            state.retry_after_s,
-            StatusCode::NOT_FOUND,
-            "this process does not run the ingest role",
-        );
-    };
-    if auth::check(&req, &state.auth, crate::config::EndpointGroup::Push).is_err() {
-        return text(
-            state.retry_after_s,
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong credentials",
-        );
+    match take(&req, payload, &state).await {
+        Ok(()) => HttpResponse::NoContent().finish(),
+        Err(e) => e.text_response(),
     }
+}
+
+async fn take(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Result<(), ApiError> {
+    let producer = state
+        .logs_producer
+        .clone()
+        .ok_or_else(|| ApiError::not_here("ingest"))?;
+    auth::check(req, &state.auth, crate::config::EndpointGroup::Push)
+        .map_err(|_| ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong credentials"))?;
     if state.is_draining() {
-        return text(
-            state.retry_after_s,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting down",
-        );
+        return Err(Refused::Draining.answer(StatusCode::TOO_MANY_REQUESTS, state.retry_after_s));
     }
-    let body = match body::read_limited(&req, payload, state.body_limit).await {
-        Ok(b) => b,
-        Err(e) => return text(state.retry_after_s, e.status, e.message),
-    };
+    let body = body::read_limited(req, payload, state.body_limit).await?;
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -90,13 +72,10 @@ pub async fn push(
         .is_some_and(|ct| ct.starts_with("application/json"));
     // As Loki: gzip and deflate around either format, `snappy` said of a protobuf body (which
     // is snappy-framed anyway), anything else a 400 in Loki's words.
-    let coding = match body::Coding::of(&req) {
-        Ok(c) => c,
-        Err(message) => {
-            metrics::counter!(m::REJECTED, "reason" => "invalid_push").increment(1);
-            return text(state.retry_after_s, StatusCode::BAD_REQUEST, message);
-        }
-    };
+    let coding = body::Coding::of(req).map_err(|message| {
+        metrics::counter!(m::REJECTED, "reason" => "invalid_push").increment(1);
+        ApiError::bad_request(message, None)
+    })?;
     // Decoding is CPU work: off the HTTP worker's event loop.
     let limit = state.body_limit * 8;
     let decoded = web::block(move || {
@@ -110,45 +89,31 @@ pub async fn push(
             decode_protobuf(&body)
         }
     })
-    .await;
-    let streams = match decoded {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            metrics::counter!(m::REJECTED, "reason" => "invalid_push").increment(1);
-            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
-            return text(state.retry_after_s, status, e.message);
-        }
-        Err(e) => {
-            return text(
-                state.retry_after_s,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                e.to_string(),
-            )
-        }
-    };
-    match produce(&state, &producer, &streams).await {
-        Ok(()) => HttpResponse::NoContent().finish(),
-        Err((status, message)) => text(state.retry_after_s, status, message),
-    }
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let streams = decoded.map_err(|e| {
+        metrics::counter!(m::REJECTED, "reason" => "invalid_push").increment(1);
+        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+        ApiError::new(status, e.message)
+    })?;
+    produce(state, &producer, &streams).await
 }
 
 /// Decoded streams onto the `logs` topic within the push budget: Ok once Kafka acknowledged
-/// every record; else the status and message to answer (429 full, 503 Kafka down or slow).
+/// every record; else what to answer (429 full, 503 Kafka down or slow, with Retry-After).
 /// Shared by Loki's push API and OTLP.
 pub(super) async fn produce(
     state: &AppState,
     producer: &actix::Addr<crate::kafka::producer::KafkaProducerActor>,
     streams: &[Stream],
-) -> Result<(), (StatusCode, String)> {
+) -> Result<(), ApiError> {
+    let refused = |r: Refused| r.answer(StatusCode::TOO_MANY_REQUESTS, state.retry_after_s);
     let raw: usize = streams.iter().map(Stream::raw_bytes).sum();
     let lines: usize = streams.iter().map(|s| s.entries.len()).sum();
     // The in-flight budget, in raw bytes of lines.
     let Some(_slot) = state.push_budget.take(raw) else {
         metrics::counter!(m::REJECTED, "reason" => "push_full").increment(1);
-        return Err((
-            StatusCode::TOO_MANY_REQUESTS,
-            "log pipeline is full; retry later".to_owned(),
-        ));
+        return Err(refused(Refused::Full("log pipeline")));
     };
     let sent = producer
         .send(Produce {
@@ -157,16 +122,14 @@ pub(super) async fn produce(
         })
         .timeout(state.ingest_timeout)
         .await;
-    let unavailable = |m: String| Err((StatusCode::SERVICE_UNAVAILABLE, m));
     match sent {
         Ok(Ok(())) => {
             metrics::counter!(m::LOG_PUSHES).increment(1);
             metrics::counter!(m::LOG_LINES_RECEIVED).increment(lines as u64);
             Ok(())
         }
-        Ok(Err(e)) => unavailable(e.to_string()),
-        Err(MailboxError::Timeout) => unavailable("log pipeline timed out".to_owned()),
-        Err(MailboxError::Closed) => unavailable("log pipeline restarting".to_owned()),
+        Ok(Err(e)) => Err(refused(Refused::Unavailable(e.to_string()))),
+        Err(e) => Err(refused(Refused::Mailbox("log pipeline", e))),
     }
 }
 
