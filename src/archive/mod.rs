@@ -29,6 +29,7 @@ const TICK_MAX: Duration = Duration::from_millis(500);
 /// ArchiveActor on a thread of its own (Parquet encoding is CPU work), fed by the
 /// `alertpipe-archive` consumer, which commits only what is in closed files.
 pub fn start(cfg: &Config, deps: &StageDeps) -> anyhow::Result<Stage> {
+    crate::metrics::init_archive();
     let storage = storage::open(&cfg.archive.root()?)?;
     let settings = ArchiveSettings {
         default_env: cfg.archive.default_env.clone(),

@@ -108,7 +108,7 @@ pub async fn logs(
         "application/x-protobuf" | "application/protobuf" => Format::Protobuf,
         "application/json" => Format::Json,
         other => {
-            metrics::counter!(m::REJECTED, "reason" => "invalid_push").increment(1);
+            metrics::counter!(m::LOG_PUSHES_REJECTED, "reason" => "invalid").increment(1);
             let e = ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!(
@@ -140,7 +140,7 @@ async fn take(
         return Err(Refused::Draining.answer(StatusCode::TOO_MANY_REQUESTS, state.retry_after_s));
     }
     let coding = body::Coding::of(req).map_err(|message| {
-        metrics::counter!(m::REJECTED, "reason" => "invalid_push").increment(1);
+        metrics::counter!(m::LOG_PUSHES_REJECTED, "reason" => "invalid").increment(1);
         ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, message)
     })?;
     let body = body::read_limited(req, payload, state.body_limit).await?;
@@ -157,11 +157,10 @@ async fn take(
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     .inspect_err(|_| {
-        metrics::counter!(m::REJECTED, "reason" => "invalid_push").increment(1);
+        metrics::counter!(m::LOG_PUSHES_REJECTED, "reason" => "invalid").increment(1);
     })?;
     if decoded.rejected > 0 {
-        metrics::counter!(m::REJECTED, "reason" => "otlp_record")
-            .increment(decoded.rejected as u64);
+        metrics::counter!(m::LOG_RECORDS_REJECTED).increment(decoded.rejected as u64);
     }
     if !decoded.streams.is_empty() {
         push::produce(state, &producer, &decoded.streams).await?;

@@ -73,7 +73,7 @@ async fn take(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Res
     // As Loki: gzip and deflate around either format, `snappy` said of a protobuf body (which
     // is snappy-framed anyway), anything else a 400 in Loki's words.
     let coding = body::Coding::of(req).map_err(|message| {
-        metrics::counter!(m::REJECTED, "reason" => "invalid_push").increment(1);
+        metrics::counter!(m::LOG_PUSHES_REJECTED, "reason" => "invalid").increment(1);
         ApiError::bad_request(message, None)
     })?;
     // Decoding is CPU work: off the HTTP worker's event loop.
@@ -92,7 +92,7 @@ async fn take(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Res
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let streams = decoded.map_err(|e| {
-        metrics::counter!(m::REJECTED, "reason" => "invalid_push").increment(1);
+        metrics::counter!(m::LOG_PUSHES_REJECTED, "reason" => "invalid").increment(1);
         let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
         ApiError::new(status, e.message)
     })?;
@@ -112,7 +112,7 @@ pub(super) async fn produce(
     let lines: usize = streams.iter().map(|s| s.entries.len()).sum();
     // The in-flight budget, in raw bytes of lines.
     let Some(_slot) = state.push_budget.take(raw) else {
-        metrics::counter!(m::REJECTED, "reason" => "push_full").increment(1);
+        metrics::counter!(m::LOG_PUSHES_REJECTED, "reason" => "full").increment(1);
         return Err(refused(Refused::Full("log pipeline")));
     };
     let sent = producer

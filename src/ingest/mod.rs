@@ -31,6 +31,7 @@ pub struct Ingest {
 /// for the push endpoint; each under a supervisor, all on an arbiter (thread) of their own:
 /// the acknowledgement path never queues behind the consumer stages on the System thread.
 pub fn start(cfg: &Config) -> Ingest {
+    crate::metrics::init_ingest(&[&cfg.kafka.alerts_topic, &cfg.kafka.logs_topic]);
     let arbiter = actix::Arbiter::new().handle();
     let topic = cfg.kafka.alerts_topic.clone();
     let (window, max, cap) = (

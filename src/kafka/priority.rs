@@ -35,6 +35,7 @@ pub struct Foreground {
 impl Foreground {
     /// `target`: the acknowledgement time the stages yield to keep (zero: never yield).
     pub fn new(target: Duration) -> Self {
+        metrics::gauge!(crate::metrics::BACKGROUND_PAUSE).set(0.0);
         Foreground {
             target_us: target.as_micros() as u64,
             epoch: Instant::now(),

@@ -35,6 +35,19 @@ use throttle::{Rate, ThrottleActor};
 /// the OutboxActor sends them through the throttle and records each outcome.
 pub fn start(cfg: &Config, deps: &StageDeps) -> anyhow::Result<Stage> {
     let pool = deps.db("notify")?;
+    let receivers: Vec<(String, &'static str)> = cfg
+        .notify
+        .receivers
+        .iter()
+        .map(|r| {
+            let kind = match r.kind {
+                crate::config::ReceiverKind::Email => "email",
+                crate::config::ReceiverKind::Teams => "teams",
+            };
+            (r.name.clone(), kind)
+        })
+        .collect();
+    crate::metrics::init_notify(&receivers);
     let n = cfg.notify.clone();
     let dead =
         DeadLetterActor::new(pool.clone(), deps.poison.producer(), n.dlq_topic.clone()).start();

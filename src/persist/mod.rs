@@ -15,6 +15,7 @@ use actor::PersistActor;
 /// batch at a time.
 pub fn start(cfg: &Config, deps: &StageDeps) -> anyhow::Result<Stage> {
     let p = deps.db("persist")?;
+    crate::metrics::init_persist();
     let persist = SyncArbiter::start(cfg.persist.workers, move || PersistActor::new(p.clone()));
     let settings = ConsumerSettings::new(
         &cfg.kafka,

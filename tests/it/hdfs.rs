@@ -320,7 +320,7 @@ async fn the_datanode_killed_mid_file_shows_no_half_file_and_loses_and_doubles_n
     let m = app.metrics().await;
     let failed: f64 = m
         .lines()
-        .filter(|l| l.starts_with("alertpipe_archive_flush_failures_total"))
+        .filter(|l| l.starts_with("alertpipe_archive_write_failures_total"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert!(

@@ -8,6 +8,7 @@ mod cluster;
 mod hdfs;
 mod loki_answers;
 mod mail_layout;
+mod metrics;
 mod needs_loki;
 mod notify;
 mod otelcol;

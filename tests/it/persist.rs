@@ -444,7 +444,7 @@ async fn the_stage_yields_to_slow_webhook_acks_stores_everything_and_resumes_whe
         .await;
     let pause = |m: &str| -> f64 {
         m.lines()
-            .find_map(|l| l.strip_prefix("alertpipe_background_pause_seconds "))
+            .find_map(|l| l.strip_prefix("alertpipe_consumer_background_pause_seconds "))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0.0)
     };

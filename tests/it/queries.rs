@@ -132,7 +132,7 @@ async fn every_promql_query_and_health_rule_evaluates_on_prometheus_scraping_ale
         app.post_alerts(fixture("alertmanager/firing-critical.json"), None)
             .await;
         let (_, v) = prom
-            .query("sum(rate(alertpipe_alerts_received_total[1m]))")
+            .query("sum(rate(alertpipe_ingest_alerts_received_total[1m]))")
             .await;
         let val = v["data"]["result"][0]["value"][1]
             .as_str()

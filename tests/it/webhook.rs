@@ -245,7 +245,7 @@ async fn probes_and_metrics_answer() {
     assert_eq!(metrics.status().as_u16(), 200);
     let text = String::from_utf8(metrics.body().await.unwrap().to_vec()).unwrap();
     for family in [
-        "alertpipe_alerts_received_total",
+        "alertpipe_ingest_alerts_received_total",
         "alertpipe_kafka_produced_total",
         "alertpipe_http_requests_total",
         "alertpipe_kafka_produce_seconds_bucket",

@@ -64,6 +64,7 @@ impl StageHealth {
         // start, not only after a first batch.
         metrics::gauge!(m::CONSUMER_LAST_PROGRESS, "stage" => name).set(unix_now());
         metrics::gauge!(m::CONSUMER_ASSIGNED, "stage" => name).set(0.0);
+        m::init_stage(name);
         StageHealth {
             name,
             limits,
@@ -194,6 +195,12 @@ impl StageHealth {
 
     pub(super) fn assign(&self, tps: Vec<TopicPartition>) {
         let mut s = self.lock();
+        // Each held partition's lag series exists from its assignment (0 until librdkafka's
+        // statistics know better, within `statistics.interval.ms`).
+        for tp in &tps {
+            metrics::gauge!(m::CONSUMER_LAG, "stage" => self.name, "partition" => tp.partition.to_string())
+                .set(0.0);
+        }
         // A partition revoked and assigned again stays in `revoked`: what the loop holds of it
         // predates the revocation, and librdkafka fetches it again from the committed offset.
         s.assigned.extend(tps);
