@@ -451,8 +451,8 @@ async fn sigkill_mid_flush_then_restart_loses_and_doubles_nothing() {
     }
     let want = acked.len() * 20;
     let rows = all_rows(&wait_rows(dir.path(), want).await);
-    // Let any straggling flush land, then count again.
-    actix_web::rt::time::sleep(Duration::from_secs(3)).await;
+    // Everything committed is in closed files: nothing more can land, so a second count is final.
+    crate::support::wait_group_drained(&brokers, &group, &topic, Duration::from_secs(30)).await;
     let rows_after = all_rows(&pyarrow(dir.path()));
     assert_eq!(rows.len(), rows_after.len());
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
@@ -537,7 +537,6 @@ async fn storage_failing_mid_file_rewinds_the_partition_and_nothing_is_lost_or_d
         },
     )
     .await;
-    actix_web::rt::time::sleep(Duration::from_secs(3)).await;
     assert!(
         pyarrow(&root).is_empty(),
         "nothing is visible while storage fails"
@@ -546,8 +545,8 @@ async fn storage_failing_mid_file_rewinds_the_partition_and_nothing_is_lost_or_d
     std::fs::remove_file(&incomplete).unwrap();
     std::fs::create_dir(&incomplete).unwrap();
     wait_rows(&root, want.len()).await;
-    // A late duplicate would show by now.
-    actix_web::rt::time::sleep(Duration::from_secs(3)).await;
+    // Everything committed is in closed files: a duplicate would be there now.
+    crate::support::wait_group_drained(&brokers, &group, &topic, Duration::from_secs(30)).await;
     let rows = all_rows(&pyarrow(&root));
     let mut got: Vec<String> = rows
         .iter()

@@ -378,7 +378,8 @@ async fn a_digest_spans_consumer_batches_and_never_holds_the_consumer() {
         200
     );
     // The consumer commits both batches while their notifications wait in the digest.
-    app.wait_drained(Role::Notify, Duration::from_secs(8)).await;
+    app.wait_committed(Role::Notify, Duration::from_secs(8))
+        .await;
     assert_eq!(smtp.mails().len(), 1, "the digest waits for its window");
     assert!(
         outbox_rows(&db).await > 0,

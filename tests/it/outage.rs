@@ -194,8 +194,20 @@ async fn sigterm_drains_and_exits_cleanly() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    // Let the notify consumer send its mail, so the SMTP pool holds a connection at shutdown.
-    actix_web::rt::time::sleep(Duration::from_secs(2)).await;
+    // The mail is sent (its outcome recorded), so the SMTP pool holds a connection at shutdown.
+    eventually(Duration::from_secs(30), "the mail sent", || async {
+        use diesel::prelude::*;
+        #[derive(QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let n = diesel::sql_query("SELECT count(*) AS n FROM notifications WHERE outcome = 'sent'")
+            .get_result::<N>(&mut db.conn())
+            .ok()?;
+        (n.n > 0).then_some(())
+    })
+    .await;
     let ok = Command::new("kill")
         .args(["-TERM", &proc.child.id().to_string()])
         .status()

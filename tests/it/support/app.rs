@@ -24,6 +24,18 @@ pub struct TestApp {
     pub smtp: Option<Smtp>,
     /// The archive's root, when built with the archive role.
     pub archive_root: Option<tempfile::TempDir>,
+    /// Stops the app (gracefully: its stages commit and leave their groups) when dropped.
+    server: actix_web::dev::ServerHandle,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Outside a runtime (a panic unwinding past the test's System) the process ends anyway.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let server = self.server.clone();
+            actix_web::rt::spawn(async move { server.stop(true).await });
+        }
+    }
 }
 
 /// Boots the real application on port 0 against `brokers` (the stack's when None), with its
@@ -59,6 +71,7 @@ async fn boot(
     let config = cfg.clone();
     let app = Application::build(cfg).await.expect("app builds");
     let url = format!("http://127.0.0.1:{}", app.port());
+    let server = app.handle();
     actix_web::rt::spawn(app.run_until_stopped());
     // Pooled connections are dropped before the server's 5 s keep-alive closes them, so a
     // request after a pause never lands on a connection the server already closed.
@@ -75,6 +88,7 @@ async fn boot(
         db,
         smtp,
         archive_root: None,
+        server,
     };
     t.wait_ready(Duration::from_secs(30)).await;
     t
@@ -164,31 +178,46 @@ impl TestApp {
 
     /// Waits until `stage`'s consumer group has committed everything now on its topic: its
     /// effects (rows, mails, files) are durable. Kafka tells, not the stage's outputs.
-    pub async fn wait_drained(&self, stage: Role, within: Duration) {
+    /// Waits until `stage`'s group has committed everything on its topic (for notify: every
+    /// notification is in the outbox, not necessarily sent).
+    pub async fn wait_committed(&self, stage: Role, within: Duration) {
         let (group, topic) = match stage {
             Role::Persist => (&self.config.persist.group, &self.config.kafka.alerts_topic),
             Role::Notify => (&self.config.notify.group, &self.config.kafka.alerts_topic),
             Role::Archive => (&self.config.archive.group, &self.config.kafka.logs_topic),
             other => panic!("{other:?} has no consumer group"),
         };
-        let (brokers, group, topic) = (self.brokers.clone(), group.clone(), topic.clone());
+        super::wait_group_drained(&self.brokers, group, topic, within).await;
+    }
+
+    /// Waits until `stage` has made everything on its topic durable: committed, and for
+    /// notify the outbox empty too (every mail sent and recorded).
+    pub async fn wait_drained(&self, stage: Role, within: Duration) {
         let deadline = Instant::now() + within;
-        loop {
-            let (b, g, t) = (brokers.clone(), group.clone(), topic.clone());
-            let lag = actix_web::rt::task::spawn_blocking(move || {
-                alertpipe::kafka::group_lag(&b, &g, &t, Duration::from_secs(5))
-            })
-            .await
-            .unwrap();
-            match lag {
-                Ok(0) => return,
-                other => assert!(
-                    Instant::now() < deadline,
-                    "{stage:?} did not drain {topic} within {within:?}: {other:?}"
-                ),
-            }
+        self.wait_committed(stage, within).await;
+        while stage == Role::Notify && !self.outbox_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "notifications still in the outbox after {within:?}"
+            );
             actix_web::rt::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// No notification of this app's database waits in the outbox.
+    fn outbox_empty(&self) -> bool {
+        use diesel::prelude::*;
+        #[derive(QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut c = diesel::PgConnection::establish(&self.config.database.url)
+            .expect("the notify stage's database");
+        diesel::sql_query("SELECT count(*) AS n FROM notification_outbox")
+            .get_result::<N>(&mut c)
+            .map(|r| r.n == 0)
+            .unwrap_or(false)
     }
 
     /// POSTs a Loki push body; returns the status and the body text.

@@ -148,12 +148,33 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// A port for a child process to listen on. A port found by binding port 0 and closing it can
+/// be taken again before the child binds it: by the next caller here (tests run in parallel),
+/// by another test's port-0 listener, or as the source port of an outgoing connection. So the
+/// ports come from below the kernel's ephemeral range (`ip_local_port_range`), where neither
+/// port-0 binds nor outgoing connections land, and none is handed out twice by this process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: OnceLock<std::sync::Mutex<u32>> = OnceLock::new();
+    const LOW: u32 = 10_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next().and_then(|p| p.parse().ok()))
+        .unwrap_or(32_768u32)
+        .max(LOW + 1_000);
+    let span = ephemeral - LOW;
+    let next = NEXT.get_or_init(|| {
+        // Processes running tests at once start at different places.
+        std::sync::Mutex::new(std::process::id().wrapping_mul(7_919) % span)
+    });
+    let mut n = next.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..span {
+        let port = u16::try_from(LOW + *n % span).expect("below 65536");
+        *n = (*n + 1) % span;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{ephemeral}");
 }
 
 pub fn fixture(path: &str) -> Vec<u8> {
@@ -215,6 +236,28 @@ pub async fn read_payloads(
         .into_iter()
         .map(|m| m.payload)
         .collect()
+}
+
+/// Waits until consumer group `group` has committed everything on `topic` (for the archive:
+/// every line is in a closed file, and nothing more will be written).
+pub async fn wait_group_drained(brokers: &str, group: &str, topic: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let (b, g, t) = (brokers.to_owned(), group.to_owned(), topic.to_owned());
+        let lag = actix_web::rt::task::spawn_blocking(move || {
+            alertpipe::kafka::group_lag(&b, &g, &t, Duration::from_secs(5))
+        })
+        .await
+        .unwrap();
+        if let Ok(0) = lag {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group {group} did not drain {topic} within {within:?}: {lag:?}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A child process killed when dropped.
