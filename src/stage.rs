@@ -7,8 +7,8 @@ use futures_util::future::LocalBoxFuture;
 
 use crate::config::Config;
 use crate::db::PgPool;
+use crate::kafka::consumer::poison::PoisonStore;
 use crate::kafka::consumer::StageHealth;
-use crate::kafka::poison::PoisonStore;
 use crate::kafka::priority::Foreground;
 
 /// What the process shares with its consumer stages.

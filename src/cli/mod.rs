@@ -1,6 +1,6 @@
 //! The `alertpipe` command line: one file per command, each loading the config and calling
 //! the library. `main.rs` only parses and dispatches (`run`). The load generator is a binary
-//! of its own (`alertpipe-loadgen`, `src/bin/loadgen.rs`).
+//! of its own (`alertpipe-loadgen`, `src/bin/loadgen/`).
 
 mod archive;
 mod check_config;

@@ -3,7 +3,6 @@
 
 pub mod acked;
 pub mod consumer;
-pub mod poison;
 pub mod priority;
 pub mod producer;
 

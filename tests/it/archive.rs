@@ -597,7 +597,7 @@ async fn an_undecodable_logs_message_is_dead_lettered_whole_and_the_stage_goes_o
     assert_eq!(status, 204, "{body}");
     // The good push behind the poison message is archived: the stage did not stop.
     assert!(!all_rows(&wait_rows(dir.path(), 1).await).is_empty());
-    let dlq = alertpipe::kafka::poison::dlq_topic(&logs);
+    let dlq = alertpipe::kafka::consumer::poison::dlq_topic(&logs);
     let dead = crate::support::read_payloads(&app.brokers, &dlq, 1, Duration::from_secs(5)).await;
     assert_eq!(dead.len(), 1, "one dead letter in {dlq}");
     assert_eq!(dead[0], b"this is not a Loki stream", "kept whole");

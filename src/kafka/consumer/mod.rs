@@ -5,12 +5,14 @@
 //! - `run.rs`: the loop and its rules (batching, retry, commit, rewind, revoke).
 //! - `source.rs`: what the loop reads from; `broker.rs`: the librdkafka consumer behind it.
 //! - `offsets.rs`: typed partitions and offsets, and the commits that are due.
+//! - `poison.rs`: where what a stage cannot use is kept (the dead-letter topic and table).
 //! - `group.rs`: the stage's standing in its group ([`StageHealth`], rebalance callbacks).
 //! - `settings.rs`: [`ConsumerSettings`].
 
 mod broker;
 pub mod group;
 mod offsets;
+pub mod poison;
 mod run;
 mod settings;
 mod sink;
@@ -26,7 +28,7 @@ pub use settings::ConsumerSettings;
 pub use sink::{Commit, Decoded, Retryable, Sink, Undecodable};
 pub use source::RawMessage;
 
-use super::poison::PoisonStore;
+use poison::PoisonStore;
 
 /// Runs `sink` behind a consumer group, as a task of the current System; returns the stage's
 /// readiness signal, which also asks the loop to stop and says when it has.

@@ -1,11 +1,9 @@
 //! Where a stage is in its partitions: typed topic-partitions and next offsets, and the
 //! commits that are due (`Pending`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::{Duration, Instant};
-
-use super::group::StageHealth;
 
 /// One partition of one topic.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -131,13 +129,14 @@ impl Pending {
     /// Empties it, keeping only what this member holds (a commit for a partition that moved
     /// would rewind its new owner's progress; its owner reads those messages again instead)
     /// and what differs from this member's last commit.
-    pub(super) fn take(&mut self, health: &StageHealth) -> Offsets {
+    /// `held`: the partitions this member holds now.
+    pub(super) fn take(&mut self, held: &BTreeSet<TopicPartition>) -> Offsets {
         self.since = None;
         // Forget what is no longer held: if it comes back, its offset may have moved.
-        self.last.retain(|tp, _| health.is_assigned(tp));
+        self.last.retain(|tp, _| held.contains(tp));
         let last = &self.last;
         let mut next = std::mem::take(&mut self.next);
-        next.retain(|tp, o| health.is_assigned(tp) && last.get(tp) != Some(o));
+        next.retain(|tp, o| held.contains(tp) && last.get(tp) != Some(o));
         next
     }
 
@@ -149,7 +148,6 @@ impl Pending {
 
 #[cfg(test)]
 mod tests {
-    use super::super::group::Limits;
     use super::*;
 
     fn tp(p: i32) -> TopicPartition {
@@ -160,52 +158,58 @@ mod tests {
         list.iter().map(|(p, o)| (tp(*p), *o)).collect()
     }
 
-    fn health() -> StageHealth {
-        let h = StageHealth::new(
-            "pending-test",
-            Limits {
-                unassigned_grace: Duration::from_secs(60),
-                stall_timeout: Duration::from_secs(60),
-            },
-        );
-        h.assign(vec![tp(0), tp(1)]);
-        h
+    /// The partitions held, as the group's rebalances change them.
+    struct Held(BTreeSet<TopicPartition>);
+
+    impl Held {
+        fn revoke(&mut self, tps: Vec<TopicPartition>) {
+            tps.iter().for_each(|t| {
+                self.0.remove(t);
+            });
+        }
+        fn assign(&mut self, tps: Vec<TopicPartition>) {
+            self.0.extend(tps);
+        }
+    }
+
+    fn health() -> Held {
+        Held([tp(0), tp(1)].into_iter().collect())
     }
 
     #[test]
     fn pending_offsets_keep_the_latest_per_partition_and_only_what_is_held() {
-        let h = health();
+        let mut h = health();
         let mut p = Pending::default();
         assert!(!p.any() && !p.due(Duration::ZERO), "nothing to commit");
         p.add(offsets(&[(0, 10), (1, 5)]));
         p.add(offsets(&[(0, 20), (2, 7)]));
         h.revoke(vec![tp(1)]);
         // Partition 1 moved (its new owner reads from the committed offset); 2 was never ours.
-        assert_eq!(p.take(&h), offsets(&[(0, 20)]));
+        assert_eq!(p.take(&h.0), offsets(&[(0, 20)]));
         assert!(!p.any() && !p.due(Duration::ZERO), "taken");
     }
 
     #[test]
     fn an_offset_already_committed_is_not_committed_again_while_held() {
-        let h = health();
+        let mut h = health();
         let mut p = Pending::default();
         p.add(offsets(&[(0, 10), (1, 5)]));
-        let first = p.take(&h);
+        let first = p.take(&h.0);
         assert_eq!(first.len(), 2);
         p.committed(&first);
         // The archive answers every batch with the same offsets until a file closes.
         p.add(offsets(&[(0, 10), (1, 6)]));
-        assert_eq!(p.take(&h), offsets(&[(1, 6)]));
+        assert_eq!(p.take(&h.0), offsets(&[(1, 6)]));
         // A commit that failed is not remembered: the same offset goes again.
         p.add(offsets(&[(1, 6)]));
-        assert_eq!(p.take(&h), offsets(&[(1, 6)]));
+        assert_eq!(p.take(&h.0), offsets(&[(1, 6)]));
         // Lost and taken back: its offset may have moved meanwhile, so it is sent again.
         h.revoke(vec![tp(0)]);
         p.add(offsets(&[(1, 7)]));
-        p.take(&h);
+        p.take(&h.0);
         h.assign(vec![tp(0)]);
         p.add(offsets(&[(0, 10)]));
-        assert_eq!(p.take(&h), offsets(&[(0, 10)]));
+        assert_eq!(p.take(&h.0), offsets(&[(0, 10)]));
     }
 
     #[test]
@@ -219,7 +223,7 @@ mod tests {
         p.add(offsets(&[(0, 2)]));
         // The clock runs from the oldest uncommitted batch, not the newest.
         assert!(p.due(Duration::from_millis(20)));
-        assert_eq!(p.take(&h), offsets(&[(0, 2)]));
+        assert_eq!(p.take(&h.0), offsets(&[(0, 2)]));
         p.add(Offsets::new());
         assert!(!p.due(Duration::ZERO), "an empty batch starts no clock");
     }

@@ -23,10 +23,10 @@ use tracing::Instrument;
 
 use super::group::StageHealth;
 use super::offsets::{Offsets, Pending, TopicPartition};
+use super::poison::{DeadLetters, Poison};
 use super::settings::ConsumerSettings;
 use super::sink::{Commit, Decoded, Retryable, Sink};
 use super::source::{Polled, RawMessage, Source};
-use crate::kafka::poison::{DeadLetters, Poison};
 
 /// The held partitions read to their end (librdkafka's partition EOF), so nothing more is there
 /// to fill a batch with: the loop stores what it has instead of waiting out `linger`. Under a
@@ -394,7 +394,7 @@ impl<Src: Source, S: Sink, D: DeadLetters> Loop<Src, S, D> {
 
     /// Commits what is pending (see `Pending::take`) and remembers it once the broker took it.
     async fn flush(&mut self, sync: bool) {
-        let offsets = self.pending.take(&self.health);
+        let offsets = self.pending.take(&self.health.assigned());
         if self.source.commit(offsets.clone(), sync).await {
             self.pending.committed(&offsets);
         }

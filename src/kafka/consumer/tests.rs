@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use super::group::{Limits, StageHealth};
 use super::offsets::{Offsets, TopicPartition};
+use super::poison::{DeadLetters, Poison};
 use super::run::Loop;
 use super::settings::ConsumerSettings;
 use super::sink::{Commit, Decoded, Retryable, Sink, Undecodable};
 use super::source::{Polled, RawMessage, Source};
-use crate::kafka::poison::{DeadLetters, Poison};
 
 fn tp(p: i32) -> TopicPartition {
     TopicPartition::new("t", p)

@@ -9,7 +9,7 @@ use diesel::RunQueryDsl;
 use crate::db::alerts::NewDeadLetter;
 use crate::db::schema::dead_letters;
 use crate::db::PgPool;
-use crate::kafka::poison::dead_letter_record;
+use crate::kafka::consumer::poison::dead_letter_record;
 use crate::kafka::producer::{KafkaProducerActor, Produce, ProduceError};
 use crate::metrics as m;
 

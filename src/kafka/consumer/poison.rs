@@ -6,10 +6,11 @@
 
 use actix::Addr;
 
-use super::consumer::{RawMessage, TopicPartition};
-use super::producer::{KafkaProducerActor, Produce, ProduceError, Record};
+use super::offsets::TopicPartition;
+use super::source::RawMessage;
 use crate::db::alerts::{insert_dead_letters, NewDeadLetter};
 use crate::db::{DbError, PgPool};
+use crate::kafka::producer::{KafkaProducerActor, Produce, ProduceError, Record};
 use crate::metrics as m;
 
 /// One message a stage could not use.
