@@ -85,6 +85,10 @@ install_packages() {
   command -v chromium >/dev/null || missing+=(chromium)
   # Build dependency of alertpipe itself: diesel links libpq.
   [ -e /usr/include/postgresql/libpq-fe.h ] || missing+=(libpq-dev)
+  # librdkafka's TLS and SASL SCRAM (rdkafka's `ssl` feature) build against the system OpenSSL.
+  [ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
+  command -v pkg-config >/dev/null || missing+=(pkg-config)
+  command -v openssl >/dev/null || missing+=(openssl)
   [ ${#missing[@]} -eq 0 ] && return 0
   [ "$(id -u)" -eq 0 ] || die "missing ${missing[*]}: run as root, or: sudo apt-get install ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -24,13 +24,8 @@ pub struct TailArgs {
 pub fn run(cfg: &Config, args: &TailArgs) -> anyhow::Result<()> {
     let cfg = &cfg.kafka;
     let topic = args.topic.as_deref().unwrap_or(&cfg.alerts_topic);
-    topic_partitions(&cfg.brokers, topic, Duration::from_secs(10))?;
-    let msgs = read_topic(
-        &cfg.brokers,
-        topic,
-        args.max,
-        Duration::from_millis(args.idle_ms),
-    )?;
+    topic_partitions(cfg, topic, Duration::from_secs(10))?;
+    let msgs = read_topic(cfg, topic, args.max, Duration::from_millis(args.idle_ms))?;
     for m in msgs {
         let value: serde_json::Value = serde_json::from_slice(&m.payload).unwrap_or_else(|_| {
             serde_json::Value::String(String::from_utf8_lossy(&m.payload).into_owned())

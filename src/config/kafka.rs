@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::kafka_security::KafkaSecurity;
 use super::{bad, ConfigError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -12,6 +13,8 @@ use super::{bad, ConfigError};
 pub struct KafkaConfig {
     /// bootstrap.servers
     pub brokers: String,
+    /// TLS and SASL for every client (`[kafka.security]`).
+    pub security: KafkaSecurity,
     pub alerts_topic: String,
     /// Where Loki pushes go (key = the stream's labels).
     pub logs_topic: String,
@@ -68,6 +71,7 @@ impl Default for KafkaConfig {
     fn default() -> Self {
         KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
+            security: KafkaSecurity::default(),
             alerts_topic: "alerts".into(),
             logs_topic: "logs".into(),
             create_topics: true,
@@ -109,6 +113,7 @@ impl KafkaConfig {
         if self.brokers.trim().is_empty() {
             return bad("kafka.brokers", "must not be empty");
         }
+        self.security.validate()?;
         if self.alerts_topic.trim().is_empty() {
             return bad("kafka.alerts_topic", "must not be empty");
         }

@@ -9,6 +9,7 @@ mod auth;
 mod database;
 mod ingest;
 mod kafka;
+mod kafka_security;
 mod notify;
 mod persist;
 mod secret;
@@ -27,6 +28,7 @@ pub use auth::{AuthConfig, AuthMode, Credentials, EndpointGroup};
 pub use database::DatabaseConfig;
 pub use ingest::{DedupConfig, IngestConfig};
 pub use kafka::KafkaConfig;
+pub use kafka_security::{KafkaProtocol, KafkaSecurity, SaslMechanism};
 pub use notify::{LogSource, NotifyConfig, ReceiverConfig, ReceiverKind, RetryPolicy, RouteConfig};
 pub use persist::PersistConfig;
 use secret::read_secret;
@@ -159,6 +161,12 @@ impl Config {
                 r.webhook_url = Secret::new(read_secret(env, var, None, "notify.receivers")?);
             }
         }
+        self.kafka.security.password = Secret::new(read_secret(
+            env,
+            "ALERTPIPE_KAFKA_PASSWORD",
+            self.kafka.security.password_file.as_deref(),
+            "kafka.security.password_file",
+        )?);
         self.database.password = Secret::new(read_secret(
             env,
             DB_PASSWORD_ENV,

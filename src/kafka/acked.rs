@@ -19,9 +19,14 @@ use tokio::sync::oneshot;
 /// Where a record landed, or why it did not.
 pub type Ack = Result<(i32, i64), KafkaError>;
 
-pub struct AckContext;
+/// Reports the client's errors to its connection's log (`kafka::connection`).
+pub struct AckContext(super::connection::ErrorLog);
 
-impl ClientContext for AckContext {}
+impl ClientContext for AckContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.0.note(&error, reason);
+    }
+}
 
 impl ProducerContext for AckContext {
     type DeliveryOpaque = Box<oneshot::Sender<Ack>>;
@@ -43,9 +48,9 @@ pub struct AckedProducer {
 }
 
 impl AckedProducer {
-    pub fn new(config: &ClientConfig) -> KafkaResult<Self> {
+    pub fn new(config: &ClientConfig, errors: super::connection::ErrorLog) -> KafkaResult<Self> {
         let inner: Arc<BaseProducer<AckContext>> =
-            Arc::new(config.create_with_context(AckContext)?);
+            Arc::new(config.create_with_context(AckContext(errors))?);
         let weak: Weak<BaseProducer<AckContext>> = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("kafka-acks".into())

@@ -2,6 +2,7 @@
 //! for tools and tests; `consumer` runs the service's consumer groups.
 
 pub mod acked;
+pub mod connection;
 pub mod consumer;
 pub mod priority;
 pub mod producer;
@@ -9,23 +10,21 @@ pub mod producer;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
 
 use crate::config::KafkaConfig;
+pub use connection::Connection;
+use connection::ReportingContext;
 
 /// The producer every alert and log goes through: acks=all and idempotent, so an ack means
 /// the broker has it and a retry inside librdkafka cannot duplicate or reorder it.
-pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.brokers)
-        .set("acks", "all")
+pub fn producer_config(conn: &Connection, cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = conn.client();
+    c.set("acks", "all")
         .set("enable.idempotence", "true")
-        .set("message.timeout.ms", cfg.message_timeout_ms.to_string())
-        .set("socket.connection.setup.timeout.ms", "3000")
-        .set("reconnect.backoff.max.ms", "1000");
+        .set("message.timeout.ms", cfg.message_timeout_ms.to_string());
     for (k, v) in &cfg.producer {
         c.set(k, v);
     }
@@ -33,7 +32,7 @@ pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
 }
 
 pub fn future_producer(cfg: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
-    producer_config(cfg).create()
+    producer_config(&Connection::of(cfg), cfg).create()
 }
 
 /// Creates the topics that are missing; existing ones are left as they are.
@@ -42,10 +41,10 @@ pub async fn ensure_topics(
     topics: &[&str],
     timeout: Duration,
 ) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.brokers)
-        .set("socket.connection.setup.timeout.ms", "3000")
-        .create()?;
+    let conn = Connection::of(cfg);
+    let admin: AdminClient<ReportingContext> = conn
+        .client()
+        .create_with_context(ReportingContext(conn.errors()))?;
     let (replicas, min_isr) = replication(cfg, timeout).await?;
     let min_isr = min_isr.to_string();
     let new: Vec<NewTopic> = topics
@@ -79,13 +78,12 @@ async fn replication(cfg: &KafkaConfig, timeout: Duration) -> Result<(i32, i32),
     let replicas = if cfg.replication_factor > 0 {
         cfg.replication_factor
     } else {
-        let brokers = cfg.brokers.clone();
+        let conn = Connection::of(cfg);
         let n = actix_web::rt::task::spawn_blocking(move || {
             use rdkafka::consumer::Consumer;
-            let c: rdkafka::consumer::BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
-                .set("socket.connection.setup.timeout.ms", "3000")
-                .create()?;
+            let c: rdkafka::consumer::BaseConsumer<ReportingContext> = conn
+                .client()
+                .create_with_context(ReportingContext(conn.errors()))?;
             let n = c.fetch_metadata(None, timeout)?.brokers().len();
             Ok::<_, KafkaError>(n)
         })
@@ -130,12 +128,12 @@ impl ReadMessage {
 /// (a group that never committed counts from the low watermark). Tools and tests use it to
 /// wait for a stage to drain.
 pub fn group_lag(
-    brokers: &str,
+    conn: impl Into<Connection>,
     group: &str,
     topic: &str,
     timeout: Duration,
 ) -> Result<i64, KafkaError> {
-    Ok(consumer::group::Probe::new(brokers, group)?
+    Ok(consumer::group::Probe::new(&conn.into(), group)?
         .position(topic, timeout)?
         .lag)
 }
@@ -143,7 +141,7 @@ pub fn group_lag(
 /// Reads a topic from the beginning with a throwaway consumer group until `max` messages or
 /// until nothing arrived for `idle`. For tools and tests, not the service's consumers.
 pub fn read_topic(
-    brokers: &str,
+    conn: impl Into<Connection>,
     topic: &str,
     max: usize,
     idle: Duration,
@@ -160,8 +158,9 @@ pub fn read_topic(
             .map(|d| d.as_nanos())
             .unwrap_or_default()
     );
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = conn
+        .into()
+        .client()
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
@@ -217,20 +216,21 @@ pub enum TopicError {
 /// How many partitions `topic` has, asking the broker (without creating the topic). An
 /// unreachable broker and a missing topic are errors that say which.
 pub fn topic_partitions(
-    brokers: &str,
+    conn: impl Into<Connection>,
     topic: &str,
     timeout: Duration,
 ) -> Result<usize, TopicError> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
+    let conn: Connection = conn.into();
+    let brokers = conn.brokers();
     let unreachable = |source| TopicError::Unreachable {
         brokers: brokers.to_owned(),
         timeout,
         source,
     };
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = conn
+        .client()
         .set("allow.auto.create.topics", "false")
-        .set("socket.connection.setup.timeout.ms", "3000")
         .create()
         .map_err(unreachable)?;
     let md = consumer

@@ -61,6 +61,8 @@ pub struct Flush {
 
 pub struct KafkaProducerActor {
     cfg: KafkaConfig,
+    /// The brokers, security, and what this producer's clients said about reaching them.
+    connection: super::Connection,
     topic: String,
     mailbox_capacity: usize,
     producer: Option<AckedProducer>,
@@ -78,6 +80,7 @@ const FAILING_FOR: Duration = Duration::from_secs(15);
 impl KafkaProducerActor {
     pub fn new(cfg: KafkaConfig, topic: String, mailbox_capacity: usize) -> Self {
         KafkaProducerActor {
+            connection: super::Connection::of(&cfg),
             cfg,
             topic,
             mailbox_capacity,
@@ -89,7 +92,8 @@ impl KafkaProducerActor {
 
     fn connect(&mut self) {
         self.generation += 1;
-        match AckedProducer::new(&crate::kafka::producer_config(&self.cfg)) {
+        let config = crate::kafka::producer_config(&self.connection, &self.cfg);
+        match AckedProducer::new(&config, self.connection.errors()) {
             Ok(p) => self.producer = Some(p),
             Err(e) => {
                 tracing::error!(error = %e, "cannot create kafka producer");
@@ -183,12 +187,13 @@ impl Handler<Produce> for KafkaProducerActor {
             }
         }
         drop(producer);
+        let errors = self.connection.errors();
         let wait = async move {
             let mut first_err = enqueue_err;
             for ack in join_all(acks).await {
                 let err = match ack {
                     Ok(Ok(_)) => continue,
-                    Ok(Err(e)) => ProduceError::Kafka(e.to_string()),
+                    Ok(Err(e)) => ProduceError::Kafka(errors.with_cause(e)),
                     Err(_) => ProduceError::Kafka("delivery report dropped".into()),
                 };
                 first_err.get_or_insert(err);
@@ -233,6 +238,7 @@ impl Handler<Ping> for KafkaProducerActor {
             ));
             return Box::pin(fut::ready(Err(e)));
         }
+        let errors = self.connection.errors();
         let producer = self.producer.clone();
         let topic = self.topic.clone();
         Box::pin(async move {
@@ -248,7 +254,9 @@ impl Handler<Ping> for KafkaProducerActor {
             match probe {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(ProduceError::Kafka("topic metadata has an error".into())),
-                Err(e) => Err(ProduceError::Kafka(format!("unreachable: {e}"))),
+                Err(e) => Err(ProduceError::Kafka(
+                    errors.with_cause(format!("unreachable: {e}")),
+                )),
             }
         })
     }

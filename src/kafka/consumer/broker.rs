@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -23,15 +22,13 @@ pub(super) struct KafkaSource {
 impl KafkaSource {
     /// Joins the stage's group (with `group.instance.id` when configured) and subscribes.
     pub(super) fn join(s: &ConsumerSettings, health: &StageHealth) -> Result<Self, KafkaError> {
-        let mut c = ClientConfig::new();
+        let mut c = s.connection.client();
         if let Some(id) = &s.instance_id {
             c.set("group.instance.id", id);
         }
-        c.set("bootstrap.servers", &s.brokers)
-            .set("group.id", &s.group)
+        c.set("group.id", &s.group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
-            .set("socket.connection.setup.timeout.ms", "3000")
             // A crashed member holds its partitions until its session expires: keep that short
             // so a restarted process resumes within seconds (librdkafka's default is 45 s).
             .set("session.timeout.ms", s.session_timeout_ms.to_string())

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, Statistics};
 
+use crate::kafka::connection::ErrorLog;
 use crate::metrics as m;
 
 pub use super::offsets::TopicPartition;
@@ -55,6 +56,8 @@ pub struct StageHealth {
     state: Arc<Mutex<State>>,
     stop: Arc<AtomicBool>,
     stopped: Arc<tokio::sync::watch::Sender<bool>>,
+    /// What the stage's clients said about reaching the brokers (`kafka::connection`).
+    errors: ErrorLog,
 }
 
 impl StageHealth {
@@ -78,7 +81,14 @@ impl StageHealth {
             })),
             stop: Arc::default(),
             stopped: Arc::new(tokio::sync::watch::channel(false).0),
+            errors: ErrorLog::default(),
         }
+    }
+
+    /// Its consumer's connection errors name the cause when the stage gets no partitions.
+    pub fn reporting(mut self, errors: ErrorLog) -> Self {
+        self.errors = errors;
+        self
     }
 
     /// Shutdown: finish the batch in hand, commit it, leave the group.
@@ -120,10 +130,10 @@ impl StageHealth {
         if let Some(since) = s.unassigned_since {
             let idle = since.elapsed();
             if idle > self.limits.unassigned_grace {
-                return Some(format!(
+                return Some(self.errors.with_cause(format!(
                     "no partition assigned for {} s (group coordinator or broker)",
                     idle.as_secs()
-                ));
+                )));
             }
         }
         let lag: i64 = s.lag.values().sum();
@@ -242,6 +252,10 @@ pub struct GroupContext {
 }
 
 impl ClientContext for GroupContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.health.errors.note(&error, reason);
+    }
+
     /// Every `statistics.interval.ms`: the lag of each held partition, from the broker's
     /// high watermark and the group's committed offset as librdkafka last saw them.
     fn stats(&self, stats: Statistics) {
@@ -387,9 +401,12 @@ pub struct GroupPosition {
 }
 
 impl Probe {
-    pub fn new(brokers: &str, group: &str) -> Result<Probe, rdkafka::error::KafkaError> {
-        let consumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+    pub fn new(
+        conn: &crate::kafka::Connection,
+        group: &str,
+    ) -> Result<Probe, rdkafka::error::KafkaError> {
+        let consumer = conn
+            .client()
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .create()?;

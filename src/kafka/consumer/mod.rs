@@ -33,7 +33,8 @@ use poison::PoisonStore;
 /// Runs `sink` behind a consumer group, as a task of the current System; returns the stage's
 /// readiness signal, which also asks the loop to stop and says when it has.
 pub fn spawn<S: Sink>(settings: ConsumerSettings, sink: S, poison: PoisonStore) -> StageHealth {
-    let health = StageHealth::new(S::STAGE, settings.limits);
+    let health =
+        StageHealth::new(S::STAGE, settings.limits).reporting(settings.connection.errors());
     let h = health.clone();
     let span = tracing::info_span!("stage", stage = S::STAGE);
     actix_web::rt::spawn(

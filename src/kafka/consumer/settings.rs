@@ -9,7 +9,8 @@ use crate::kafka::priority::Foreground;
 
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
-    pub brokers: String,
+    /// The brokers and how to reach them (`[kafka.security]`).
+    pub connection: crate::kafka::Connection,
     pub group: String,
     pub topic: String,
     pub batch_size: usize,
@@ -47,7 +48,7 @@ impl ConsumerSettings {
         linger: Duration,
     ) -> Self {
         ConsumerSettings {
-            brokers: kafka.brokers.clone(),
+            connection: crate::kafka::Connection::of(kafka),
             group: group.to_owned(),
             topic: topic.to_owned(),
             batch_size,

@@ -236,7 +236,7 @@ struct Harness {
 
 fn settings(batch_size: usize) -> ConsumerSettings {
     ConsumerSettings {
-        brokers: String::new(),
+        connection: Default::default(),
         group: "loop-test".into(),
         topic: "t".into(),
         batch_size,
