@@ -14,6 +14,7 @@
 #       wait until the broker on PORT answers an ApiVersions request
 #
 # Heap: KAFKA_HEAP (default 384m): the suite shares two cores and a few GiB with the JVMs.
+# KAFKA_ADD_SCRAM: a SCRAM user to create when the storage is formatted (see cmd_run).
 # Log level: KAFKA_LOG_LEVEL (default WARN; the start-up line is logged at INFO).
 set -euo pipefail
 
@@ -108,8 +109,12 @@ EOF
   if [ ! -f "$dir/data/meta.properties" ]; then
     # One cluster id per DIR's cluster: the caller passes it for a cluster (KAFKA_CLUSTER_ID).
     local id=${KAFKA_CLUSTER_ID:-$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22)}
+    # KAFKA_ADD_SCRAM: a SCRAM user created with the storage, as Kafka's own tool does it
+    # (`SCRAM-SHA-512=[name=U,password=P]`), for a cluster with a SASL listener.
+    local scram=()
+    [ -z "${KAFKA_ADD_SCRAM:-}" ] || scram=(--add-scram "$KAFKA_ADD_SCRAM")
     "$java" "${opts[@]}" -cp "$LIBS/*" kafka.tools.StorageTool format --ignore-formatted \
-      -t "$id" -c "$dir/server.properties" >"$dir/format.log" 2>&1 \
+      -t "$id" -c "$dir/server.properties" "${scram[@]}" >"$dir/format.log" 2>&1 \
       || die "formatting $dir failed: $(tail -3 "$dir/format.log")"
   fi
   exec "$java" "${opts[@]}" -cp "$LIBS/*" kafka.Kafka "$dir/server.properties"

@@ -26,6 +26,10 @@ impl ClientContext for AckContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         self.0.note(&error, reason);
     }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.0.log(level, fac, log_message);
+    }
 }
 
 impl ProducerContext for AckContext {

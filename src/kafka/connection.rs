@@ -29,7 +29,48 @@ impl ErrorLog {
             format!("{error}: {reason}")
         };
         tracing::warn!(error = %text, "kafka client error");
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), text));
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // "All brokers are down" follows every other failure: it never hides a recent cause
+        // (a refused password, a certificate, the wrong protocol).
+        let generic = matches!(
+            error,
+            KafkaError::Global(rdkafka::types::RDKafkaErrorCode::AllBrokersDown)
+        );
+        if generic && last.as_ref().is_some_and(|(at, _)| at.elapsed() < RECENT) {
+            return;
+        }
+        // Down with no connection error before it: the brokers took the TCP connection and
+        // never answered in Kafka's protocol, which is what a TLS or SASL listener does to a
+        // plaintext client (librdkafka logs nothing more).
+        let text = if generic {
+            format!(
+                "{text}: the brokers accept connections but do not answer in Kafka's protocol; \
+                 if they require TLS or SASL, set kafka.security.protocol"
+            )
+        } else {
+            text
+        };
+        *last = Some((Instant::now(), text));
+    }
+
+    /// What a client's `log` callback reports: warnings and errors go to the log; a failed
+    /// connection (`FAIL`: a plaintext client on a TLS port, a TLS handshake, SASL) is kept as
+    /// the latest cause too, since librdkafka's error callback may only say "all brokers are
+    /// down" afterwards.
+    pub fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => {
+                tracing::error!(facility = fac, "librdkafka: {msg}")
+            }
+            L::Warning => tracing::warn!(facility = fac, "librdkafka: {msg}"),
+            L::Notice | L::Info => tracing::info!(facility = fac, "librdkafka: {msg}"),
+            L::Debug => tracing::debug!(facility = fac, "librdkafka: {msg}"),
+        }
+        if fac == "FAIL" && matches!(level, L::Emerg | L::Alert | L::Critical | L::Error) {
+            *self.0.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((Instant::now(), msg.to_owned()));
+        }
     }
 
     /// The latest client error, when recent: the likely cause of a delivery or probe failure.
@@ -84,6 +125,9 @@ impl Connection {
     /// set-up. Role-specific settings go on top.
     pub fn client(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
+        // rust-rdkafka derives librdkafka's log level from the `log` crate, which this service
+        // does not use (its contexts forward to tracing): say it here.
+        c.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
         c.set("bootstrap.servers", &self.brokers)
             .set("socket.connection.setup.timeout.ms", "3000")
             .set("reconnect.backoff.max.ms", "1000");
@@ -128,6 +172,10 @@ pub struct ReportingContext(pub ErrorLog);
 impl rdkafka::ClientContext for ReportingContext {
     fn error(&self, error: KafkaError, reason: &str) {
         self.0.note(&error, reason);
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.0.log(level, fac, log_message);
     }
 }
 

@@ -6,6 +6,7 @@ mod alertmanager;
 mod archive;
 mod cluster;
 mod hdfs;
+mod kafka_security;
 mod loki_answers;
 mod mail_layout;
 mod metrics;

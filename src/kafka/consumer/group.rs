@@ -256,6 +256,10 @@ impl ClientContext for GroupContext {
         self.health.errors.note(&error, reason);
     }
 
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.health.errors.log(level, fac, log_message);
+    }
+
     /// Every `statistics.interval.ms`: the lag of each held partition, from the broker's
     /// high watermark and the group's committed offset as librdkafka last saw them.
     fn stats(&self, stats: Statistics) {

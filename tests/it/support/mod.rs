@@ -10,6 +10,7 @@ pub mod otelcol;
 pub mod parquet;
 pub mod smtp;
 pub mod teams;
+pub mod tls;
 
 pub use app::{spawn_app, spawn_app_with, TestApp};
 
