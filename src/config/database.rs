@@ -18,24 +18,45 @@ pub struct DatabaseConfig {
     pub pool_size: u32,
     /// Apply pending migrations at start (else `alertpipe migrate`).
     pub migrate_on_start: bool,
+    /// libpq's `sslmode`: disable | allow | prefer (libpq's default) | require | verify-ca |
+    /// verify-full. A server that requires TLS and a checked certificate wants `verify-full`.
+    pub sslmode: String,
+    /// The CA that signed the server's certificate (PEM; libpq's `sslrootcert`), for
+    /// `verify-ca` / `verify-full`.
+    pub ca_file: Option<PathBuf>,
 }
 
+const SSLMODES: [&str; 6] = [
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
+
 impl DatabaseConfig {
-    /// The URL to connect with, password inserted (never logged).
+    /// The URL to connect with: password inserted (never logged), `sslmode` and
+    /// `sslrootcert` as libpq reads them.
     pub fn connect_url(&self) -> Secret {
+        let mut url = self.url.clone();
         let pw = self.password.expose();
-        if pw.is_empty() {
-            return Secret::new(self.url.clone());
-        }
-        match self.url.split_once("://") {
-            Some((scheme, rest)) => match rest.split_once('@') {
-                Some((user, host)) => {
-                    Secret::new(format!("{scheme}://{user}:{}@{host}", percent_encode(pw)))
+        if !pw.is_empty() {
+            if let Some((scheme, rest)) = self.url.split_once("://") {
+                if let Some((user, host)) = rest.split_once('@') {
+                    url = format!("{scheme}://{user}:{}@{host}", percent_encode(pw));
                 }
-                None => Secret::new(self.url.clone()),
-            },
-            None => Secret::new(self.url.clone()),
+            }
         }
+        let mut params = vec![format!("sslmode={}", self.sslmode)];
+        if let Some(ca) = &self.ca_file {
+            params.push(format!(
+                "sslrootcert={}",
+                percent_encode(&ca.to_string_lossy())
+            ));
+        }
+        let sep = if url.contains('?') { '&' } else { '?' };
+        Secret::new(format!("{url}{sep}{}", params.join("&")))
     }
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
@@ -55,6 +76,26 @@ impl DatabaseConfig {
         }
         if self.pool_size == 0 {
             return bad("database.pool_size", "must be at least 1");
+        }
+        if !SSLMODES.contains(&self.sslmode.as_str()) {
+            return bad(
+                "database.sslmode",
+                "must be one of disable, allow, prefer, require, verify-ca, verify-full",
+            );
+        }
+        if db_url.contains("sslmode=") || db_url.contains("sslrootcert=") {
+            return bad(
+                "database.url",
+                "set TLS with database.sslmode and database.ca_file, not in the URL",
+            );
+        }
+        if let Some(ca) = &self.ca_file {
+            if let Err(e) = std::fs::metadata(ca) {
+                return bad(
+                    "database.ca_file",
+                    &format!("cannot read {}: {e}", ca.display()),
+                );
+            }
         }
         Ok(())
     }
@@ -79,6 +120,8 @@ impl Default for DatabaseConfig {
             password: Secret::default(),
             pool_size: 8,
             migrate_on_start: true,
+            sslmode: "prefer".into(),
+            ca_file: None,
         }
     }
 }

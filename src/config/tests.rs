@@ -133,7 +133,13 @@ fn database_password_goes_into_the_url_but_not_the_file() {
     cfg.database.password = Secret::new("p@ss:w/rd");
     assert_eq!(
         cfg.database.connect_url().expose(),
-        "postgres://ap:p%40ss%3Aw%2Frd@db:5432/x"
+        "postgres://ap:p%40ss%3Aw%2Frd@db:5432/x?sslmode=prefer"
+    );
+    cfg.database.sslmode = "verify-full".into();
+    cfg.database.ca_file = Some("/etc/pki/ca.pem".into());
+    assert_eq!(
+        cfg.database.connect_url().expose(),
+        "postgres://ap:p%40ss%3Aw%2Frd@db:5432/x?sslmode=verify-full&sslrootcert=%2Fetc%2Fpki%2Fca.pem"
     );
     let cfg = parse("[database]\nurl = \"postgres://ap:pw@db/x\"\n", &[]).unwrap();
     assert!(cfg
@@ -141,6 +147,12 @@ fn database_password_goes_into_the_url_but_not_the_file() {
         .unwrap_err()
         .to_string()
         .contains("database.url"));
+    let cfg = parse("[database]\nsslmode = \"verify-fully\"\n", &[]).unwrap();
+    assert!(cfg
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("database.sslmode"));
 }
 
 #[test]

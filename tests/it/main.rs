@@ -15,6 +15,7 @@ mod notify;
 mod otelcol;
 mod outage;
 mod persist;
+mod postgres_tls;
 mod queries;
 mod recovery;
 mod support;

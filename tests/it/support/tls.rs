@@ -55,6 +55,12 @@ impl Pki {
 
     /// A certificate for `host` (and 127.0.0.1), signed by this CA.
     pub fn issue(&self, file: &str, host: &str) -> Issued {
+        self.issue_for(file, host, &format!("DNS:{host},IP:127.0.0.1"))
+    }
+
+    /// A certificate with common name `host` and exactly the subject alternative names `sans`
+    /// (`DNS:localhost`, `IP:127.0.0.1`, comma-separated).
+    pub fn issue_for(&self, file: &str, host: &str, sans: &str) -> Issued {
         let d = self.dir.path();
         let (key, csr, cert) = (
             format!("{file}.key"),
@@ -72,9 +78,7 @@ impl Pki {
         let ext = d.join(format!("{file}.ext"));
         std::fs::write(
             &ext,
-            format!(
-                "subjectAltName=DNS:{host},IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"
-            ),
+            format!("subjectAltName={sans}\nextendedKeyUsage=serverAuth,clientAuth\n"),
         )
         .expect("ext file");
         openssl(
