@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use alertpipe::config::SmtpConfig;
 use alertpipe::domain::parse_webhook;
-use alertpipe::notify::deliver::mail::{mailboxes, message, send_once, transport};
+use alertpipe::notify::deliver::mail::{mailboxes, message, send_once, thread_of, transport};
 use alertpipe::notify::render::alert_mail;
 use futures_util::StreamExt;
 
@@ -28,7 +28,8 @@ fn main() {
     let mail = alert_mail(&event, "https://grafana.example.com").unwrap();
     let from = "alertpipe <alertpipe@example.com>".parse().unwrap();
     let to = mailboxes(&["oncall@example.com".into()]).unwrap();
-    let msg = message(&from, &to, &mail).unwrap();
+    let thread = thread_of("oncall", std::slice::from_ref(&event), "example.com");
+    let msg = message(&from, &to, &mail, &thread).unwrap();
     println!(
         "mail benchmark: {n} mails of {} bytes to aiosmtpd :{}, median of {runs}",
         msg.formatted().len(),

@@ -81,14 +81,28 @@ async fn a_critical_alert_becomes_an_outlook_mail_and_its_resolution_another() {
     assert!(html.contains("<table") && html.contains("View in Grafana"));
     assert!(!html.contains("<script") && !html.contains("<style"));
 
+    let firing_id = m["message_id"].as_str().unwrap().to_owned();
+    assert!(
+        firing_id.starts_with('<') && firing_id.ends_with("@example.com>"),
+        "a Message-ID under the sender's domain: {firing_id}"
+    );
+    assert_eq!(m["in_reply_to"], "", "a firing mail starts its thread");
+
     post(&app, "resolved-critical").await;
     let mails = smtp.wait_mails(3).await; // db-1 resolved, db-2 resolved (its firing was never mailed)
-    assert!(
-        mails
-            .iter()
-            .any(|m| m["subject"].as_str().unwrap().contains("RESOLVED")),
-        "{mails:?}"
-    );
+    // The resolved mail of the same alert is threaded under its firing mail, as Outlook reads
+    // it (Message-ID, In-Reply-To, References, Thread-Topic).
+    let resolved = mails
+        .iter()
+        .find(|r| {
+            r["subject"].as_str().unwrap().contains("RESOLVED")
+                && r["in_reply_to"].as_str() == Some(firing_id.as_str())
+        })
+        .unwrap_or_else(|| panic!("no resolved mail in reply to {firing_id}: {mails:?}"));
+    assert_eq!(resolved["references"], firing_id.as_str());
+    assert_ne!(resolved["message_id"], firing_id.as_str());
+    assert_eq!(resolved["thread_topic"], m["thread_topic"]);
+    assert_eq!(m["thread_topic"], format!("{} ({})", e.alertname, e.service));
     // Custom alerts route to Teams (no webhook here: dead-lettered, never mailed).
     post(&app, "firing-custom").await;
     eventually(Duration::from_secs(30), "custom dead-lettered", || async {

@@ -17,6 +17,10 @@ for key, msg in sorted(mailbox.Maildir(sys.argv[1], factory=None).items()):
         "to": str(m["to"]),
         "content_type": m.get_content_type(),
         "header_names": [k.lower() for k in m.keys()],
+        "message_id": str(m["message-id"] or ""),
+        "in_reply_to": str(m["in-reply-to"] or ""),
+        "references": str(m["references"] or ""),
+        "thread_topic": str(m["thread-topic"] or ""),
         "text": parts.get("text/plain", ""),
         "html": parts.get("text/html", ""),
     })

@@ -36,11 +36,98 @@ pub fn transport(cfg: &SmtpConfig) -> Result<Transport, lettre::transport::smtp:
     Ok(builder.build())
 }
 
-/// The message: subject, multipart/alternative of plain text and HTML.
-pub fn message(from: &Mailbox, to: &[Mailbox], mail: &Mail) -> Result<Message, String> {
+/// A mail's identity and its place in a conversation: a `Message-ID` that is the same for
+/// the same alert state and receiver (a mail resent after a crash is recognisably the same
+/// message, and Exchange drops the copy), and the resolved mail threaded under its firing one
+/// (`In-Reply-To`, `References`, and Outlook's `Thread-Topic`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thread {
+    pub message_id: String,
+    pub in_reply_to: Option<String>,
+    pub topic: String,
+}
+
+/// FNV-1a, 64 bits: a stable hash (std's is seeded per process).
+fn fnv64(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain(std::iter::once(0u8)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// The thread of the mail of `events` to `receiver`, ids under the sender's `domain`.
+pub fn thread_of(receiver: &str, events: &[AlertEvent], domain: &str) -> Thread {
+    let occurrence = |e: &AlertEvent| {
+        let start = e
+            .starts_at
+            .timestamp_nanos_opt()
+            .unwrap_or(i64::MIN)
+            .to_string();
+        fnv64(&[receiver, e.fingerprint.as_str(), &start])
+    };
+    match events {
+        [e] => {
+            let base = occurrence(e);
+            let id = |state: &str| format!("<{base:016x}.{state}@{domain}>");
+            let resolved = e.status == crate::domain::AlertStatus::Resolved;
+            Thread {
+                message_id: id(e.status.as_str()),
+                in_reply_to: resolved.then(|| id("firing")),
+                topic: crate::notify::render::one_line(&format!("{} ({})", e.alertname, e.service)),
+            }
+        }
+        _ => {
+            let mut keys: Vec<String> = events.iter().map(AlertEvent::dedup_key).collect();
+            keys.sort();
+            let parts: Vec<&str> = std::iter::once(receiver)
+                .chain(keys.iter().map(String::as_str))
+                .collect();
+            Thread {
+                message_id: format!("<{:016x}.digest@{domain}>", fnv64(&parts)),
+                in_reply_to: None,
+                topic: crate::notify::render::one_line(&format!("Digest for {receiver}")),
+            }
+        }
+    }
+}
+
+/// Outlook's `Thread-Topic`: the conversation's subject without its status prefix.
+#[derive(Debug, Clone)]
+struct ThreadTopic(String);
+
+impl lettre::message::header::Header for ThreadTopic {
+    fn name() -> lettre::message::header::HeaderName {
+        lettre::message::header::HeaderName::new_from_ascii_str("Thread-Topic")
+    }
+
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(ThreadTopic(s.to_owned()))
+    }
+
+    fn display(&self) -> lettre::message::header::HeaderValue {
+        lettre::message::header::HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
+/// The message: subject, identity and thread, multipart/alternative of plain text and HTML.
+pub fn message(
+    from: &Mailbox,
+    to: &[Mailbox],
+    mail: &Mail,
+    thread: &Thread,
+) -> Result<Message, String> {
     let mut b = Message::builder()
         .from(from.clone())
-        .subject(mail.subject.clone());
+        .subject(mail.subject.clone())
+        .message_id(Some(thread.message_id.clone()))
+        .header(ThreadTopic(thread.topic.clone()));
+    if let Some(parent) = &thread.in_reply_to {
+        b = b.in_reply_to(parent.clone()).references(parent.clone());
+    }
     for t in to {
         b = b.to(t.clone());
     }
@@ -127,7 +214,8 @@ impl Sender for MailSender {
             _ => digest_mail(events, &receiver.name, &self.grafana_url),
         }
         .map_err(|e| format!("rendering: {e}"))?;
-        message(&self.from, &mailboxes(&receiver.to)?, &mail)
+        let thread = thread_of(&receiver.name, events, self.from.email.domain());
+        message(&self.from, &mailboxes(&receiver.to)?, &mail, &thread)
     }
 
     async fn send_once(&self, msg: &Message) -> Result<(), Failure> {
@@ -135,5 +223,46 @@ impl Sender for MailSender {
             Some(t) => send_once(t, msg.clone()).await,
             None => Err(Failure::Permanent("mail transport closed".into())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(status: &str) -> AlertEvent {
+        serde_json::from_value(serde_json::json!({
+            "service": "payment", "severity": "critical", "message": "m", "status": status,
+            "alertname": "PaymentDBDown", "fingerprint": "c0ffee0000000001",
+            "starts_at": "2026-01-01T00:00:00Z", "ends_at": if status == "resolved" { "2026-01-01T00:05:00Z" } else { "0001-01-01T00:00:00Z" },
+            "timestamp": "2026-01-01T00:00:00Z", "labels": {}, "annotations": {}, "generator_url": ""
+        }))
+        .expect("an alert event")
+    }
+
+    #[test]
+    fn the_same_state_has_the_same_id_and_a_resolution_threads_under_its_firing() {
+        let firing = thread_of("outlook", &[event("firing")], "example.com");
+        assert_eq!(
+            firing,
+            thread_of("outlook", &[event("firing")], "example.com")
+        );
+        assert!(firing.message_id.starts_with('<') && firing.message_id.ends_with("@example.com>"));
+        assert_eq!(firing.in_reply_to, None);
+        let resolved = thread_of("outlook", &[event("resolved")], "example.com");
+        assert_ne!(resolved.message_id, firing.message_id);
+        assert_eq!(
+            resolved.in_reply_to.as_deref(),
+            Some(firing.message_id.as_str())
+        );
+        assert_eq!(resolved.topic, "PaymentDBDown (payment)");
+        let other = thread_of("oncall", &[event("firing")], "example.com");
+        assert_ne!(other.message_id, firing.message_id, "per receiver");
+        let digest = thread_of(
+            "outlook",
+            &[event("firing"), event("resolved")],
+            "example.com",
+        );
+        assert!(digest.message_id.contains(".digest@"));
     }
 }
