@@ -21,7 +21,10 @@ pub struct SmtpConfig {
     pub host: String,
     pub port: u16,
     pub tls: SmtpTls,
-    /// Empty: no auth. Password from ALERTPIPE_SMTP_PASSWORD or password_file.
+    /// The CA that signed the server's certificate (PEM), when it is not a public one; the
+    /// server's host name is always checked. With `starttls` there is no plaintext fallback.
+    pub ca_file: Option<PathBuf>,
+    /// Empty: no auth. With a user, AUTH LOGIN or PLAIN (Outlook offers LOGIN). Password from ALERTPIPE_SMTP_PASSWORD or password_file.
     pub username: String,
     pub password_file: Option<PathBuf>,
     #[serde(skip_deserializing)]
@@ -38,6 +41,7 @@ impl Default for SmtpConfig {
             host: "127.0.0.1".into(),
             port: 25,
             tls: SmtpTls::None,
+            ca_file: None,
             username: String::new(),
             password_file: None,
             password: Secret::default(),
@@ -59,6 +63,20 @@ impl SmtpConfig {
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         self.sender().map(|_| ())?;
+        if let Some(ca) = &self.ca_file {
+            if self.tls == SmtpTls::None {
+                return bad(
+                    "notify.smtp.ca_file",
+                    "only with tls = \"starttls\" or \"tls\"",
+                );
+            }
+            if let Err(e) = std::fs::metadata(ca) {
+                return bad(
+                    "notify.smtp.ca_file",
+                    &format!("cannot read {}: {e}", ca.display()),
+                );
+            }
+        }
         if self.pool_size == 0 || self.timeout_s == 0 {
             return bad("notify.smtp", "pool_size and timeout_s must be above 0");
         }

@@ -90,8 +90,8 @@ async fn a_critical_alert_becomes_an_outlook_mail_and_its_resolution_another() {
 
     post(&app, "resolved-critical").await;
     let mails = smtp.wait_mails(3).await; // db-1 resolved, db-2 resolved (its firing was never mailed)
-    // The resolved mail of the same alert is threaded under its firing mail, as Outlook reads
-    // it (Message-ID, In-Reply-To, References, Thread-Topic).
+                                          // The resolved mail of the same alert is threaded under its firing mail, as Outlook reads
+                                          // it (Message-ID, In-Reply-To, References, Thread-Topic).
     let resolved = mails
         .iter()
         .find(|r| {
@@ -102,7 +102,10 @@ async fn a_critical_alert_becomes_an_outlook_mail_and_its_resolution_another() {
     assert_eq!(resolved["references"], firing_id.as_str());
     assert_ne!(resolved["message_id"], firing_id.as_str());
     assert_eq!(resolved["thread_topic"], m["thread_topic"]);
-    assert_eq!(m["thread_topic"], format!("{} ({})", e.alertname, e.service));
+    assert_eq!(
+        m["thread_topic"],
+        format!("{} ({})", e.alertname, e.service)
+    );
     // Custom alerts route to Teams (no webhook here: dead-lettered, never mailed).
     post(&app, "firing-custom").await;
     eventually(Duration::from_secs(30), "custom dead-lettered", || async {

@@ -17,21 +17,44 @@ use crate::notify::render::{alert_mail_with, digest_mail, Mail};
 
 pub type Transport = AsyncSmtpTransport<Tokio1Executor>;
 
-pub fn transport(cfg: &SmtpConfig) -> Result<Transport, lettre::transport::smtp::Error> {
+/// The pooled transport: TLS as configured (STARTTLS required, never a plaintext fallback;
+/// or implicit TLS), the server's certificate checked against the system's roots or
+/// `ca_file`, and AUTH LOGIN / PLAIN when a user is set.
+pub fn transport(cfg: &SmtpConfig) -> anyhow::Result<Transport> {
+    use anyhow::Context as _;
+    use lettre::transport::smtp::authentication::Mechanism;
+    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+    let params = || -> anyhow::Result<TlsParameters> {
+        let mut b = TlsParameters::builder(cfg.host.clone());
+        if let Some(ca) = &cfg.ca_file {
+            let pem = std::fs::read(ca)
+                .with_context(|| format!("notify.smtp.ca_file: cannot read {}", ca.display()))?;
+            b = b.add_root_certificate(Certificate::from_pem(&pem).with_context(|| {
+                format!(
+                    "notify.smtp.ca_file {}: not a PEM certificate",
+                    ca.display()
+                )
+            })?);
+        }
+        Ok(b.build_rustls()?)
+    };
+    let builder = Transport::builder_dangerous(&cfg.host);
     let builder = match cfg.tls {
-        SmtpTls::None => Transport::builder_dangerous(&cfg.host),
-        SmtpTls::Starttls => Transport::starttls_relay(&cfg.host)?,
-        SmtpTls::Tls => Transport::relay(&cfg.host)?,
+        SmtpTls::None => builder,
+        SmtpTls::Starttls => builder.tls(Tls::Required(params()?)),
+        SmtpTls::Tls => builder.tls(Tls::Wrapper(params()?)),
     };
     let mut builder = builder
         .port(cfg.port)
         .timeout(Some(Duration::from_secs(cfg.timeout_s)))
         .pool_config(PoolConfig::new().max_size(cfg.pool_size.max(1)));
     if !cfg.username.is_empty() {
-        builder = builder.credentials(Credentials::new(
-            cfg.username.clone(),
-            cfg.password.expose().to_owned(),
-        ));
+        builder = builder
+            .credentials(Credentials::new(
+                cfg.username.clone(),
+                cfg.password.expose().to_owned(),
+            ))
+            .authentication(vec![Mechanism::Login, Mechanism::Plain]);
     }
     Ok(builder.build())
 }

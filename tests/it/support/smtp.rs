@@ -13,6 +13,8 @@ pub struct Smtp {
     _proc: Proc,
     dir: tempfile::TempDir,
     pub port: u16,
+    /// The CA of a secure server's certificate (`start_secure`).
+    pub pki: Option<super::tls::Pki>,
 }
 
 impl Smtp {
@@ -50,6 +52,50 @@ impl Smtp {
             _proc: proc,
             dir,
             port,
+            pki: None,
+        }
+    }
+
+    /// A submission server as Outlook's: STARTTLS with a certificate for `localhost` made by
+    /// the test (its CA: `pki`), then AUTH required (`user`, `password`).
+    pub fn start_secure(user: &str, password: &str) -> Smtp {
+        let pki = super::tls::Pki::new("alertpipe-smtp-ca");
+        let cert = pki.issue("smtp", "localhost");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let maildir = dir.path().join("maildir");
+        let pw = dir.path().join("password");
+        std::fs::write(&pw, password).unwrap();
+        let child = Command::new(Stack::get().var("STACK_SYS_PYTHON"))
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/deploy/local/smtp_tls.py"
+            ))
+            .args(["127.0.0.1", &port.to_string()])
+            .arg(&maildir)
+            .arg(&cert.cert)
+            .arg(&cert.key)
+            .arg(user)
+            .arg(&pw)
+            .env(
+                "PYTHONPATH",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local"),
+            )
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("smtp.log")).unwrap())
+            .spawn()
+            .expect("the STARTTLS server starts");
+        let proc = Proc { child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "smtp_tls.py did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Smtp {
+            _proc: proc,
+            dir,
+            port,
+            pki: Some(pki),
         }
     }
 
