@@ -18,6 +18,7 @@ mod persist;
 mod postgres_tls;
 mod queries;
 mod recovery;
+mod secrets;
 mod smtp_tls;
 mod support;
 mod teams_cards;
