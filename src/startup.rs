@@ -123,10 +123,17 @@ impl Application {
         })
         .workers(cfg.server.workers)
         .shutdown_timeout(cfg.server.shutdown_timeout_s)
-        .disable_signals()
-        .listen(listener)?
+        .disable_signals();
+        let server = match &cfg.server.tls {
+            None => server.listen(listener)?,
+            Some(files) => {
+                let certs = http::tls::Certificates::load(files)?;
+                certs.watch(Duration::from_secs(5));
+                server.listen_rustls_0_23(listener, certs.server_config()?)?
+            }
+        }
         .run();
-        tracing::info!(port, "alertpipe listening");
+        tracing::info!(port, tls = cfg.server.tls.is_some(), "alertpipe listening");
         Ok(Application {
             port,
             server,

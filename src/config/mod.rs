@@ -33,7 +33,7 @@ pub use notify::{LogSource, NotifyConfig, ReceiverConfig, ReceiverKind, RetryPol
 pub use persist::PersistConfig;
 use secret::read_secret;
 pub use secret::Secret;
-pub use server::{Role, ServerConfig};
+pub use server::{Role, ServerConfig, ServerTls};
 pub use smtp::{SmtpConfig, SmtpTls};
 pub use telemetry::{LogFormat, TelemetryConfig};
 

@@ -36,6 +36,17 @@ pub struct ServerConfig {
     pub body_limit_bytes: usize,
     /// Seconds to drain in-flight requests after SIGTERM.
     pub shutdown_timeout_s: u64,
+    /// TLS on alertpipe's own port, for deployments without an ingress (`[server.tls]`).
+    pub tls: Option<ServerTls>,
+}
+
+/// The listener's certificate chain and key (PEM), read again on SIGHUP and when either file
+/// changes (a renewed certificate is served to new connections; open ones are kept).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    pub cert_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +57,7 @@ impl Default for ServerConfig {
             workers: 2,
             body_limit_bytes: 4 * 1024 * 1024,
             shutdown_timeout_s: 30,
+            tls: None,
         }
     }
 }
@@ -69,6 +81,16 @@ impl ServerConfig {
         }
         if self.roles.is_empty() {
             return bad("server.roles", "name at least one role");
+        }
+        if let Some(tls) = &self.tls {
+            for (key, f) in [
+                ("server.tls.cert_file", &tls.cert_file),
+                ("server.tls.key_file", &tls.key_file),
+            ] {
+                if let Err(e) = std::fs::metadata(f) {
+                    return bad(key, &format!("cannot read {}: {e}", f.display()));
+                }
+            }
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ pub mod history;
 pub mod loki;
 pub mod otlp;
 pub mod push;
+pub mod tls;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

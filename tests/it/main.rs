@@ -19,6 +19,7 @@ mod postgres_tls;
 mod queries;
 mod recovery;
 mod secrets;
+mod server_tls;
 mod smtp_tls;
 mod support;
 mod teams_cards;

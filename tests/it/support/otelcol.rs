@@ -16,6 +16,8 @@ pub struct Collector {
     alertpipe: String,
     proc: Option<Proc>,
     starts: usize,
+    /// The CA of an https:// alertpipe's certificate.
+    ca: Option<PathBuf>,
 }
 
 impl Collector {
@@ -25,6 +27,15 @@ impl Collector {
     }
 
     pub fn start_with_token(alertpipe: &str, token: &str) -> Collector {
+        Self::start_full(alertpipe, token, None)
+    }
+
+    /// Sends to an https:// alertpipe whose certificate `ca` signed.
+    pub fn start_with_ca(alertpipe: &str, ca: &std::path::Path) -> Collector {
+        Self::start_full(alertpipe, "test-token", Some(ca.to_owned()))
+    }
+
+    fn start_full(alertpipe: &str, token: &str, ca: Option<PathBuf>) -> Collector {
         let dir = tempfile::tempdir().expect("collector dir");
         std::fs::create_dir_all(dir.path().join("logs")).expect("logs dir");
         let mut c = Collector {
@@ -33,6 +44,7 @@ impl Collector {
             alertpipe: alertpipe.to_owned(),
             proc: None,
             starts: 0,
+            ca,
         };
         c.up();
         c
@@ -82,6 +94,10 @@ impl Collector {
             )
             .env("ALERTPIPE_OTLP_URL", format!("{}/otlp", self.alertpipe))
             .env("ALERTPIPE_TOKEN_FILE", &token_file)
+            .env(
+                "ALERTPIPE_CA_FILE",
+                self.ca.as_ref().map(|p| p.as_os_str()).unwrap_or_default(),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
