@@ -1,6 +1,7 @@
 //! `[notify]`: routes, receivers, send-rate regulation, retries, dead letters.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -99,6 +100,9 @@ pub struct NotifyConfig {
     pub log_line_chars: usize,
     /// Teams: requests per second per webhook at most.
     pub teams_max_per_s: u32,
+    /// A CA (PEM) trusted for https to Teams webhooks and `loki_url`, besides the system's
+    /// roots (which `SSL_CERT_FILE` replaces); host names are always checked.
+    pub https_ca_file: Option<PathBuf>,
     pub dlq_topic: String,
     pub smtp: SmtpConfig,
 }
@@ -148,6 +152,7 @@ impl Default for NotifyConfig {
             backoff_base_ms: 500,
             backoff_max_ms: 30_000,
             teams_max_per_s: 4,
+            https_ca_file: None,
             loki_url: None,
             log_lines: 10,
             log_line_chars: 400,

@@ -30,6 +30,9 @@ use deliver::{Delivery, MailActor, TeamsActor};
 use outbox::OutboxActor;
 use throttle::{Rate, ThrottleActor};
 
+/// A Teams webhook request's bound (connect, TLS and answer); Loki's are `LogSource::timeout`.
+const TEAMS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// DeadLetterActor, MailActor, TeamsActor, ThrottleActor, OutboxActor, and the
 /// `alertpipe-notify` consumer: route each alert and enqueue its notifications in the outbox;
 /// the OutboxActor sends them through the throttle and records each outcome.
@@ -53,15 +56,16 @@ pub fn start(cfg: &Config, deps: &StageDeps) -> anyhow::Result<Stage> {
         DeadLetterActor::new(pool.clone(), deps.poison.producer(), n.dlq_topic.clone()).start();
     let policy = n.retry_policy();
     let mail_sender = MailSender::new(&n.smtp, n.grafana_url.clone()).context("notify.smtp")?;
-    let teams_sender = TeamsSender::new(n.grafana_url.clone(), n.teams_max_per_s);
+    let https = deliver::https::client(n.https_ca_file.as_deref(), TEAMS_TIMEOUT)?;
+    let teams_sender = TeamsSender::new(https.clone(), n.grafana_url.clone(), n.teams_max_per_s);
     let logs = log_source(cfg);
     let mail = MailActor::new(
-        Delivery::new(mail_sender, policy).with_log_lines(logs.clone()),
+        Delivery::new(mail_sender, policy).with_log_lines(logs.clone(), https.clone()),
         dead.clone(),
     )
     .start();
     let teams = TeamsActor::new(
-        Delivery::new(teams_sender, policy).with_log_lines(logs),
+        Delivery::new(teams_sender, policy).with_log_lines(logs, https),
         dead,
     )
     .start();

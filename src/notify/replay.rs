@@ -26,16 +26,17 @@ pub async fn replay(cfg: &Config, id: Option<i64>) -> anyhow::Result<ReplayRepor
         "no replayable notification dead letter with id {id:?}"
     );
     let logs = super::log_source(cfg);
+    let https = super::deliver::https::client(n.https_ca_file.as_deref(), super::TEAMS_TIMEOUT)?;
     let mail = Delivery::new(
         MailSender::new(&n.smtp, n.grafana_url.clone())?,
         n.retry_policy(),
     )
-    .with_log_lines(logs.clone());
+    .with_log_lines(logs.clone(), https.clone());
     let teams = Delivery::new(
-        TeamsSender::new(n.grafana_url.clone(), n.teams_max_per_s),
+        TeamsSender::new(https.clone(), n.grafana_url.clone(), n.teams_max_per_s),
         n.retry_policy(),
     )
-    .with_log_lines(logs);
+    .with_log_lines(logs, https);
     let mut report = ReplayReport::default();
     for row in rows {
         let outcome: Result<(), String> = async {

@@ -3,7 +3,8 @@
 //! as a managed Kafka has it: the whole flow works; a wrong password, an unknown CA and a
 //! plaintext client each fail with an error naming the cause (not a timeout), in `/readyz`
 //! and in the webhook's 503; and once fixed and restarted, the alert refused meanwhile (and
-//! retried, as Alertmanager does) is stored once.
+//! retried, as Alertmanager does) is stored once. Its SSL listener requires a client
+//! certificate (mTLS), with and without which alertpipe is tried too.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -19,13 +20,15 @@ use crate::support::{eventually, fixture, free_port, spawn_app_with, unique, Pro
 const USER: &str = "alertpipe";
 const PASSWORD: &str = "right-horse-battery-staple";
 
-/// A broker whose clients' listener is SASL_SSL only (its inter-broker and controller
-/// listeners stay on loopback, plaintext, as inside a managed cluster).
+/// A broker whose clients' listeners are SASL_SSL, and SSL with a client certificate
+/// required (mTLS); its inter-broker and controller listeners stay on loopback, plaintext,
+/// as inside a managed cluster.
 struct SecureKafka {
     _proc: Proc,
     _dir: tempfile::TempDir,
     pki: Pki,
     port: u16,
+    mtls_port: u16,
 }
 
 impl SecureKafka {
@@ -33,19 +36,26 @@ impl SecureKafka {
         let pki = Pki::new("alertpipe-test-ca");
         let broker = pki.issue("broker", "localhost");
         let dir = tempfile::tempdir().expect("broker dir");
-        let (port, inner, controller) = (free_port(), free_port(), free_port());
+        let (port, mtls_port) = (free_port(), free_port());
+        let (inner, controller) = (free_port(), free_port());
         let extra = dir.path().join("secure.properties");
         std::fs::write(
             &extra,
             format!(
-                "listeners=SASL_SSL://127.0.0.1:{port},PLAINTEXT://127.0.0.1:{inner},CONTROLLER://127.0.0.1:{controller}\n\
-                 advertised.listeners=SASL_SSL://localhost:{port},PLAINTEXT://127.0.0.1:{inner}\n\
-                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL\n\
+                "listeners=SASL_SSL://127.0.0.1:{port},SSL://127.0.0.1:{mtls_port},PLAINTEXT://127.0.0.1:{inner},CONTROLLER://127.0.0.1:{controller}\n\
+                 advertised.listeners=SASL_SSL://localhost:{port},SSL://localhost:{mtls_port},PLAINTEXT://127.0.0.1:{inner}\n\
+                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL\n\
                  sasl.enabled.mechanisms=SCRAM-SHA-512\n\
                  listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
                  listener.name.sasl_ssl.ssl.keystore.type=PEM\n\
-                 listener.name.sasl_ssl.ssl.keystore.location={}\n",
-                broker.bundle.display()
+                 listener.name.sasl_ssl.ssl.keystore.location={bundle}\n\
+                 listener.name.ssl.ssl.keystore.type=PEM\n\
+                 listener.name.ssl.ssl.keystore.location={bundle}\n\
+                 listener.name.ssl.ssl.truststore.type=PEM\n\
+                 listener.name.ssl.ssl.truststore.location={ca}\n\
+                 listener.name.ssl.ssl.client.auth=required\n",
+                bundle = broker.bundle.display(),
+                ca = pki.ca().display(),
             ),
         )
         .expect("broker properties");
@@ -86,6 +96,7 @@ impl SecureKafka {
             _dir: dir,
             pki,
             port,
+            mtls_port,
         }
     }
 
@@ -149,12 +160,16 @@ async fn webhook_history_and_mail_over_sasl_ssl() {
 
 /// An app with the ingest and persist roles on `security`, not waiting for readiness.
 async fn start(kafka: &SecureKafka, db: &TestDb, topic: &str, security: KafkaSecurity) -> Running {
+    start_on(&kafka.brokers(), db, topic, security).await
+}
+
+async fn start_on(brokers: &str, db: &TestDb, topic: &str, security: KafkaSecurity) -> Running {
     let mut cfg = Config::default();
     cfg.server.roles = vec![Role::Ingest];
     cfg.server.listen = "127.0.0.1:0".parse().unwrap();
     cfg.server.workers = 1;
     cfg.server.shutdown_timeout_s = 2;
-    cfg.kafka.brokers = kafka.brokers();
+    cfg.kafka.brokers = brokers.to_owned();
     cfg.kafka.alerts_topic = topic.to_owned();
     cfg.kafka.partitions = 1;
     cfg.kafka.message_timeout_ms = 5_000;
@@ -287,6 +302,57 @@ async fn a_wrong_password_an_unknown_ca_and_a_plaintext_client_are_named_and_not
         "the retried alert stored",
         || async { (alerts_in(&db) == 1).then_some(()) },
     )
+    .await;
+    app.stop().await;
+}
+
+/// mTLS: the SSL listener requires a client certificate. One from the broker's CA gets the
+/// alert through; none at all is named in `/readyz` and the webhook's 503, not a timeout.
+#[actix_web::test]
+async fn a_client_certificate_gets_in_where_the_broker_requires_one_and_its_absence_is_named() {
+    let kafka = SecureKafka::start();
+    let client = kafka.pki.issue("client", "alertpipe");
+    let db = TestDb::new();
+    let topic = unique("alerts");
+    let brokers = format!("localhost:{}", kafka.mtls_port);
+    let without = KafkaSecurity {
+        protocol: KafkaProtocol::Ssl,
+        ca_file: Some(kafka.pki.ca()),
+        ..KafkaSecurity::default()
+    };
+    let app = start_on(&brokers, &db, &topic, without.clone()).await;
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let (status, body) = app.get("/readyz").await;
+        let reason = body["reason"].as_str().unwrap_or("").to_lowercase();
+        if status == 503 && reason.contains("certificate") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never named the missing client certificate: {status} {reason}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(app.post_alert().await.0, 503, "never 200 unacknowledged");
+    app.stop().await;
+
+    let with = KafkaSecurity {
+        cert_file: Some(client.cert),
+        key_file: Some(client.key),
+        ..without
+    };
+    let app = start_on(&brokers, &db, &topic, with).await;
+    eventually(
+        Duration::from_secs(60),
+        "ready with the certificate",
+        || async { (app.get("/readyz").await.0 == 200).then_some(()) },
+    )
+    .await;
+    assert_eq!(app.post_alert().await.0, 200);
+    eventually(Duration::from_secs(60), "the alert stored", || async {
+        (alerts_in(&db) == 1).then_some(())
+    })
     .await;
     app.stop().await;
 }

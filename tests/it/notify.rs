@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 
 use crate::support::app::notify;
 use crate::support::smtp::Smtp;
-use crate::support::teams::teams_receiver;
+use crate::support::teams::{teams_receiver, teams_receiver_tls};
+use crate::support::tls::Pki;
 use crate::support::{
     eventually, fixture, free_port, spawn_app, spawn_app_with, unique, TestApp, TestDb,
 };
@@ -510,6 +511,62 @@ async fn teams_gets_a_valid_card_and_429_and_500_are_retried() {
     }
     assert!(seen[2].1.to_string().contains("Cache") || seen[2].1.to_string().contains("Queue"));
     assert!(smtp.mails().is_empty(), "custom goes to Teams, not mail");
+}
+
+/// Teams' webhooks are https: the card goes over TLS, the certificate checked against the
+/// system's roots and `notify.https_ca_file`. Without the CA the send fails naming the
+/// certificate, is retried and dead-lettered, and no card arrives.
+#[actix_web::test]
+async fn teams_over_https_trusts_the_configured_ca_and_no_other() {
+    let pki = Pki::new("teams-webhook-ca");
+    let teams = teams_receiver_tls(vec![], &pki.issue("teams", "localhost")).await;
+    let (db, smtp) = (TestDb::new(), Smtp::start());
+    let untrusting = spawn_app(|c| {
+        notify(&db, smtp.port, Some(teams.url.clone()))(c);
+        c.notify.max_attempts = 2;
+    })
+    .await;
+    post(&untrusting, "firing-custom").await;
+    eventually(Duration::from_secs(30), "dead-lettered", || async {
+        (outcomes(&db).await == [("teams".to_owned(), "dead_lettered".to_owned())]).then_some(())
+    })
+    .await;
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct D {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        reason: String,
+    }
+    let d: Vec<D> = diesel::sql_query("SELECT reason FROM dead_letters WHERE stage = 'notify'")
+        .load(&mut db.conn())
+        .unwrap();
+    assert_eq!(d.len(), 1);
+    assert!(
+        d[0].reason.to_lowercase().contains("certificate"),
+        "the reason names the certificate: {}",
+        d[0].reason
+    );
+    assert!(
+        teams.seen.lock().unwrap().is_empty(),
+        "no card without trust"
+    );
+    drop(untrusting);
+
+    let db = TestDb::new();
+    let ca = pki.ca();
+    let trusting = spawn_app(|c| {
+        notify(&db, smtp.port, Some(teams.url.clone()))(c);
+        c.notify.https_ca_file = Some(ca);
+    })
+    .await;
+    post(&trusting, "firing-custom").await;
+    eventually(Duration::from_secs(30), "sent over https", || async {
+        (outcomes(&db).await == [("teams".to_owned(), "sent".to_owned())]).then_some(())
+    })
+    .await;
+    let seen = teams.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].2.is_empty(), "{:?}", seen[0].2);
 }
 
 #[actix_web::test]

@@ -1,7 +1,7 @@
 //! alertpipe's own port over TLS (`[server.tls]`), with the real senders configured for it:
 //! Alertmanager (`tls_config.ca_file`) and the OpenTelemetry Collector (`tls.ca_file`) deliver
 //! over TLS with the project's CA; a renewed certificate is served to new connections without
-//! dropping open ones.
+//! dropping open ones, noticed by the file watch or at once on SIGHUP.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -13,6 +13,7 @@ use alertpipe::config::{Config, Role, ServerTls};
 use alertpipe::startup::Application;
 use serde_json::json;
 
+use crate::support::binary::Binary;
 use crate::support::otelcol::Collector;
 use crate::support::tls::Pki;
 use crate::support::{
@@ -248,4 +249,105 @@ async fn a_renewed_certificate_is_served_to_new_connections_and_open_ones_stay()
     let (_, status, _) = healthz(app.port, &config, Some(open)).await;
     assert_eq!(status, 200, "and still works after the reload");
     app.handle.stop(true).await;
+}
+
+/// SIGHUP reads the certificate again at once. The renewed files keep the old modification
+/// times, so the 5 s file watch cannot be what noticed: only the signal can have. And
+/// `alertpipe healthcheck` (the container's) answers over TLS.
+#[actix_web::test]
+async fn sighup_serves_a_renewed_certificate_at_once() {
+    let pki = Pki::new("alertpipe-test-ca");
+    let dir = tempfile::tempdir().unwrap();
+    let issued = pki.issue("alertpipe", "localhost");
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::copy(&issued.cert, &cert).unwrap();
+    std::fs::copy(&issued.key, &key).unwrap();
+    let bin = Binary::start(
+        "ingest",
+        &[
+            (
+                "ALERTPIPE__SERVER__TLS__CERT_FILE",
+                cert.display().to_string(),
+            ),
+            (
+                "ALERTPIPE__SERVER__TLS__KEY_FILE",
+                key.display().to_string(),
+            ),
+            (
+                "ALERTPIPE__KAFKA__BROKERS",
+                Stack::get().var("STACK_KAFKA_BROKERS").to_owned(),
+            ),
+            ("ALERTPIPE__KAFKA__ALERTS_TOPIC", unique("alerts")),
+            ("ALERTPIPE__KAFKA__LOGS_TOPIC", unique("logs")),
+            ("ALERTPIPE__KAFKA__PARTITIONS", "1".into()),
+        ],
+        &dir.path().join("alertpipe.log"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", bin.port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "alertpipe never listened\n{}",
+            bin.log_tail()
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let config = client_config(&pki.ca());
+    let (_, status, before) = healthz(bin.port, &config, None).await;
+    assert_eq!(status, 200);
+    // The container health check speaks TLS to it too.
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_alertpipe"))
+        .arg("healthcheck")
+        .env(
+            "ALERTPIPE__SERVER__LISTEN",
+            format!("127.0.0.1:{}", bin.port),
+        )
+        .env("ALERTPIPE__SERVER__TLS__CERT_FILE", &cert)
+        .env("ALERTPIPE__SERVER__TLS__KEY_FILE", &key)
+        .output()
+        .expect("alertpipe healthcheck runs");
+    assert!(
+        check.status.success(),
+        "healthcheck over TLS: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let renewed = pki.issue("renewed", "localhost");
+    for (from, to) in [(&renewed.key, &key), (&renewed.cert, &cert)] {
+        let stamp = std::fs::metadata(to).unwrap().modified().unwrap();
+        std::fs::copy(from, to).unwrap();
+        let f = std::fs::File::options().write(true).open(to).unwrap();
+        f.set_modified(stamp).unwrap();
+    }
+    bin.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (_, status, now) = healthz(bin.port, &config, None).await;
+        assert_eq!(status, 200);
+        if now != before {
+            assert_eq!(
+                now,
+                served_by(&renewed.cert),
+                "the renewed certificate, from the files"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not bring the renewed certificate within 3 s\n{}",
+            bin.log_tail()
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The DER of the first certificate in a PEM file.
+fn served_by(pem: &Path) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_file_iter(pem)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .to_vec()
 }

@@ -7,6 +7,7 @@
 //! delivery per [`Deliver`] message and settles its outcome (`dead_letter.rs`).
 
 pub mod dead_letter;
+pub mod https;
 pub mod mail;
 pub mod retry;
 pub mod teams;
@@ -94,9 +95,11 @@ impl<S: Sender> Delivery<S> {
         }
     }
 
-    /// Notifications of single firing alerts from LogQL rules carry the lines behind them.
-    pub fn with_log_lines(mut self, src: Option<LogSource>) -> Self {
+    /// Notifications of single firing alerts from LogQL rules carry the lines behind them,
+    /// asked of Loki with `client` (from [`https::client`]).
+    pub fn with_log_lines(mut self, src: Option<LogSource>, client: awc::Client) -> Self {
         self.logs = src;
+        self.client = client;
         self
     }
 

@@ -22,11 +22,10 @@ pub struct TeamsSender {
 }
 
 impl TeamsSender {
-    pub fn new(grafana_url: String, max_per_s: u32) -> Self {
+    /// `client`: from [`super::https::client`] (https, with notify's trust anchors).
+    pub fn new(client: awc::Client, grafana_url: String, max_per_s: u32) -> Self {
         TeamsSender {
-            client: awc::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .finish(),
+            client,
             grafana_url,
             interval: Duration::from_secs(1) / max_per_s.max(1),
             next_slot: RefCell::new(HashMap::new()),

@@ -77,6 +77,16 @@ impl Binary {
         }
     }
 
+    /// Sends a signal (`HUP`, ...) to the running process.
+    pub fn signal(&self, name: &str) {
+        let pid = self.proc.as_ref().expect("running").child.id();
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(ok.success(), "kill -{name} {pid}");
+    }
+
     /// SIGTERM: the service's own drain and exit.
     pub fn sigterm(&mut self) {
         if let Some(mut p) = self.proc.take() {

@@ -8,6 +8,8 @@ use std::time::Instant;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::Value;
 
+use super::tls::Issued;
+
 /// A local stand-in for a Teams Workflows webhook: checks each card's structure against the
 /// Adaptive Card schema's required parts and answers from a script (then 202).
 /// Each request: when, the card, what is wrong with it.
@@ -67,6 +69,26 @@ fn card_problems(v: &Value) -> Vec<String> {
 }
 
 pub async fn teams_receiver(script: Vec<u16>) -> TeamsReceiver {
+    serve(script, None).await
+}
+
+/// The same stand-in on https, with `cert` (for localhost), as Teams' webhooks are.
+pub async fn teams_receiver_tls(script: Vec<u16>, cert: &Issued) -> TeamsReceiver {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(&cert.cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&cert.key).unwrap();
+    let tls = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("the test's certificate");
+    serve(script, Some(tls)).await
+}
+
+async fn serve(script: Vec<u16>, tls: Option<rustls::ServerConfig>) -> TeamsReceiver {
     let seen: Seen = Arc::default();
     let script = Arc::new(Mutex::new(script));
     let (s2, sc2) = (seen.clone(), script.clone());
@@ -102,13 +124,17 @@ pub async fn teams_receiver(script: Vec<u16>) -> TeamsReceiver {
         )
     })
     .workers(1)
-    .disable_signals()
-    .listen(listener)
-    .unwrap()
-    .run();
-    actix_web::rt::spawn(server);
-    TeamsReceiver {
-        url: format!("http://127.0.0.1:{port}/webhook"),
-        seen,
-    }
+    .disable_signals();
+    let (server, url) = match tls {
+        None => (
+            server.listen(listener).unwrap(),
+            format!("http://127.0.0.1:{port}/webhook"),
+        ),
+        Some(tls) => (
+            server.listen_rustls_0_23(listener, tls).unwrap(),
+            format!("https://localhost:{port}/webhook"),
+        ),
+    };
+    actix_web::rt::spawn(server.run());
+    TeamsReceiver { url, seen }
 }
