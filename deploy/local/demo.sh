@@ -4,12 +4,19 @@
 # alertpipe -> Kafka -> PostgreSQL + mail, and the same lines -> alertpipe -> Parquet archive;
 # then an alert storm through Alertmanager's API; then a report of where everything landed.
 #   bash deploy/local/demo.sh          run it (alertpipe stays up; log in .state/alertpipe.log)
+#   SECURE=1 bash deploy/local/demo.sh the same chain with TLS and credentials on every
+#                                      connection of alertpipe's the stack can secure (README,
+#                                      "Security"): Kafka SASL_SSL + SCRAM, PostgreSQL
+#                                      verify-full + SCRAM, SMTP STARTTLS + AUTH, Teams and
+#                                      alertpipe's own port on https
 #   bash deploy/local/demo.sh stop     stop alertpipe (SIGTERM: it drains, then exits)
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$REPO"
 STATE=${ALERTPIPE_STATE:-$REPO/.state}
 PIDFILE=$STATE/alertpipe.pid
+SECURE=${SECURE:-0}
+export SECURE
 
 stop_alertpipe() {
   if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
@@ -45,14 +52,42 @@ if [ "${STACK_HAVE_LOKI:-0}" = 1 ]; then export ALERTPIPE__NOTIFY__LOKI_URL=$STA
 # Cold logs on the stack's HDFS (WebHDFS, as user alertpipe), the seed's path layout under /logs.
 export ALERTPIPE__ARCHIVE__ROOT=$STACK_HDFS_ROOT
 export ALERTPIPE__ARCHIVE__MAX_AGE_S=2
+API=http://$STACK_ALERTPIPE_LISTEN
+if [ "$SECURE" = 1 ]; then
+  # Every connection of alertpipe's that the stack can secure, configured as in production:
+  # certificates checked against the stack's CA and the peer's name, passwords from files.
+  export ALERTPIPE__SERVER__TLS__CERT_FILE=$STACK_TLS_CERT
+  export ALERTPIPE__SERVER__TLS__KEY_FILE=$STACK_TLS_KEY
+  export ALERTPIPE__KAFKA__BROKERS=$STACK_KAFKA_SASL_BROKERS
+  export ALERTPIPE__KAFKA__SECURITY__PROTOCOL=sasl_ssl
+  export ALERTPIPE__KAFKA__SECURITY__MECHANISM=SCRAM-SHA-512
+  export ALERTPIPE__KAFKA__SECURITY__USERNAME=$STACK_KAFKA_USER
+  export ALERTPIPE__KAFKA__SECURITY__PASSWORD_FILE=$STACK_KAFKA_PASSWORD_FILE
+  export ALERTPIPE__KAFKA__SECURITY__CA_FILE=$STACK_CA_FILE
+  export ALERTPIPE__DATABASE__URL=$STACK_SECURE_DB_URL
+  export ALERTPIPE__DATABASE__PASSWORD_FILE=$STACK_DB_PASSWORD_FILE
+  export ALERTPIPE__DATABASE__SSLMODE=verify-full
+  export ALERTPIPE__DATABASE__CA_FILE=$STACK_CA_FILE
+  export ALERTPIPE__NOTIFY__SMTP__HOST=localhost
+  export ALERTPIPE__NOTIFY__SMTP__PORT=$STACK_SMTPS_PORT
+  export ALERTPIPE__NOTIFY__SMTP__TLS=starttls
+  export ALERTPIPE__NOTIFY__SMTP__CA_FILE=$STACK_CA_FILE
+  export ALERTPIPE__NOTIFY__SMTP__USERNAME=$STACK_SMTP_USER
+  export ALERTPIPE__NOTIFY__SMTP__PASSWORD_FILE=$STACK_SMTP_PASSWORD_FILE
+  export ALERTPIPE__NOTIFY__HTTPS_CA_FILE=$STACK_CA_FILE
+  export ALERTPIPE_TEAMS_WEBHOOK_URL=$STACK_TEAMS_HTTPS_URL
+  API=https://localhost:${STACK_ALERTPIPE_LISTEN##*:}
+fi
 setsid "$BIN" serve --config config/alertpipe.toml >"$STATE/alertpipe.log" 2>&1 </dev/null &
 echo $! >"$PIDFILE"
+# curl and the Python helpers trust the stack's CA for alertpipe's https.
+if [ "$SECURE" = 1 ]; then export CURL_CA_BUNDLE=$STACK_CA_FILE SSL_CERT_FILE=$STACK_CA_FILE; fi
 for i in $(seq 1 150); do
-  curl -fs "http://$STACK_ALERTPIPE_LISTEN/readyz" >/dev/null 2>&1 && break
-  [ "$i" -eq 150 ] && { echo "alertpipe not ready; see $STATE/alertpipe.log" >&2; exit 1; }
+  curl -fs "$API/readyz" >/dev/null 2>&1 && break
+  [ "$i" -eq 150 ] && { echo "alertpipe not ready; see $STATE/alertpipe.log" >&2; curl -s "$API/readyz" >&2 || true; exit 1; }
   sleep 0.2
 done
-echo "[demo] alertpipe ready on http://$STACK_ALERTPIPE_LISTEN"
+echo "[demo] alertpipe ready on $API"
 
 RUN=$(date +%s)
 NOW=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -73,7 +108,7 @@ if [ "${STACK_HAVE_LOKI:-0}" != 1 ]; then
   # (the OpenTelemetry Collector ships the lines there) and what fires goes to Alertmanager.
   echo "[demo] Loki is not installed: the collector ships the logs to alertpipe's archive, and"
   echo "       deploy/local/demo_ruler.py evaluates config/loki/rules on it every 2 s"
-  "$STACK_PYTHON" deploy/local/demo_ruler.py --api "http://$STACK_ALERTPIPE_LISTEN" \
+  "$STACK_PYTHON" deploy/local/demo_ruler.py --api "$API" \
     --token-file "$STACK_AUTH_SECRET_FILE" --alertmanager "$STACK_ALERTMANAGER_URL" \
     --rules config/loki/rules --seconds 120 >"$STATE/demo-ruler.log" 2>&1 &
   RULER_PID=$!
@@ -136,7 +171,6 @@ if mine:
     print("  sample:", json.dumps({k: v[k] for k in ("timestamp", "service", "message", "severity", "status", "fingerprint")}))
 PY
 echo
-API=http://$STACK_ALERTPIPE_LISTEN
 AUTH="Authorization: Bearer $(cat "$STACK_AUTH_SECRET_FILE")"
 curl -fs -H "$AUTH" "$API/api/v1/incidents?limit=1000" >"$STATE/demo-incidents.json"
 curl -fs -H "$AUTH" "$API/api/v1/sla?from=$NOW" >"$STATE/demo-sla.json"
@@ -192,13 +226,29 @@ echo "  and a metric query (alertpipe archive query 'sum by (service, level) (co
 "$BIN" --config config/alertpipe.toml archive query --since 1h --step 1h \
   'sum by (service, level) (count_over_time({job=~".+"}[1h]))' 2>&1 | tail -8 | sed 's/^/  /' || true
 echo
-curl -fs "$API/metrics" | grep -E '^alertpipe_(alerts_(received|deduplicated|persisted)|kafka_produced|notifications_(sent|throttled)|archive_(lines|files))_total' || true
+# Full names, so tests/it/metrics.rs finds them exposed.
+curl -fs "$API/metrics" | grep -E '^(alertpipe_ingest_alerts_received_total|alertpipe_ingest_alerts_deduplicated_total|alertpipe_persist_alerts_total|alertpipe_kafka_produced_total|alertpipe_notify_sent_total|alertpipe_notify_throttled_total|alertpipe_archive_lines_total|alertpipe_archive_files_total)' || true
 echo
-echo "alertpipe:    http://$STACK_ALERTPIPE_LISTEN  (log $STATE/alertpipe.log; stop: bash deploy/local/demo.sh stop)"
+echo "alertpipe:    $API  (log $STATE/alertpipe.log; stop: bash deploy/local/demo.sh stop)"
 echo "alertmanager: $STACK_ALERTMANAGER_URL"
-echo "kafka:        $STACK_KAFKA_BROKERS  (read: $BIN tail --topic alerts)"
+echo "kafka:        $ALERTPIPE__KAFKA__BROKERS  (read: $BIN tail --topic alerts)"
 echo "hdfs:         $STACK_WEBHDFS_URL  (NameNode UI and WebHDFS; archive root $STACK_HDFS_ROOT)"
-echo "postgres:     $STACK_PG_URL"
-echo "smtp:         $STACK_SMTP_HOST:$STACK_SMTP_PORT  maildir $STACK_MAILDIR"
-echo "teams:        $STACK_TEAMS_URL  cards in $STACK_TEAMS_CARDS"
+echo "postgres:     $ALERTPIPE__DATABASE__URL"
+echo "smtp:         ${ALERTPIPE__NOTIFY__SMTP__HOST:-$STACK_SMTP_HOST}:$ALERTPIPE__NOTIFY__SMTP__PORT  maildir $STACK_MAILDIR"
+echo "teams:        ${ALERTPIPE_TEAMS_WEBHOOK_URL}  cards in $STACK_TEAMS_CARDS"
+if [ "$SECURE" = 1 ]; then
+  echo
+  echo "== SECURE=1: how alertpipe reached each peer (CA $STACK_CA_FILE, passwords in $STATE/secrets)"
+  echo "  kafka       SASL_SSL, SCRAM-SHA-512 as $STACK_KAFKA_USER, $STACK_KAFKA_SASL_BROKERS (certificate name checked)"
+  echo "  postgres    sslmode=verify-full, SCRAM as alertpipe ($STACK_SECURE_DB_URL); its sessions now:"
+  "$STACK_PG_BIN/psql" -h 127.0.0.1 -p "$STACK_PG_PORT" -U postgres -d postgres -tA -F ' ' -c \
+    "SELECT count(*), coalesce(string_agg(DISTINCT s.version || ' ssl=' || s.ssl, ', '), '-')
+       FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.usename = 'alertpipe'" \
+    | sed 's/^/              /; s/$/ (connections, TLS)/'
+  echo "  smtp        STARTTLS then AUTH as $STACK_SMTP_USER, localhost:$STACK_SMTPS_PORT (no plaintext fallback)"
+  echo "  teams       $STACK_TEAMS_HTTPS_URL (the stand-in on https; notify.https_ca_file)"
+  echo "  inbound     $API: Alertmanager (tls_config.ca_file), the collector (tls.ca_file) and"
+  echo "              Prometheus (scheme https) all reach alertpipe over TLS"
+  echo "  hdfs        WebHDFS as user alertpipe, plain HTTP: the stack's HDFS has no Kerberos (README)"
+fi
 echo "stack down:   bash deploy/local/stack.sh down"

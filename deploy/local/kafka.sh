@@ -12,6 +12,9 @@
 #       file's lines are appended to server.properties (replication settings, ...).
 #   kafka.sh ready PORT SECONDS
 #       wait until the broker on PORT answers an ApiVersions request
+#   kafka.sh scram PORT USER PASSWORD_FILE
+#       create or update a SCRAM-SHA-512 user with Kafka's own ConfigCommand (kafka-configs),
+#       through the plaintext listener on PORT
 #
 # Heap: KAFKA_HEAP (default 384m): the suite shares two cores and a few GiB with the JVMs.
 # KAFKA_ADD_SCRAM: a SCRAM user to create when the storage is formatted (see cmd_run).
@@ -142,9 +145,23 @@ sys.exit(1)
 PY
 }
 
+cmd_scram() {
+  local port=$1 user=$2 pwfile=$3 java
+  [ -s "$pwfile" ] || die "no password in $pwfile"
+  [ -f "$LIBS/.complete" ] || cmd_install >/dev/null
+  java=$(java_bin)
+  # ConfigCommand takes the credential on its command line (its --add-config-file form
+  # refuses SCRAM credentials); its output, which can echo the credential, is dropped.
+  "$java" -Xmx128m -cp "$LIBS/*" kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$port" \
+    --alter --add-config "SCRAM-SHA-512=[iterations=8192,password=$(cat "$pwfile")]" \
+    --entity-type users --entity-name "$user" >/dev/null 2>&1 \
+    || die "could not create the SCRAM user $user (kafka-configs failed)"
+}
+
 case "${1:-}" in
   install) cmd_install ;;
+  scram) shift; [ $# -eq 3 ] || die "usage: kafka.sh scram PORT USER PASSWORD_FILE"; cmd_scram "$@" ;;
   run) shift; [ $# -ge 3 ] || die "usage: kafka.sh run DIR PORT CONTROLLER_PORT [NODE_ID VOTERS [EXTRA]]"; cmd_run "$@" ;;
   ready) shift; [ $# -eq 2 ] || die "usage: kafka.sh ready PORT SECONDS"; cmd_ready "$@" ;;
-  *) echo "usage: $0 install | run DIR PORT CONTROLLER_PORT [NODE_ID VOTERS [EXTRA]] | ready PORT SECONDS" >&2; exit 2 ;;
+  *) echo "usage: $0 install | run DIR PORT CONTROLLER_PORT [NODE_ID VOTERS [EXTRA]] | ready PORT SECONDS | scram PORT USER PASSWORD_FILE" >&2; exit 2 ;;
 esac

@@ -16,6 +16,15 @@
 # Promtail 3.4.6 (tailing the demo log directory, pushing to Loki and to alertpipe): found on
 # PATH or in $ALERTPIPE_PEERS_DIR, never built here (README).
 # Every address lands in $ALERTPIPE_STATE/stack.env (default .state/stack.env).
+#
+# SECURE=1 (for `SECURE=1 bash deploy/local/demo.sh`): the same peers, plus what alertpipe
+# needs to reach them as production has it: a CA and a certificate for localhost made here
+# ($STATE/pki), a SASL_SSL listener on Kafka (SCRAM-SHA-512 user alertpipe, made with Kafka's
+# own tool), TLS on PostgreSQL with `hostssl ... scram-sha-256` for the role alertpipe (its
+# own database secure_alertpipe), an SMTP submission port with STARTTLS and AUTH, Alertmanager,
+# the collector and Prometheus sending to alertpipe over https, and the Teams stand-in on
+# https. Passwords are random, in $STATE/secrets. The plaintext listeners stay (the tests use
+# them); a stack up in the other mode is restarted.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -26,6 +35,9 @@ KAFKA_VERSION=$(sed -n 's/^KAFKA_VERSION=//p' "$REPO/deploy/local/kafka.sh")
 HADOOP_VERSION=$(sed -n 's/^HADOOP_VERSION=//p' "$REPO/deploy/local/hdfs.sh")
 LOKI_VERSION=3.4.6
 ENV_FILE=$STATE/stack.env
+SECURE=${SECURE:-0}
+PKI=$STATE/pki
+SECRETS=$STATE/secrets
 PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
 SYS_PY=/usr/bin/python3   # Debian's python: the only one that sees python3-aiosmtpd
 
@@ -204,6 +216,35 @@ install_python_tools() {
     || { rm -rf "$VENV"; die "pip install failed; see $STATE/pip.log"; }
 }
 
+# SECURE=1: a CA and one certificate for localhost and 127.0.0.1 (every TLS peer here runs on
+# this host), kept while it has a day left; and one random password per credentialed peer.
+make_pki() {
+  if [ -s "$PKI/server.pem" ] && openssl x509 -checkend 86400 -noout -in "$PKI/server.pem" >/dev/null 2>&1; then
+    return 0
+  fi
+  rm -rf "$PKI" && mkdir -p "$PKI"
+  (
+    cd "$PKI"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=alertpipe local stack CA" \
+      -keyout ca.key -out ca.pem
+    openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 \
+      -out server.pem -extfile server.ext
+    cat server.key server.pem >server.bundle.pem   # Kafka's PEM keystore: key and chain in one file
+    chmod 600 ca.key server.key server.bundle.pem
+  ) >"$STATE/pki.log" 2>&1 || die "making the stack's certificates failed; see $STATE/pki.log"
+}
+
+make_secrets() {
+  local name
+  mkdir -p "$SECRETS" && chmod 700 "$SECRETS"
+  for name in kafka database smtp; do
+    [ -s "$SECRETS/$name-password" ] && continue
+    (umask 077 && head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$SECRETS/$name-password")
+  done
+}
+
 # Directory PostgreSQL's own user can reach (initdb refuses to run as root).
 pg_dir() {
   if [ "$(id -u)" -ne 0 ]; then echo "$STATE/pg"; return; fi
@@ -223,13 +264,34 @@ start_postgres() {
     as_pg "$PG_BIN/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
       >"$STATE/postgres-initdb.log" 2>&1 || die "initdb failed: $STATE/postgres-initdb.log"
   fi
-  as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 30 \
-    -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories='$dir' -c fsync=off -c max_connections=200" \
+  local opts="-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories='$dir' -c fsync=off -c max_connections=200"
+  # The role alertpipe may only come in over TLS with its SCRAM password (SECURE=1); the
+  # tests' superuser keeps initdb's trust rule below these lines.
+  if ! grep -q '^hostssl all alertpipe ' "$dir/data/pg_hba.conf"; then
+    as_pg sed -i -e '0,/^host /s//hostssl all alertpipe 127.0.0.1\/32 scram-sha-256\nhost all alertpipe 127.0.0.1\/32 reject\nhost /' \
+      "$dir/data/pg_hba.conf"
+  fi
+  if [ "$SECURE" = 1 ]; then
+    # PostgreSQL wants its key owned by its own user, readable by nobody else.
+    install -m 600 "$PKI/server.key" "$dir/server.key" && cp "$PKI/server.pem" "$dir/server.pem"
+    if [ "$(id -u)" -eq 0 ]; then chown postgres: "$dir/server.key" "$dir/server.pem"; fi
+    opts+=" -c ssl=on -c ssl_cert_file=$dir/server.pem -c ssl_key_file=$dir/server.key"
+  fi
+  as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 30 -o "$opts" \
     start >/dev/null || die "postgres did not start: $dir/postgres.log"
   ln -sf "$dir/postgres.log" "$STATE/postgres.log"
   "$PG_BIN/psql" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc \
     "SELECT 1 FROM pg_database WHERE datname = 'alertpipe'" | grep -q 1 \
     || "$PG_BIN/createdb" -h 127.0.0.1 -p "$port" -U postgres alertpipe
+  if [ "$SECURE" = 1 ]; then
+    "$PG_BIN/psql" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+      -v pw="$(cat "$SECRETS/database-password")" >/dev/null <<'SQL' || die "could not create the role alertpipe"
+SELECT 'CREATE ROLE alertpipe LOGIN' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'alertpipe') \gexec
+SET password_encryption = 'scram-sha-256';
+ALTER ROLE alertpipe PASSWORD :'pw';
+SELECT 'CREATE DATABASE secure_alertpipe OWNER alertpipe' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'secure_alertpipe') \gexec
+SQL
+  fi
   echo "$dir" >"$STATE/postgres.dir"
   PG_PORT=$port
 }
@@ -265,10 +327,24 @@ wait_hdfs() {
 }
 
 # One combined KRaft broker+controller, data kept in $STATE/kafka across restarts.
+# SECURE=1 adds a SASL_SSL listener on a third port (SCRAM-SHA-512, the stack's certificate in
+# a PEM keystore), advertised as localhost so clients check the certificate's name.
 start_kafka() {
-  local port=$1 cport=$2
+  local port=$1 cport=$2 sasl=${3:-} extra=()
   mkdir -p "$STATE/kafka"
-  setsid bash "$REPO/deploy/local/kafka.sh" run "$STATE/kafka" "$port" "$cport" \
+  if [ -n "$sasl" ]; then
+    cat >"$STATE/kafka-secure.properties" <<PROPS
+listeners=PLAINTEXT://127.0.0.1:$port,SASL_SSL://127.0.0.1:$sasl,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_SSL://localhost:$sasl
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$PKI/server.bundle.pem
+PROPS
+    extra=(1 "" "$STATE/kafka-secure.properties")
+  fi
+  setsid bash "$REPO/deploy/local/kafka.sh" run "$STATE/kafka" "$port" "$cport" "${extra[@]}" \
     >"$STATE/kafka.log" 2>&1 </dev/null &
   echo $! >"$STATE/kafka.pid"
 }
@@ -281,11 +357,16 @@ wait_kafka() {
 }
 
 start_alertmanager() {
-  local port=$1 target=$2
+  local port=$1 target=$2 url tls=()
   mkdir -p "$STATE/alertmanager"
   printf '%s' "$AUTH_SECRET" >"$STATE/alertpipe-token"
+  url=http://127.0.0.1:$target
+  if [ "$SECURE" = 1 ]; then
+    url=https://localhost:$target
+    tls=(-e "s#^        http_config:\$#        http_config:\n          tls_config:\n            ca_file: $PKI/ca.pem#")
+  fi
   # The project's file, pointed at the local alertpipe; demo timings so a storm shows in seconds.
-  sed -e "s#http://alertpipe:8080#http://127.0.0.1:$target#" \
+  sed -e "s#http://alertpipe:8080#$url#" "${tls[@]}" \
     -e "s#/etc/alertmanager/secrets/alertpipe-token#$STATE/alertpipe-token#" \
     -e 's#group_wait: 10s#group_wait: 2s#' -e 's#group_interval: 1m#group_interval: 5s#' \
     "$REPO/config/alertmanager/alertmanager.yml" >"$STATE/alertmanager.yml"
@@ -311,10 +392,23 @@ start_smtp() {
   wait_tcp 127.0.0.1 "$port" 20 smtp
 }
 
-# A stand-in for Teams' Workflows webhook: 202, stores each card (deploy/local/teams_sink.py).
-start_teams() {
+# SECURE=1: Outlook's submission port as deploy/local/smtp_tls.py has it (STARTTLS, then AUTH
+# as user alertpipe), into the same Maildir.
+start_smtps() {
   local port=$1
-  setsid "$SYS_PY" "$REPO/deploy/local/teams_sink.py" "$port" "$STATE/teams" \
+  PYTHONPATH="$REPO/deploy/local" setsid "$SYS_PY" "$REPO/deploy/local/smtp_tls.py" 127.0.0.1 "$port" \
+    "$STATE/maildir" "$PKI/server.pem" "$PKI/server.key" alertpipe "$SECRETS/smtp-password" \
+    >"$STATE/smtps.log" 2>&1 </dev/null &
+  echo $! >"$STATE/smtps.pid"
+  wait_tcp 127.0.0.1 "$port" 20 smtps
+}
+
+# A stand-in for Teams' Workflows webhook: 202, stores each card (deploy/local/teams_sink.py);
+# on https with the stack's certificate when SECURE=1, as Teams is.
+start_teams() {
+  local port=$1 tls=()
+  if [ "$SECURE" = 1 ]; then tls=(--cert "$PKI/server.pem" --key "$PKI/server.key"); fi
+  setsid "$SYS_PY" "$REPO/deploy/local/teams_sink.py" "$port" "$STATE/teams" "${tls[@]}" \
     >"$STATE/teams.log" 2>&1 </dev/null &
   echo $! >"$STATE/teams.pid"
   wait_tcp 127.0.0.1 "$port" 20 teams
@@ -366,10 +460,11 @@ start_promtail() {
 # The log agent where Promtail is not installed: the collector tails the demo log directory
 # and sends OTLP to alertpipe (which may start later: it retries, its queue on disk).
 start_otelcol() {
-  local alertpipe=$1
+  local alertpipe=$1 url=http://$1/otlp ca=
+  if [ "$SECURE" = 1 ]; then url=https://localhost:${alertpipe##*:}/otlp ca=$PKI/ca.pem; fi
   mkdir -p "$STATE/otelcol" "$STATE/demo-logs"
   HOSTNAME=${HOSTNAME:-$(hostname)} CLUSTER=prod OTELCOL_STORAGE_DIR=$STATE/otelcol \
-    OTELCOL_LOG_GLOB="$STATE/demo-logs/*/*.log" ALERTPIPE_OTLP_URL=http://$alertpipe/otlp \
+    OTELCOL_LOG_GLOB="$STATE/demo-logs/*/*.log" ALERTPIPE_OTLP_URL=$url ALERTPIPE_CA_FILE=$ca \
     ALERTPIPE_TOKEN_FILE=$STATE/alertpipe-token \
     setsid "$OTELCOL_BIN" --config "$REPO/config/otelcol/otelcol.yaml" \
     >"$STATE/otelcol.log" 2>&1 </dev/null &
@@ -383,7 +478,12 @@ start_prometheus() {
   mkdir -p "$STATE/prometheus/rules"
   cp "$REPO/config/prometheus/rules/"*.yml "$STATE/prometheus/rules/"
   # The project's file: alertpipe and Alertmanager addresses, and demo timings.
-  sed -e "s#alertpipe:8080#$alertpipe#" -e "s#alertmanager:9093#${am#http://}#" \
+  local tls=()
+  if [ "$SECURE" = 1 ]; then
+    alertpipe=localhost:${alertpipe##*:}
+    tls=(-e "s#^    metrics_path: /metrics\$#    metrics_path: /metrics\n    scheme: https\n    tls_config:\n      ca_file: $PKI/ca.pem#")
+  fi
+  sed -e "s#alertpipe:8080#$alertpipe#" -e "s#alertmanager:9093#${am#http://}#" "${tls[@]}" \
     -e 's#scrape_interval: 15s#scrape_interval: 2s#' -e 's#evaluation_interval: 15s#evaluation_interval: 2s#' \
     "$REPO/config/prometheus/prometheus.yml" >"$STATE/prometheus/prometheus.yml"
   setsid prometheus --config.file="$STATE/prometheus/prometheus.yml" \
@@ -393,6 +493,9 @@ start_prometheus() {
   wait_http "http://127.0.0.1:$port/-/ready" 30 prometheus
 }
 
+# The SECURE=1 peers the env file records are running.
+secure_up_as_recorded() { [ "$SECURE" != 1 ] || alive smtps; }
+
 # The log agents the env file records are running: Loki and Promtail, else the collector.
 loki_up_as_recorded() {
   grep -q '^STACK_HAVE_LOKI=1$' "$ENV_FILE" || { alive otelcol; return; }
@@ -401,7 +504,8 @@ loki_up_as_recorded() {
 
 cmd_up() {
   mkdir -p "$STATE"
-  if [ -f "$ENV_FILE" ] && alive kafka && alive namenode && alive datanode && alive alertmanager && alive smtp \
+  if [ -f "$ENV_FILE" ] && grep -q "^STACK_SECURE=$SECURE$" "$ENV_FILE" && secure_up_as_recorded \
+    && alive kafka && alive namenode && alive datanode && alive alertmanager && alive smtp \
     && alive prometheus && alive teams && loki_up_as_recorded \
     && "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$(sed -n 's/^STACK_PG_PORT=//p' "$ENV_FILE")" 2>/dev/null; then
     install_python_tools
@@ -419,21 +523,29 @@ cmd_up() {
   install_otelcol
   install_python_tools
   install_adaptivecards
+  if [ "$SECURE" = 1 ]; then make_pki; make_secrets; fi
   AUTH_SECRET=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
   local kafka kafka_ctl nn_rpc nn_http dn dn_http dn_ipc am smtp ap loki loki_grpc promtail prom teams
   kafka=$(free_port); kafka_ctl=$(free_port); am=$(free_port)
   nn_rpc=$(free_port); nn_http=$(free_port); dn=$(free_port); dn_http=$(free_port); dn_ipc=$(free_port); smtp=$(free_port); ap=$(free_port); teams=$(free_port)
   loki=$(free_port); loki_grpc=$(free_port); promtail=$(free_port); prom=$(free_port)
+  local kafka_sasl="" smtps=""
+  if [ "$SECURE" = 1 ]; then kafka_sasl=$(free_port); smtps=$(free_port); fi
   # Loki takes 5-35 s to be ready: start it first and wait for it last.
   [ "$HAVE_LOKI" = 1 ] && start_loki "$loki" "$loki_grpc" "http://127.0.0.1:$am"
   start_postgres
-  start_kafka "$kafka" "$kafka_ctl"
+  start_kafka "$kafka" "$kafka_ctl" "$kafka_sasl"
   start_hdfs "$nn_rpc" "$nn_http" "$dn" "$dn_http" "$dn_ipc"
   start_alertmanager "$am" "$ap"
   start_smtp "$smtp"
+  if [ "$SECURE" = 1 ]; then start_smtps "$smtps"; fi
   start_teams "$teams"
   start_prometheus "$prom" "http://127.0.0.1:$am" "127.0.0.1:$ap"
   wait_kafka "$kafka"
+  if [ "$SECURE" = 1 ]; then
+    bash "$REPO/deploy/local/kafka.sh" scram "$kafka" alertpipe "$SECRETS/kafka-password" \
+      || die "could not create Kafka's SCRAM user alertpipe (log: $STATE/kafka.log)"
+  fi
   wait_hdfs "$nn_http"
   if [ "$HAVE_LOKI" = 1 ]; then
     wait_http "http://127.0.0.1:$loki/ready" 90 loki
@@ -471,7 +583,24 @@ STACK_HAVE_LOKI=$HAVE_LOKI
 STACK_OTELCOL_BIN=$OTELCOL_BIN
 STACK_PROMETHEUS_URL=http://127.0.0.1:$prom
 STACK_PROMETHEUS_BIN=$(command -v prometheus)
+STACK_SECURE=$SECURE
 EOF
+  if [ "$SECURE" = 1 ]; then
+    cat >>"$ENV_FILE" <<EOF
+STACK_CA_FILE=$PKI/ca.pem
+STACK_TLS_CERT=$PKI/server.pem
+STACK_TLS_KEY=$PKI/server.key
+STACK_KAFKA_SASL_BROKERS=localhost:$kafka_sasl
+STACK_KAFKA_USER=alertpipe
+STACK_KAFKA_PASSWORD_FILE=$SECRETS/kafka-password
+STACK_SECURE_DB_URL=postgres://alertpipe@localhost:$PG_PORT/secure_alertpipe
+STACK_DB_PASSWORD_FILE=$SECRETS/database-password
+STACK_SMTPS_PORT=$smtps
+STACK_SMTP_USER=alertpipe
+STACK_SMTP_PASSWORD_FILE=$SECRETS/smtp-password
+STACK_TEAMS_HTTPS_URL=https://localhost:$teams/webhook
+EOF
+  fi
   if [ "$HAVE_LOKI" = 1 ]; then
     cat >>"$ENV_FILE" <<EOF
 STACK_LOKI_URL=http://127.0.0.1:$loki
@@ -483,6 +612,10 @@ EOF
   fi
   log "up: postgres :$PG_PORT, kafka :$kafka, hdfs :$nn_http (WebHDFS), alertmanager :$am, smtp :$smtp, teams :$teams,"
   log "    prometheus :$prom; env in $ENV_FILE"
+  if [ "$SECURE" = 1 ]; then
+    log "    SECURE=1: kafka SASL_SSL :$kafka_sasl, postgres TLS + SCRAM (role alertpipe), smtp STARTTLS + AUTH :$smtps,"
+    log "    teams on https; CA $PKI/ca.pem, passwords in $SECRETS"
+  fi
   if [ "$HAVE_LOKI" = 1 ]; then
     log "    loki :$loki, promtail :$promtail (tailing $STATE/demo-logs)"
   else
@@ -493,7 +626,7 @@ EOF
 cmd_down() {
   local name
   local pids=() pid i
-  for name in promtail otelcol loki prometheus alertmanager smtp teams datanode namenode kafka; do
+  for name in promtail otelcol loki prometheus alertmanager smtps smtp teams datanode namenode kafka; do
     if alive "$name"; then
       pid=$(cat "$STATE/$name.pid")
       kill "$pid" 2>/dev/null && pids+=("$pid")
@@ -517,11 +650,13 @@ cmd_status() {
   [ -f "$ENV_FILE" ] || { echo "stack is down (no $ENV_FILE)"; return 1; }
   cat "$ENV_FILE"
   local name
-  for name in kafka namenode datanode alertmanager smtp teams otelcol loki promtail prometheus; do
+  for name in kafka namenode datanode alertmanager smtp smtps teams otelcol loki promtail prometheus; do
     if alive "$name"; then
       echo "$name: running"
     elif { [ "$name" = loki ] || [ "$name" = promtail ]; } && ! grep -q '^STACK_HAVE_LOKI=1$' "$ENV_FILE"; then
       echo "$name: not installed (not run)"
+    elif [ "$name" = smtps ] && ! grep -q '^STACK_SECURE=1$' "$ENV_FILE"; then
+      echo "$name: not run (SECURE=1 only)"
     elif [ "$name" = otelcol ] && grep -q '^STACK_HAVE_LOKI=1$' "$ENV_FILE"; then
       echo "$name: not run (Promtail ships the demo's logs)"
     else

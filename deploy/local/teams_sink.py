@@ -6,10 +6,13 @@ POST /webhook answers as the Workflows webhook does: 202 and the card stored as
 Faults on demand: a file named `fault` in <dir> holding `429 N` answers the next N posts with
 429 and `Retry-After: 1`, `500 N` with 500. GET /cards lists the stored cards' file names.
 
-    python3 teams_sink.py <port> <dir>
+    python3 teams_sink.py <port> <dir> [--cert PEM --key PEM]
+
+With --cert and --key it serves https, as Teams' webhooks are (the stack's SECURE=1).
 """
 import json
 import os
+import ssl
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -81,9 +84,15 @@ class Handler(BaseHTTPRequestHandler):
 
 def main():
     port, root = int(sys.argv[1]), sys.argv[2]
+    opts = dict(zip(sys.argv[3::2], sys.argv[4::2]))
     os.makedirs(os.path.join(root, "cards"), exist_ok=True)
     Handler.root = root
-    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    if "--cert" in opts:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(opts["--cert"], opts["--key"])
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.serve_forever()
 
 
 if __name__ == "__main__":

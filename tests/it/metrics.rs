@@ -1,6 +1,6 @@
-//! What the shipped Prometheus rules and Grafana dashboards name, `/metrics` exposes: a
-//! process with every role, from its start (each stage starts its series at zero), and every
-//! name follows the one scheme.
+//! What the shipped Prometheus rules, Grafana dashboards and the demo's report name,
+//! `/metrics` exposes: a process with every role, from its start (each stage starts its series
+//! at zero), and every name follows the one scheme.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -57,6 +57,8 @@ async fn every_metric_the_rules_and_dashboards_name_is_exposed_from_the_start() 
     .await;
     let mut wanted = referenced("config/prometheus/rules", "yml");
     wanted.extend(referenced("config/grafana/dashboards", "json"));
+    // The demo's report greps its figures by name.
+    wanted.extend(referenced("deploy/local", "sh"));
     let scrape = || async {
         let mut r = app
             .client
