@@ -93,7 +93,9 @@ impl Application {
             db,
             // The archive role also answers LogQL over its files (http::loki).
             archive: if cfg.server.runs(Role::Archive) {
-                Some(crate::coldstore::storage::open(&cfg.archive.root()?)?)
+                Some(crate::coldstore::storage::open_for_reading(
+                    &cfg.archive.root()?,
+                )?)
             } else {
                 None
             },

@@ -5,6 +5,10 @@
 //! region from the standard AWS environment variables, region us-east-1 when unset;
 //! `AWS_ENDPOINT_URL` for S3-compatibles).
 
+use std::time::Duration;
+
+use opendal::layers::{HttpClientLayer, RetryLayer};
+use opendal::raw::HttpClient;
 use opendal::{services, Operator};
 
 use crate::config::ArchiveRoot;
@@ -29,6 +33,32 @@ pub fn operator(root: &str, webhdfs_port: u16) -> Result<Operator, StorageError>
 /// file. S3 needs none: an unfinished multipart upload is invisible.
 pub const INCOMPLETE_DIR: &str = ".incomplete";
 
+/// How long an idle pooled HTTP connection (WebHDFS, S3) is kept: less than the servers keep
+/// theirs (Hadoop's `hadoop.http.idle_timeout.ms` is 60 s by default; S3 closes after about
+/// 20 s), so a request is never sent on a connection the server has already closed. reqwest,
+/// under OpenDAL, keeps them 90 s by default.
+const HTTP_POOL_IDLE: Duration = Duration::from_secs(15);
+
+fn http_client() -> Result<HttpClient, StorageError> {
+    let client = reqwest::Client::builder()
+        .pool_idle_timeout(HTTP_POOL_IDLE)
+        .build()
+        .map_err(|e| {
+            StorageError::Io(
+                opendal::Error::new(opendal::ErrorKind::Unexpected, "HTTP client").set_source(e),
+            )
+        })?;
+    Ok(HttpClient::with(client))
+}
+
+/// The store for readers (the Loki query API, the lines behind a mail): as [`open`], and a
+/// list or read that fails in a way the store calls temporary (a connection reset, a body
+/// cut short) is tried again, up to 3 times with jittered backoff. Writers do without: the
+/// archive rewinds its partition on any failed write, which is its own retry.
+pub fn open_for_reading(root: &ArchiveRoot) -> Result<Operator, StorageError> {
+    Ok(open(root)?.layer(RetryLayer::new().with_max_times(3).with_jitter()))
+}
+
 /// Builds the OpenDAL client for a parsed root.
 pub fn open(root: &ArchiveRoot) -> Result<Operator, StorageError> {
     let op = match root {
@@ -50,7 +80,9 @@ pub fn open(root: &ArchiveRoot) -> Result<Operator, StorageError> {
             if let Some(u) = user {
                 b = b.user_name(u);
             }
-            Operator::new(b)?.finish()
+            Operator::new(b)?
+                .layer(HttpClientLayer::new(http_client()?))
+                .finish()
         }
         ArchiveRoot::S3 { bucket, path } => {
             let mut b = services::S3::default().bucket(bucket).root(path);
@@ -60,7 +92,9 @@ pub fn open(root: &ArchiveRoot) -> Result<Operator, StorageError> {
             if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
                 b = b.endpoint(&endpoint);
             }
-            Operator::new(b)?.finish()
+            Operator::new(b)?
+                .layer(HttpClientLayer::new(http_client()?))
+                .finish()
         }
     };
     Ok(op)
