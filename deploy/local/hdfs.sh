@@ -64,9 +64,8 @@ cmd_conf() {
     echo '<?xml version="1.0"?><configuration>'
     prop fs.defaultFS "hdfs://127.0.0.1:$nn_rpc"
     prop hadoop.tmp.dir "$dir/tmp"
-    # Keep idle HTTP connections longer than clients pool them (reqwest, under OpenDAL: 90 s),
-    # so a client never reuses a connection the NameNode or DataNode already closed (60 s).
-    prop hadoop.http.idle_timeout.ms 300000
+    # Hadoop's own idle timeout for HTTP connections (60 s), as production has it: alertpipe
+    # pools WebHDFS connections for less (coldstore/storage.rs).
     echo '</configuration>'
   } >"$dir/conf/core-site.xml"
   {
