@@ -167,8 +167,18 @@ pub fn read_topic(
         .create()?;
     consumer.subscribe(&[topic])?;
     let mut out = Vec::new();
-    let mut last = std::time::Instant::now();
+    let started = std::time::Instant::now();
+    let mut last = started;
+    // Silence counts once the group has assigned the partitions (a join can take seconds on a
+    // loaded machine), or after 30 s without an assignment.
+    let mut assigned = false;
     while out.len() < max && last.elapsed() < idle {
+        if !assigned {
+            assigned = consumer.assignment().is_ok_and(|a| a.count() > 0);
+            if !assigned && started.elapsed() < Duration::from_secs(30) {
+                last = std::time::Instant::now();
+            }
+        }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 out.push(ReadMessage {

@@ -312,12 +312,12 @@ pub fn start_broker(dir: &std::path::Path, port: u16) -> Proc {
     let proc = Proc { child }; // killed even if it never answers
     let ready = Command::new("bash")
         .arg(script)
-        .args(["ready", &port.to_string(), "60"])
+        .args(["ready", &port.to_string(), "120"])
         .status()
         .expect("kafka.sh ready runs");
     assert!(
         ready.success(),
-        "the private Kafka broker on {port} did not answer within 60 s (log: {})",
+        "the private Kafka broker on {port} did not answer within 120 s (log: {})",
         dir.join(format!("kafka-{port}.log")).display()
     );
     proc
