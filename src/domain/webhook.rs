@@ -367,6 +367,32 @@ mod mapping_tests {
         assert_ne!(firing.dedup_key(), map(refired).dedup_key());
     }
 
+    /// The dedup table's hashed key tells the same states apart as `dedup_key` does.
+    #[test]
+    fn the_hashed_dedup_key_separates_what_dedup_key_separates() {
+        use crate::ingest::dedup::DedupKey;
+        let key = |a: &AlertEvent| DedupKey::of(a);
+        let firing = map(alert(&[], &[]));
+        assert_eq!(key(&firing), key(&map(alert(&[], &[]))), "a repeat");
+        let mut resolved = alert(&[], &[]);
+        resolved.status = AlertStatus::Resolved;
+        resolved.ends_at = Some("2025-06-23T15:00:00Z".parse().unwrap());
+        let r1 = map(resolved.clone());
+        assert_ne!(key(&firing), key(&r1), "firing vs resolved");
+        resolved.ends_at = Some("2025-06-23T15:05:00Z".parse().unwrap());
+        assert_ne!(key(&r1), key(&map(resolved)), "resolved at another time");
+        let mut refired = alert(&[], &[]);
+        refired.starts_at = "2025-06-23T16:00:00Z".parse().unwrap();
+        assert_ne!(key(&firing), key(&map(refired)), "fired again");
+        let mut other = alert(&[], &[]);
+        other.fingerprint = "abd".into();
+        assert_ne!(
+            key(&firing),
+            key(&map(other)),
+            "another alert (fingerprint)"
+        );
+    }
+
     #[test]
     fn serializes_the_contract_fields() {
         let v = serde_json::to_value(map(alert(

@@ -6,24 +6,80 @@
 //! forgotten if the produce failed, so the sender's retry is not mistaken for a repeat.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use crate::domain::{AlertEvent, AlertStatus};
 use crate::metrics as m;
+
+/// An alert state's identity in the table: a 128-bit hash of what `AlertEvent::dedup_key`
+/// names (fingerprint, status, start, and the end of a resolved state), keyed by two random
+/// SipHash keys of this process. The table holds no strings; two different states share a
+/// key with probability about 2^-128, and no sender can aim for it (the keys are secret).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DedupKey(u128);
+
+impl DedupKey {
+    pub fn of(a: &AlertEvent) -> DedupKey {
+        static SEEDS: OnceLock<(std::hash::RandomState, std::hash::RandomState)> = OnceLock::new();
+        let (s1, s2) = SEEDS.get_or_init(Default::default);
+        let feed = |h: &mut std::hash::DefaultHasher| {
+            a.fingerprint.as_str().hash(h);
+            let resolved = a.status == AlertStatus::Resolved;
+            resolved.hash(h);
+            a.starts_at
+                .timestamp_nanos_opt()
+                .unwrap_or(i64::MIN)
+                .hash(h);
+            if resolved {
+                a.ends_at
+                    .and_then(|t| t.timestamp_nanos_opt())
+                    .unwrap_or(0)
+                    .hash(h);
+            }
+        };
+        let (mut h1, mut h2) = (s1.build_hasher(), s2.build_hasher());
+        feed(&mut h1);
+        feed(&mut h2);
+        DedupKey(u128::from(h1.finish()) << 64 | u128::from(h2.finish()))
+    }
+}
+
+/// The table's hasher: a `DedupKey` is already a uniform hash, so its low half is used as is.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
 
 /// Which of these keys are new? New ones are marked pending. Answer is one bool per key.
 #[derive(Message)]
 #[rtype(result = "Vec<bool>")]
 pub struct Admit {
-    pub keys: Vec<String>,
+    pub keys: Vec<DedupKey>,
 }
 
 /// The outcome for keys earlier admitted.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Settle {
-    pub keys: Vec<String>,
+    pub keys: Vec<DedupKey>,
     pub delivered: bool,
 }
 
@@ -89,7 +145,7 @@ impl Handler<Settle> for DedupActor {
             if msg.delivered {
                 self.seen.confirm(k, now);
             } else {
-                self.seen.forget(&k);
+                self.seen.forget(k);
             }
         }
     }
@@ -104,8 +160,8 @@ enum State {
 /// Keys with insertion order for expiry. Plain data, tested without actors.
 #[derive(Default)]
 struct DedupTable {
-    entries: HashMap<String, (State, Instant)>,
-    order: VecDeque<(Instant, String)>,
+    entries: HashMap<DedupKey, (State, Instant), BuildHasherDefault<Prehashed>>,
+    order: VecDeque<(Instant, DedupKey)>,
 }
 
 impl DedupTable {
@@ -114,16 +170,16 @@ impl DedupTable {
     }
 
     /// True when the key was unknown (now pending).
-    fn admit(&mut self, key: String, now: Instant) -> bool {
+    fn admit(&mut self, key: DedupKey, now: Instant) -> bool {
         if self.entries.contains_key(&key) {
             return false;
         }
-        self.entries.insert(key.clone(), (State::Pending, now));
+        self.entries.insert(key, (State::Pending, now));
         self.order.push_back((now, key));
         true
     }
 
-    fn confirm(&mut self, key: String, now: Instant) {
+    fn confirm(&mut self, key: DedupKey, now: Instant) {
         if let Some(e) = self.entries.get_mut(&key) {
             *e = (State::Seen, now);
         }
@@ -131,8 +187,8 @@ impl DedupTable {
         // makes expiry checks look at it earlier (it re-checks the stored time).
     }
 
-    fn forget(&mut self, key: &str) {
-        self.entries.remove(key);
+    fn forget(&mut self, key: DedupKey) {
+        self.entries.remove(&key);
     }
 
     fn expire(&mut self, now: Instant, window: Duration, max_entries: usize) {
@@ -141,7 +197,7 @@ impl DedupTable {
             if !over_capacity && now.duration_since(*t) < window {
                 break;
             }
-            let key = key.clone();
+            let key = *key;
             self.order.pop_front();
             match self.entries.get(&key) {
                 // Confirmed later than admitted and still inside the window: requeue.
@@ -166,28 +222,32 @@ impl DedupTable {
 mod tests {
     use super::*;
 
+    fn k(n: u128) -> DedupKey {
+        DedupKey(n)
+    }
+
     #[test]
     fn repeats_are_refused_until_the_window_passes() {
         let mut t = DedupTable::default();
         let t0 = Instant::now();
         let w = Duration::from_secs(60);
-        assert!(t.admit("a".into(), t0));
-        t.confirm("a".into(), t0);
-        assert!(!t.admit("a".into(), t0));
+        assert!(t.admit(k(1), t0));
+        t.confirm(k(1), t0);
+        assert!(!t.admit(k(1), t0));
         t.expire(t0 + Duration::from_secs(30), w, 100);
-        assert!(!t.admit("a".into(), t0 + Duration::from_secs(30)));
+        assert!(!t.admit(k(1), t0 + Duration::from_secs(30)));
         t.expire(t0 + Duration::from_secs(61), w, 100);
-        assert!(t.admit("a".into(), t0 + Duration::from_secs(61)));
+        assert!(t.admit(k(1), t0 + Duration::from_secs(61)));
     }
 
     #[test]
     fn a_failed_delivery_is_forgotten() {
         let mut t = DedupTable::default();
         let t0 = Instant::now();
-        assert!(t.admit("a".into(), t0));
-        assert!(!t.admit("a".into(), t0), "pending counts as seen");
-        t.forget("a");
-        assert!(t.admit("a".into(), t0), "retry after failure is admitted");
+        assert!(t.admit(k(1), t0));
+        assert!(!t.admit(k(1), t0), "pending counts as seen");
+        t.forget(k(1));
+        assert!(t.admit(k(1), t0), "retry after failure is admitted");
     }
 
     #[test]
@@ -195,11 +255,11 @@ mod tests {
         let mut t = DedupTable::default();
         let t0 = Instant::now();
         for i in 0..1000 {
-            t.admit(i.to_string(), t0);
-            t.confirm(i.to_string(), t0);
+            t.admit(k(i), t0);
+            t.confirm(k(i), t0);
         }
         t.expire(t0, Duration::from_secs(60), 100);
         assert_eq!(t.len(), 100);
-        assert!(!t.admit("999".into(), t0), "newest kept");
+        assert!(!t.admit(k(999), t0), "newest kept");
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::dedup::{Admit, DedupActor, Settle};
+use super::dedup::{Admit, DedupActor, DedupKey, Settle};
 use crate::domain::AlertEvent;
 use crate::kafka::producer::{KafkaProducerActor, Produce, ProduceError, Record};
 use crate::metrics as m;
@@ -75,7 +75,7 @@ impl Handler<IngestAlerts> for IngressActor {
         Box::pin(async move {
             let received = msg.alerts.len();
             metrics::counter!(m::RECEIVED).increment(received as u64);
-            let keys: Vec<String> = msg.alerts.iter().map(AlertEvent::dedup_key).collect();
+            let keys: Vec<DedupKey> = msg.alerts.iter().map(DedupKey::of).collect();
             let fresh = dedup
                 .send(Admit { keys: keys.clone() })
                 .await
