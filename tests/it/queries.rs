@@ -127,8 +127,8 @@ async fn every_promql_query_and_health_rule_evaluates_on_prometheus_scraping_ale
     let exposed = app.metrics().await;
     let queries = dashboard_targets("prometheus", "expr");
     // Keep the traffic going until the scrapes hold it (a rate needs an increase between two
-    // samples).
-    eventually(Duration::from_secs(60), "scraped traffic", || async {
+    // samples). 120 s: once, 60 s did not suffice with JVM peers of other tests starting.
+    eventually(Duration::from_secs(120), "scraped traffic", || async {
         app.post_alerts(fixture("alertmanager/firing-critical.json"), None)
             .await;
         let (_, v) = prom
