@@ -39,7 +39,14 @@ pub const INCOMPLETE_DIR: &str = ".incomplete";
 /// under OpenDAL, keeps them 90 s by default.
 const HTTP_POOL_IDLE: Duration = Duration::from_secs(15);
 
+/// One client for the process, as OpenDAL's own default is: operators are opened per query
+/// and per mail's log lines, and each would otherwise start an empty pool (and load the TLS
+/// roots again).
 fn http_client() -> Result<HttpClient, StorageError> {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    if let Some(c) = CLIENT.get() {
+        return Ok(HttpClient::with(c.clone()));
+    }
     let client = reqwest::Client::builder()
         .pool_idle_timeout(HTTP_POOL_IDLE)
         .build()
@@ -48,7 +55,7 @@ fn http_client() -> Result<HttpClient, StorageError> {
                 opendal::Error::new(opendal::ErrorKind::Unexpected, "HTTP client").set_source(e),
             )
         })?;
-    Ok(HttpClient::with(client))
+    Ok(HttpClient::with(CLIENT.get_or_init(|| client).clone()))
 }
 
 /// The store for readers (the Loki query API, the lines behind a mail): as [`open`], and a

@@ -74,18 +74,7 @@ pub async fn teams_receiver(script: Vec<u16>) -> TeamsReceiver {
 
 /// The same stand-in on https, with `cert` (for localhost), as Teams' webhooks are.
 pub async fn teams_receiver_tls(script: Vec<u16>, cert: &Issued) -> TeamsReceiver {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let chain = CertificateDer::pem_file_iter(&cert.cert)
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_file(&cert.key).unwrap();
-    let tls = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .expect("the test's certificate");
-    serve(script, Some(tls)).await
+    serve(script, Some(cert.server_config())).await
 }
 
 async fn serve(script: Vec<u16>, tls: Option<rustls::ServerConfig>) -> TeamsReceiver {

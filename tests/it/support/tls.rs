@@ -18,6 +18,27 @@ pub struct Issued {
     pub bundle: PathBuf,
 }
 
+impl Issued {
+    /// The certificate chain, as rustls takes it.
+    pub fn chain(&self) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::pem_file_iter(&self.cert)
+            .expect("certificate file")
+            .collect::<Result<_, _>>()
+            .expect("PEM certificates")
+    }
+
+    /// A rustls server configuration serving this certificate.
+    pub fn server_config(&self) -> rustls::ServerConfig {
+        use rustls::pki_types::pem::PemObject;
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&self.key).expect("PEM key");
+        rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(self.chain(), key)
+            .expect("the test's certificate")
+    }
+}
+
 fn openssl(args: &[&str], dir: &Path) {
     let out = Command::new("openssl")
         .args(args)
