@@ -21,14 +21,14 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek};
 
 use chrono::NaiveDate;
-use futures_util::TryStreamExt;
-use opendal::{EntryMode, Operator};
+use opendal::Operator;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::KeyValue;
 
 use super::parquet::{writer_properties, Codec, META_COMPACTED_FROM, META_COMPACTED_NAME};
 use super::read::{list_all, FileInfo};
+use super::walk;
 
 /// Rows per row group of a compacted file: the unit a reader skips by statistics, and what
 /// the writer holds in memory.
@@ -204,17 +204,12 @@ async fn publish(
 /// partial ones deleted, inputs still beside their compacted file deleted.
 async fn finish_interrupted(op: &Operator) -> anyhow::Result<usize> {
     let mut n = 0;
-    let mut lister = op.lister_with("").recursive(true).await?;
-    let mut tmps = Vec::new();
-    while let Some(entry) = lister.try_next().await? {
-        let name = entry.name();
-        if entry.metadata().mode() == EntryMode::FILE
-            && name.starts_with("_compacting-")
-            && name.ends_with(".tmp")
-        {
-            tmps.push(entry.path().to_owned());
-        }
-    }
+    let tmps: Vec<String> = walk::files(op, &walk::Scope::default())
+        .await?
+        .into_iter()
+        .filter(|f| f.name().starts_with("_compacting-") && f.name().ends_with(".tmp"))
+        .map(|f| f.path)
+        .collect();
     for tmp in tmps {
         n += 1;
         let dir = tmp.rsplit_once('/').map_or("", |(d, _)| d).to_owned();

@@ -10,3 +10,4 @@ pub mod layout;
 pub mod parquet;
 pub mod read;
 pub mod storage;
+pub mod walk;

@@ -8,14 +8,15 @@ use std::sync::Arc;
 use arrow_array::{Array, Int64Array, StringArray};
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
-use futures_util::TryStreamExt;
-use opendal::{EntryMode, Operator};
+use opendal::Operator;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
 use parquet::arrow::ProjectionMask;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader, RowGroupMetaData};
 use parquet::file::reader::{ChunkReader, Length};
+
+use super::walk;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileInfo {
@@ -40,17 +41,10 @@ impl FileInfo {
     }
 }
 
-/// Splits `<env>/<service>/<YYYY>/<MM>/<DD>/<file>.{snappy,zstd}.parquet`.
-fn parse_path(path: &str) -> Option<(String, String, NaiveDate)> {
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let [env, service, y, m, d, file] = parts.as_slice() else {
-        return None;
-    };
-    if !(file.ends_with(".snappy.parquet") || file.ends_with(".zstd.parquet")) {
-        return None;
-    }
-    let day = NaiveDate::from_ymd_opt(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?)?;
-    Some((env.to_string(), service.to_string(), day))
+/// Whether a file name is one of the archive's Parquet files (not a leftover of an interrupted
+/// compaction).
+pub fn is_data_file(name: &str) -> bool {
+    name.ends_with(".snappy.parquet") || name.ends_with(".zstd.parquet")
 }
 
 /// Reading a file in parts failed.
@@ -258,26 +252,22 @@ pub async fn list(op: &Operator) -> anyhow::Result<Vec<FileInfo>> {
 /// (visible files, files superseded by a compacted file in the same directory).
 pub async fn list_all(op: &Operator) -> anyhow::Result<(Vec<FileInfo>, Vec<FileInfo>)> {
     let mut all = Vec::new();
-    let mut lister = op.lister_with("").recursive(true).await?;
-    while let Some(entry) = lister.try_next().await? {
-        if entry.metadata().mode() != EntryMode::FILE {
+    for f in walk::files(op, &walk::Scope::default()).await? {
+        if !is_data_file(f.name()) {
             continue;
         }
-        let Some((env, service, day)) = parse_path(entry.path()) else {
-            continue;
-        };
         // The footer says all a listing needs: a file is never read whole here.
-        let Some(footer) = footer(op, entry.path()).await? else {
+        let Some(footer) = footer(op, &f.path).await? else {
             continue; // gone meanwhile (a compaction's delete)
         };
         let bytes = footer.size;
         let meta = footer.meta.file_metadata();
         let replaces = super::parquet::compacted_from(meta);
         all.push(FileInfo {
-            path: entry.path().to_owned(),
-            env,
-            service,
-            day,
+            path: f.path,
+            env: f.env,
+            service: f.service,
+            day: f.day,
             bytes,
             rows: meta.num_rows(),
             replaces,
@@ -359,19 +349,4 @@ pub fn summarize(files: &[FileInfo]) -> BTreeMap<(String, String, NaiveDate), (u
         e.2 += f.bytes;
     }
     m
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_parse() {
-        let (e, s, d) = parse_path("prod/payment/2025/06/23/163309-1b9d.snappy.parquet").unwrap();
-        assert_eq!((e.as_str(), s.as_str()), ("prod", "payment"));
-        assert_eq!(d, NaiveDate::from_ymd_opt(2025, 6, 23).unwrap());
-        assert!(parse_path("prod/payment/2025/06/23/x.txt").is_none());
-        assert!(parse_path("prod/2025/06/23/x.snappy.parquet").is_none());
-        assert!(parse_path("a/b/2025/13/40/x.snappy.parquet").is_none());
-    }
 }

@@ -1,13 +1,14 @@
 //! Which files and row groups can hold a query's rows: path (day, and the `service` /
 //! `cluster` a selector pins), row-group time and promoted-column statistics.
 
-use futures_util::TryStreamExt;
-use opendal::{EntryMode, Operator};
+use opendal::Operator;
 use parquet::file::metadata::RowGroupMetaData;
 use parquet::file::statistics::Statistics;
 
 use super::QueryError;
 use crate::coldstore::layout::{self, segment};
+use crate::coldstore::read::is_data_file;
+use crate::coldstore::walk;
 use crate::logql::{MatchOp, Matcher};
 
 /// An archive file that may hold rows of a query: path parts and the compacted flag.
@@ -34,41 +35,21 @@ pub(super) async fn candidates(
             .find(|m| m.name == label && m.op == MatchOp::Eq)
             .map(|m| segment(&m.value))
     };
-    let (service, env) = (pinned("service"), pinned("cluster"));
-    let (from_day, to_day) = (layout::day_of(from_ns), layout::day_of(to_ns));
-    let mut out = Vec::new();
-    let mut lister = op.lister_with("").recursive(true).await?;
-    while let Some(entry) = lister.try_next().await? {
-        if entry.metadata().mode() != EntryMode::FILE {
-            continue;
-        }
-        let path = entry.path().trim_start_matches('/');
-        let parts: Vec<&str> = path.split('/').collect();
-        let [e, s, y, mo, d, file] = parts.as_slice() else {
-            continue;
-        };
-        if !(file.ends_with(".snappy.parquet") || file.ends_with(".zstd.parquet")) {
-            continue;
-        }
-        let day = match (y.parse(), mo.parse(), d.parse()) {
-            (Ok(y), Ok(mo), Ok(d)) => chrono::NaiveDate::from_ymd_opt(y, mo, d),
-            _ => None,
-        };
-        let Some(day) = day else { continue };
-        if day < from_day
-            || day > to_day
-            || service.as_deref().is_some_and(|x| x != *s)
-            || env.as_deref().is_some_and(|x| x != *e)
-        {
-            continue;
-        }
-        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-        out.push(Candidate {
-            path: entry.path().to_owned(),
-            dir: dir.to_owned(),
-            name: name.to_owned(),
-        });
-    }
+    let scope = walk::Scope {
+        env: pinned("cluster"),
+        service: pinned("service"),
+        days: Some(layout::day_of(from_ns)..=layout::day_of(to_ns)),
+    };
+    let mut out: Vec<Candidate> = walk::files(op, &scope)
+        .await?
+        .into_iter()
+        .filter(|f| is_data_file(f.name()))
+        .map(|f| Candidate {
+            dir: f.dir().to_owned(),
+            name: f.name().to_owned(),
+            path: f.path,
+        })
+        .collect();
     let compacted = |c: &Candidate| {
         c.name
             .split('.')
