@@ -43,6 +43,9 @@ cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 
 step "tests"
+# A failing test shows its message, not a 40-frame backtrace that pushes the message out of a
+# CI log's tail (RUST_BACKTRACE_TESTS=1 bash deploy/local/test.sh to have them).
+export RUST_BACKTRACE=${RUST_BACKTRACE_TESTS:-0}
 # Integration tests mostly wait on peers: run more of them at once than there are cores.
 if [ "${STACK_HAVE_LOKI:-0}" = 1 ]; then
   cargo test --locked --lib --bins --tests -- --test-threads "${TEST_THREADS:-8}"

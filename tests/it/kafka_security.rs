@@ -15,7 +15,9 @@ use alertpipe::startup::Application;
 use crate::support::app::{notify, persist};
 use crate::support::smtp::Smtp;
 use crate::support::tls::Pki;
-use crate::support::{eventually, fixture, free_port, spawn_app_with, unique, Proc, Stack, TestDb};
+use crate::support::{
+    eventually, fixture, free_port, log_tail, spawn_app_with, unique, JvmTurn, Proc, Stack, TestDb,
+};
 
 const USER: &str = "alertpipe";
 const PASSWORD: &str = "right-horse-battery-staple";
@@ -61,6 +63,7 @@ impl SecureKafka {
         .expect("broker properties");
         let script = Stack::get().var("STACK_KAFKA_SH").to_owned();
         let log = dir.path().join("kafka.log");
+        let _turn = JvmTurn::take();
         let child = Command::new("bash")
             .arg(&script)
             .arg("run")
@@ -83,13 +86,14 @@ impl SecureKafka {
         let proc = Proc { child };
         let ready = Command::new("bash")
             .arg(&script)
-            .args(["ready", &inner.to_string(), "60"])
+            .args(["ready", &inner.to_string(), "120"])
             .status()
             .expect("kafka.sh ready runs");
         assert!(
             ready.success(),
-            "the SASL_SSL broker did not start (log: {})",
-            log.display()
+            "the SASL_SSL broker did not answer within 120 s; its log ends:\n{}\n{}",
+            log_tail(&log, 30),
+            log_tail(&dir.path().join("kafka.err"), 10)
         );
         SecureKafka {
             _proc: proc,

@@ -180,6 +180,24 @@ fn storm(target: String, acked: Rc<RefCell<Acked>>, stop: Rc<RefCell<bool>>) {
     });
 }
 
+/// Waits until the storm has had at least `n` alerts acknowledged (up to 120 s) before the
+/// first kill: on a loaded machine a fixed pause let as few as 25 through, too few to prove
+/// anything.
+async fn storm_reaches(acked: &Rc<RefCell<Acked>>, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = acked.borrow().alerts.len();
+        if got >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the storm got {got} of {n} alerts acknowledged in 120 s"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[derive(QueryableByName)]
 struct NameCount {
     #[diesel(sql_type = Text)]
@@ -348,7 +366,7 @@ async fn sigkill_twice_during_a_storm_loses_and_doubles_nothing_and_every_stage_
     let acked = Rc::new(RefCell::new(Acked::default()));
     let stop = Rc::new(RefCell::new(false));
     storm(ingest.url(), acked.clone(), stop.clone());
-    actix_web::rt::time::sleep(Duration::from_secs(3)).await;
+    storm_reaches(&acked, 100).await;
     let mut kills = vec![Utc::now()];
     c.kill9();
     c.set_env(
@@ -364,11 +382,6 @@ async fn sigkill_twice_during_a_storm_loses_and_doubles_nothing_and_every_stage_
     *stop.borrow_mut() = true;
     actix_web::rt::time::sleep(Duration::from_millis(200)).await;
     let acked = std::mem::take(&mut *acked.borrow_mut());
-    assert!(
-        acked.alerts.len() > 100,
-        "the storm got through: {}",
-        acked.alerts.len()
-    );
     let [rows, mails, lines] = everything_lands_once(&rig, &acked, restarted, &kills).await;
     eprintln!("after the last restart: rows complete {rows:?}, mails {mails:?}, lines {lines:?}");
     // Loose: the 30 s goal is measured by `benches/recovery.sh`.
@@ -391,7 +404,7 @@ async fn a_second_process_joining_dying_rejoining_and_leaving_loses_and_doubles_
     let acked = Rc::new(RefCell::new(Acked::default()));
     let stop = Rc::new(RefCell::new(false));
     storm(a.url(), acked.clone(), stop.clone());
-    actix_web::rt::time::sleep(Duration::from_secs(2)).await;
+    storm_reaches(&acked, 100).await;
     let mut b = rig.start("persist,notify,archive", "b", &[]);
     // Long enough to get partitions and work on them.
     actix_web::rt::time::sleep(Duration::from_secs(8)).await;
@@ -406,11 +419,6 @@ async fn a_second_process_joining_dying_rejoining_and_leaving_loses_and_doubles_
     *stop.borrow_mut() = true;
     actix_web::rt::time::sleep(Duration::from_millis(200)).await;
     let acked = std::mem::take(&mut *acked.borrow_mut());
-    assert!(
-        acked.alerts.len() > 100,
-        "the storm got through: {}",
-        acked.alerts.len()
-    );
     let [rows, mails, lines] = everything_lands_once(&rig, &acked, left, &kills).await;
     eprintln!("after the second process left: rows {rows:?}, mails {mails:?}, lines {lines:?}");
     a.wait_ready(Duration::from_secs(10)).await;

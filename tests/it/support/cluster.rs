@@ -44,6 +44,7 @@ impl KafkaCluster {
             cluster_id,
             procs: (0..nodes).map(|_| None).collect(),
         };
+        let _turn = super::JvmTurn::take();
         for i in 0..nodes {
             c.spawn(i);
         }
@@ -106,9 +107,9 @@ impl KafkaCluster {
             .expect("kafka.sh ready runs");
         assert!(
             ready.success(),
-            "kafka node {} did not answer within 90 s; its log:\n{}",
+            "kafka node {} did not answer within 90 s; its log ends:\n{}",
             i + 1,
-            std::fs::read_to_string(self.log(i)).unwrap_or_default()
+            super::log_tail(&self.log(i), 40)
         );
     }
 
@@ -128,6 +129,7 @@ impl KafkaCluster {
 
     /// Starts node `i` again on its ports and data, and waits until it answers.
     pub fn restart(&mut self, i: usize) {
+        let _turn = super::JvmTurn::take();
         self.spawn(i);
         self.wait_ready(i);
     }

@@ -31,8 +31,9 @@ impl Hdfs {
             namenode: None,
             datanode: None,
         };
+        let _turn = super::JvmTurn::take();
         h.namenode = Some(h.spawn("namenode"));
-        h.start_datanode();
+        h.start_datanode_now();
         h
     }
 
@@ -56,6 +57,11 @@ impl Hdfs {
 
     /// Starts the DataNode (again) and waits until the NameNode counts it live.
     pub fn start_datanode(&mut self) {
+        let _turn = super::JvmTurn::take();
+        self.start_datanode_now();
+    }
+
+    fn start_datanode_now(&mut self) {
         self.datanode = Some(self.spawn("datanode"));
         let ready = Command::new("bash")
             .arg(Stack::get().var("STACK_HDFS_SH"))
@@ -93,13 +99,8 @@ impl Hdfs {
         ["namenode", "datanode"]
             .iter()
             .map(|r| {
-                let t = std::fs::read_to_string(self.dir.path().join(format!("{r}.log")))
-                    .unwrap_or_default();
-                let tail: Vec<&str> = t.lines().rev().take(10).collect();
-                format!(
-                    "{r}:\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                )
+                let log = self.dir.path().join(format!("{r}.log"));
+                format!("{r}:\n{}", super::log_tail(&log, 10))
             })
             .collect::<Vec<_>>()
             .join("\n")

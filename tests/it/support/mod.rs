@@ -287,9 +287,47 @@ fn wait_port(port: u16, within: Duration, what: &str) {
     }
 }
 
+/// A turn to start JVM peers (Kafka brokers, HDFS) for a test: at most two tests start theirs at
+/// once. A JVM's start is CPU-bound (class loading, JIT); one alone is ready in about 4 s, but
+/// eight at once beside the rest of the suite on two cores took over a minute each.
+pub struct JvmTurn(());
+
+static JVM_TURNS: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+static JVM_TURN_FREED: std::sync::Condvar = std::sync::Condvar::new();
+const JVM_TURNS_AT_ONCE: usize = 2;
+
+impl JvmTurn {
+    /// Waits (blocking the test's thread) for a turn; the turn ends when this is dropped.
+    pub fn take() -> JvmTurn {
+        let mut busy = JVM_TURNS.lock().unwrap_or_else(|e| e.into_inner());
+        while *busy >= JVM_TURNS_AT_ONCE {
+            busy = JVM_TURN_FREED.wait(busy).unwrap_or_else(|e| e.into_inner());
+        }
+        *busy += 1;
+        JvmTurn(())
+    }
+}
+
+impl Drop for JvmTurn {
+    fn drop(&mut self) {
+        let mut busy = JVM_TURNS.lock().unwrap_or_else(|e| e.into_inner());
+        *busy -= 1;
+        JVM_TURN_FREED.notify_one();
+    }
+}
+
+/// The last `lines` lines of a peer's log, for a failure message (its directory is gone by
+/// the time anyone reads the message).
+pub fn log_tail(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("({e})"));
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 /// A private Apache Kafka broker (KRaft, one combined node, `deploy/local/kafka.sh`) with its
 /// data in `dir`, so a restart on the same `port` keeps the data (and its controller port).
 pub fn start_broker(dir: &std::path::Path, port: u16) -> Proc {
+    let _turn = JvmTurn::take();
     let script = Stack::get().var("STACK_KAFKA_SH");
     let cport_file = dir.join("controller.port");
     let cport: u16 = match std::fs::read_to_string(&cport_file) {
@@ -317,8 +355,8 @@ pub fn start_broker(dir: &std::path::Path, port: u16) -> Proc {
         .expect("kafka.sh ready runs");
     assert!(
         ready.success(),
-        "the private Kafka broker on {port} did not answer within 120 s (log: {})",
-        dir.join(format!("kafka-{port}.log")).display()
+        "the private Kafka broker on {port} did not answer within 120 s; its log ends:\n{}",
+        log_tail(&dir.join(format!("kafka-{port}.log")), 30)
     );
     proc
 }
