@@ -18,11 +18,24 @@ struct LogCollector {
 }
 
 impl LogCollector {
+    /// Keeps the first `limit` entries in the query's direction, each (stream, time, line)
+    /// once: as Loki answers, which drops a line pushed again with the same timestamp (a
+    /// sender retrying a push whose first try was stored but not acknowledged) and merges
+    /// replicas' copies of an entry.
     fn prune(&mut self) {
+        let same_time = |a: &(Arc<LabelSet>, Entry), b: &(Arc<LabelSet>, Entry)| {
+            a.0.cmp(&b.0).then_with(|| a.1.line.cmp(&b.1.line))
+        };
         match self.direction {
-            Direction::Backward => self.entries.sort_by_key(|e| std::cmp::Reverse(e.1.ts_ns)),
-            Direction::Forward => self.entries.sort_by_key(|e| e.1.ts_ns),
+            Direction::Backward => self
+                .entries
+                .sort_by(|a, b| b.1.ts_ns.cmp(&a.1.ts_ns).then_with(|| same_time(a, b))),
+            Direction::Forward => self
+                .entries
+                .sort_by(|a, b| a.1.ts_ns.cmp(&b.1.ts_ns).then_with(|| same_time(a, b))),
         }
+        self.entries
+            .dedup_by(|a, b| a.1.ts_ns == b.1.ts_ns && a.1.line == b.1.line && a.0 == b.0);
         self.entries.truncate(self.limit);
     }
 }

@@ -16,11 +16,12 @@ pub(super) enum Value {
     Vector(Vec<(LabelSet, Vec<Option<f64>>)>),
 }
 
-/// Per output label set, every (time, value) of matching lines: the line's bytes, or the
-/// unwrapped label's number (lines whose label is missing or not a number give no sample).
+/// Per output label set, every (time, value, hash of the raw line) of matching lines: the
+/// value is the line's bytes, or the unwrapped label's number (lines whose label is missing or
+/// not a number give no sample).
 struct MetricCollector {
     q: Arc<LogQuery>,
-    series: HashMap<LabelSet, Vec<(i64, f64)>>,
+    series: HashMap<LabelSet, Vec<(i64, f64, u64)>>,
     last: Option<(Arc<LabelSet>, LabelSet)>,
 }
 
@@ -60,7 +61,11 @@ impl Visitor for MetricCollector {
             set.extend(p.parsed);
             set
         };
-        self.series.entry(key).or_default().push((r.ts_ns, value));
+        let line = std::hash::BuildHasher::hash_one(&LINE_HASH, r.line);
+        self.series
+            .entry(key)
+            .or_default()
+            .push((r.ts_ns, value, line));
     }
 }
 
@@ -139,7 +144,7 @@ async fn range_agg(
         stats,
     )
     .await?;
-    let mut series = c.series;
+    let mut series = once_each(c.series);
     if let Some(g) = grouping {
         // `quantile_over_time(...) by (level)`: one series of samples per group.
         let mut grouped: HashMap<LabelSet, Vec<(i64, f64)>> = HashMap::new();
@@ -197,6 +202,26 @@ async fn range_agg(
         out.push((labels, vals));
     }
     Ok(Value::Vector(out))
+}
+
+/// Hashes raw lines to tell a sample's line from another's at the same time.
+const LINE_HASH: std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher> =
+    std::hash::BuildHasherDefault::new();
+
+/// Each series' samples in time order, a line seen twice at the same time counted once: as
+/// Loki counts, which drops a line pushed again with the same timestamp and merges replicas'
+/// samples by (time, line hash).
+fn once_each(
+    series: HashMap<LabelSet, Vec<(i64, f64, u64)>>,
+) -> HashMap<LabelSet, Vec<(i64, f64)>> {
+    series
+        .into_iter()
+        .map(|(labels, mut pts)| {
+            pts.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
+            pts.dedup_by(|a, b| a.0 == b.0 && a.2 == b.2);
+            (labels, pts.into_iter().map(|(t, v, _)| (t, v)).collect())
+        })
+        .collect()
 }
 
 /// Population variance, as Prometheus' `stdvar_over_time`.

@@ -184,3 +184,61 @@ fn steps_ok() -> bool {
         && super::steps(0, 100, 0).is_err()
         && super::steps(100, 0, 1).is_err()
 }
+
+/// A line stored twice with the same timestamp (a push retried after its first try was
+/// stored but not acknowledged) is answered and counted once, as Loki answers; two different
+/// lines at the same time both stay, and so does the same line at another time.
+#[actix_web::test]
+async fn a_line_stored_twice_at_the_same_time_is_answered_and_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let labels = Arc::new(BTreeMap::from([(
+        "service".to_owned(),
+        "payment".to_owned(),
+    )]));
+    let row = |ts: i64, line: &str, offset: i64| Row {
+        ts_ns: DAY + ts,
+        line: line.as_bytes().to_vec(),
+        labels: labels.clone(),
+        metadata: Vec::new(),
+        partition: 0,
+        offset,
+    };
+    let first = vec![
+        row(1, "retried", 0),
+        row(1, "beside it", 1),
+        row(2, "retried", 2),
+    ];
+    let again = vec![row(1, "retried", 3), row(1, "beside it", 4)];
+    let (op, _) = write_groups(dir.path(), vec![first, again]).await;
+    let w = Window {
+        start_ns: DAY,
+        end_ns: DAY + 60_000_000_000,
+        step_ns: 60_000_000_000,
+        limit: 100,
+        direction: Direction::Forward,
+    };
+    let logs = crate::logql::parse(r#"{service="payment"}"#).unwrap();
+    let (answer, stats) = query_range(&op, &logs, w).await.unwrap();
+    assert_eq!(stats.rows_scanned, 5, "both copies were read");
+    assert_eq!(lines_of(answer), ["beside it", "retried", "retried"]);
+    let backward = Window {
+        direction: Direction::Backward,
+        limit: 2,
+        ..w
+    };
+    let (answer, _) = query_range(&op, &logs, backward).await.unwrap();
+    assert_eq!(lines_of(answer), ["retried", "beside it"], "the newest two");
+
+    let count = crate::logql::parse(r#"count_over_time({service="payment"}[1m])"#).unwrap();
+    let at = Window {
+        start_ns: DAY + 60_000_000_000,
+        end_ns: DAY + 60_000_000_000,
+        ..w
+    };
+    let (answer, _) = query_range(&op, &count, at).await.unwrap();
+    let Answer::Matrix(m) = answer else {
+        panic!("a metric query answers a matrix");
+    };
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].points, vec![(DAY + 60_000_000_000, 3.0)]);
+}

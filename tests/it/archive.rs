@@ -867,3 +867,67 @@ async fn compaction_merges_each_closed_day_and_recovers_from_a_crash_at_every_st
     );
     drop(inputs);
 }
+
+/// A sender retrying a push alertpipe stored but could not acknowledge (Kafka appended it,
+/// then the ack timed out and the sender saw a 503) stores its lines twice; the Loki API
+/// answers and counts each (stream, time, line) once, as Loki does with a line pushed again.
+#[actix_web::test]
+async fn a_push_stored_twice_is_answered_and_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(archive(dir.path())).await;
+    let svc = unique("twice");
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+    let body = serde_json::to_vec(&serde_json::json!({"streams": [{
+        "stream": {"service": svc, "job": "twice"},
+        "values": (0..50).map(|i| [(now + i / 2).to_string(), format!("{svc} line {i}")])
+            .collect::<Vec<_>>()
+    }]}))
+    .unwrap();
+    for _ in 0..2 {
+        let (status, text) = app.push_logs(body.clone(), "application/json", false).await;
+        assert_eq!(status, 204, "{text}");
+    }
+    let rows = all_rows(&wait_rows(dir.path(), 100).await);
+    let stored = rows.iter().filter(|r| r["service"] == svc.as_str()).count();
+    assert_eq!(stored, 100, "both deliveries are stored");
+
+    let q = format!("{{service=\"{svc}\"}}");
+    let (start, end) = (
+        (now - 60_000_000_000).to_string(),
+        (now + 60_000_000_000).to_string(),
+    );
+    let (status, v) = crate::support::logs::loki_get(
+        &app.url,
+        "/loki/api/v1/query_range",
+        &[
+            ("query", q.as_str()),
+            ("start", start.as_str()),
+            ("end", end.as_str()),
+            ("limit", "1000"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let mut lines: Vec<String> = v["data"]["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["values"].as_array().cloned().unwrap_or_default())
+        .map(|e| e[1].as_str().unwrap_or_default().to_owned())
+        .collect();
+    lines.sort();
+    let mut want: Vec<String> = (0..50).map(|i| format!("{svc} line {i}")).collect();
+    want.sort();
+    assert_eq!(lines, want, "every line once");
+
+    let count = format!("sum(count_over_time({{service=\"{svc}\"}}[5m]))");
+    let at = (now + 1_000_000_000).to_string();
+    let (status, v) = crate::support::logs::loki_get(
+        &app.url,
+        "/loki/api/v1/query",
+        &[("query", count.as_str()), ("time", at.as_str())],
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["result"][0]["value"][1], "50", "{v}");
+}
