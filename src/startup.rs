@@ -93,7 +93,7 @@ impl Application {
             db,
             // The archive role also answers LogQL over its files (http::loki).
             archive: if cfg.server.runs(Role::Archive) {
-                Some(crate::coldstore::storage::open_for_reading(
+                Some(crate::coldstore::storage::open_retrying(
                     &cfg.archive.root()?,
                 )?)
             } else {

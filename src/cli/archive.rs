@@ -57,12 +57,7 @@ pub enum ArchiveCmd {
 
 pub fn run(cfg: Config, cmd: ArchiveCmd) -> anyhow::Result<()> {
     let root = cfg.archive.root()?;
-    // Compaction writes (no retry layer: a failed run leaves the day as it was, for the next
-    // scheduled run); the other commands only read.
-    let op = match cmd {
-        ArchiveCmd::Compact { .. } => alertpipe::coldstore::storage::open(&root)?,
-        _ => alertpipe::coldstore::storage::open_for_reading(&root)?,
-    };
+    let op = alertpipe::coldstore::storage::open_retrying(&root)?;
     actix_web::rt::System::new().block_on(async move {
         let mut out = std::io::stdout().lock();
         match cmd {

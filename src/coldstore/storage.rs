@@ -58,11 +58,14 @@ fn http_client() -> Result<HttpClient, StorageError> {
     Ok(HttpClient::with(CLIENT.get_or_init(|| client).clone()))
 }
 
-/// The store for readers (the Loki query API, the lines behind a mail): as [`open`], and a
-/// list or read that fails in a way the store calls temporary (a connection reset, a body
-/// cut short) is tried again, up to 3 times with jittered backoff. Writers do without: the
-/// archive rewinds its partition on any failed write, which is its own retry.
-pub fn open_for_reading(root: &ArchiveRoot) -> Result<Operator, StorageError> {
+/// The store for readers (the Loki query API, the lines behind a mail, `archive ls|cat`) and
+/// for compaction: as [`open`], and a request that fails in a way the store calls temporary
+/// (a connection reset, a body cut short, a 503) is tried again, up to 3 times with jittered
+/// backoff. Compaction's writes are safe to repeat: it writes a temporary file, renames it
+/// and deletes inputs, each step finished by the next run if a repeat fails (`compact`).
+/// The archive stage does without: it rewinds its partition on any failed write, which is
+/// its own retry.
+pub fn open_retrying(root: &ArchiveRoot) -> Result<Operator, StorageError> {
     Ok(open(root)?.layer(RetryLayer::new().with_max_times(3).with_jitter()))
 }
 

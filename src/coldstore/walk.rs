@@ -17,6 +17,11 @@ use opendal::{EntryMode, Operator};
 /// Directories listed at once on one level.
 const LISTINGS_AT_ONCE: usize = 8;
 
+/// Tries of one directory's listing that fails in a way the store calls temporary, and the
+/// first pause between them (then 4x each time).
+const LIST_ATTEMPTS: u32 = 4;
+const LIST_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// What a walk enters; `None` enters all.
 #[derive(Debug, Clone, Default)]
 pub struct Scope {
@@ -104,11 +109,23 @@ async fn children(
     mode: EntryMode,
 ) -> Result<Vec<String>, opendal::Error> {
     let path = if dir.is_empty() { "/" } else { dir };
-    let entries = match op.list(path).await {
-        Ok(e) => e,
-        // Gone between its parent's listing and its own (a compaction emptied it).
-        Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
+    let mut pause = LIST_RETRY_PAUSE;
+    let mut attempt = 1;
+    let entries = loop {
+        match op.list(path).await {
+            Ok(e) => break e,
+            // Gone between its parent's listing and its own (a compaction emptied it).
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
+            // A directory listed again from its start is safe to repeat, whatever layers the
+            // operator has (a retry layer gives up with a persistent error).
+            Err(e) if e.is_temporary() && attempt < LIST_ATTEMPTS => {
+                tracing::debug!(dir = path, error = %e, "listing again");
+                tokio::time::sleep(pause).await;
+                pause *= 4;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
     };
     Ok(entries
         .into_iter()
@@ -349,35 +366,44 @@ mod tests {
     }
 
     /// The case OpenDAL's recursive lister gets wrong under its retry layer: the first
-    /// directory listing answers 503 once. The walk retries it and lists everything.
+    /// directory listing answers 503 once. The walk lists it again and lists everything,
+    /// with the retry layer and without it.
     #[tokio::test]
     async fn a_listing_that_fails_once_is_retried_and_nothing_is_left_out() {
-        let (port, requests) = namenode(tree(), 1);
-        let op = storage::open_for_reading(&webhdfs(port)).expect("operator");
-        let got = files(&op, &Scope::default()).await.expect("walk");
-        assert_eq!(
-            paths(&got),
-            [
-                "prod/payment/2025/06/23/a.snappy.parquet",
-                "prod/payment/2025/06/23/b.snappy.parquet"
-            ]
-        );
-        assert_eq!(
-            requests.load(Ordering::SeqCst),
-            7,
-            "six directories, one retry"
-        );
+        for retrying in [true, false] {
+            let (port, requests) = namenode(tree(), 1);
+            let op = if retrying {
+                storage::open_retrying(&webhdfs(port))
+            } else {
+                storage::open(&webhdfs(port))
+            }
+            .expect("operator");
+            let got = files(&op, &Scope::default()).await.expect("walk");
+            assert_eq!(
+                paths(&got),
+                [
+                    "prod/payment/2025/06/23/a.snappy.parquet",
+                    "prod/payment/2025/06/23/b.snappy.parquet"
+                ]
+            );
+            assert_eq!(
+                requests.load(Ordering::SeqCst),
+                7,
+                "six directories, one retry"
+            );
+        }
     }
 
-    /// Without retries (or once they are spent) a failed listing is an error, never a shorter
-    /// list that reads as "no data".
+    /// Once the tries are spent a failed listing is an error, never a shorter list that reads
+    /// as "no data".
     #[tokio::test]
     async fn a_listing_that_keeps_failing_is_an_error_not_an_empty_archive() {
-        let (port, _) = namenode(tree(), usize::MAX);
+        let (port, requests) = namenode(tree(), usize::MAX);
         let op = storage::open(&webhdfs(port)).expect("operator");
         let err = files(&op, &Scope::default())
             .await
             .expect_err("a failed listing is an error");
         assert!(err.to_string().contains("busy"), "{err}");
+        assert_eq!(requests.load(Ordering::SeqCst), LIST_ATTEMPTS as usize);
     }
 }

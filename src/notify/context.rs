@@ -182,7 +182,7 @@ async fn from_archive(
     around: DateTime<Utc>,
 ) -> Result<Vec<(i64, String)>, String> {
     use crate::query::{self, Answer, Direction, Window};
-    let op = crate::coldstore::storage::open_for_reading(root).map_err(|e| e.to_string())?;
+    let op = crate::coldstore::storage::open_retrying(root).map_err(|e| e.to_string())?;
     let expr = crate::logql::parse(query).map_err(|e| e.to_string())?;
     let w = Window {
         start_ns: ns(around - BEFORE),

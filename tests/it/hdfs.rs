@@ -234,7 +234,9 @@ async fn closed_days_are_compacted_on_real_hdfs_and_every_line_stays_once() {
         })
         .await;
     }
-    let op = alertpipe::coldstore::storage::operator(&root, 9870).expect("operator");
+    // As `alertpipe archive compact` opens it: temporary failures tried again.
+    let parsed = alertpipe::config::ArchiveRoot::parse(&root, 9870).expect("root");
+    let op = alertpipe::coldstore::storage::open_retrying(&parsed).expect("operator");
     let before = alertpipe::coldstore::read::list(&op).await.expect("list");
     assert!(
         before.len() >= 3,

@@ -245,10 +245,46 @@ async fn the_collector_retries_through_503_and_429_and_every_line_lands_once() {
     )
     .await;
     let _broker = start_broker(dir.path(), port);
+    let back = std::time::Instant::now();
 
-    let got = archived_lines(root.path(), &svc, 60, Some(&col)).await;
+    // Not archived_lines: a failure here says what alertpipe saw (its answers to the
+    // collector, the archive stage's state) and when.
+    let deadline = back + Duration::from_secs(150);
+    let got = loop {
+        let got = counts(
+            all_rows(&pyarrow(root.path()))
+                .iter()
+                .filter(|r| r["service"] == svc)
+                .filter_map(|r| r["line"].as_str().map(str::to_owned)),
+        );
+        if got.values().sum::<usize>() >= 60 || std::time::Instant::now() > deadline {
+            break got;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+    };
     let want = counts((0..60).map(|i| format!("{svc} event {i}")));
-    assert_eq!(got, want, "every line once after 503s and 429s");
+    if got != want {
+        let (_, ready) = app.get("/readyz").await;
+        let m = app.metrics().await;
+        let seen: Vec<&str> = m
+            .lines()
+            .filter(|l| {
+                l.starts_with("alertpipe_http_requests_total") && l.contains("otlp")
+                    || l.starts_with("alertpipe_consumer")
+                    || l.starts_with("alertpipe_ingest_log")
+                    || l.starts_with("alertpipe_kafka_produce")
+                    || l.starts_with("alertpipe_archive")
+            })
+            .collect();
+        panic!(
+            "{} of 60 lines archived {:?} after the broker came back\nreadyz: {}\n{}\ncollector log:\n{}",
+            got.values().sum::<usize>(),
+            back.elapsed(),
+            String::from_utf8_lossy(&ready),
+            seen.join("\n"),
+            col.log_text()
+        );
+    }
 }
 
 /// Every LogQL expression of the shipped dashboards and rules runs on the archive's engine
