@@ -111,7 +111,15 @@ EOF
     -Djava.awt.headless=true "-Dlog4j2.configurationFile=$dir/log4j2.properties")
   if [ ! -f "$dir/data/meta.properties" ]; then
     # One cluster id per DIR's cluster: the caller passes it for a cluster (KAFKA_CLUSTER_ID).
-    local id=${KAFKA_CLUSTER_ID:-$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22)}
+    # Not starting with '-', which kafka-storage would read as an option (Kafka's own
+    # random-uuid never gives one; 1 in 64 of these did, failing a test now and then).
+    local id=${KAFKA_CLUSTER_ID:-}
+    if [ -z "$id" ]; then
+      id=-
+      while [ "${id#-}" != "$id" ]; do
+        id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22)
+      done
+    fi
     # KAFKA_ADD_SCRAM: a SCRAM user created with the storage, as Kafka's own tool does it
     # (`SCRAM-SHA-512=[name=U,password=P]`), for a cluster with a SASL listener.
     local scram=()
