@@ -40,6 +40,7 @@ smoke persist env ROWS=2000 RUNS=1 cargo bench --locked --bench persist
 smoke archive env MB=2 RUNS=1 CONCURRENCY=2 cargo bench --locked --bench archive
 smoke mail env MAILS=10 RUNS=1 POOL=2 cargo bench --locked --bench mail
 smoke otlp env MB=1 RUNS=1 E2E_LINES=2 cargo bench --locked --bench otlp
+smoke archive_listing env RUNS=1 SERVICES=3 DAYS=2 cargo bench --locked --bench archive_listing
 needs_loki chain env RUNS=1 ALERTS=2 MB=1 bash benches/chain.sh cpu
 needs_loki corpus env LOAD_SECONDS=2 bash benches/corpus.sh
 needs_loki archive_size cargo bench --locked --bench archive_size
