@@ -135,6 +135,7 @@ fn mb(bytes: usize, d: Duration) -> f64 {
 }
 
 fn main() {
+    alertpipe::alloc::tune();
     let total = common::env_usize("MB", 64) << 20;
     let runs = common::env_usize("RUNS", 3);
     let (pushes, raw) = generate(total);

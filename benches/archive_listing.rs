@@ -50,6 +50,7 @@ async fn time<F: std::future::Future<Output = usize>>(
 }
 
 fn main() {
+    alertpipe::alloc::tune();
     let runs = env_usize("RUNS", 3);
     let services = env_usize("SERVICES", 40);
     let days = env_usize("DAYS", 7);

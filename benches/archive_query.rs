@@ -46,6 +46,7 @@ fn write_archive(root: &std::path::Path, sources: &[(String, Vec<Vec<u8>>)]) {
 }
 
 fn main() {
+    alertpipe::alloc::tune();
     let runs = env_usize("RUNS", 3);
     let repeat = env_usize("REPEAT", 10);
     let (corpus_dir, sources) = corpus();

@@ -55,6 +55,7 @@ fn loki_bytes(encoding: &str, sources: &[(String, Vec<Vec<u8>>)]) -> Vec<usize> 
 }
 
 fn main() {
+    alertpipe::alloc::tune();
     let (corpus, sources) = corpus();
     let loki_snappy = loki_bytes("snappy", &sources);
     let loki_zstd = loki_bytes("zstd", &sources);

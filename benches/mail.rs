@@ -15,6 +15,7 @@ use alertpipe::notify::render::alert_mail;
 use futures_util::StreamExt;
 
 fn main() {
+    alertpipe::alloc::tune();
     let stack = common::stack();
     let n = common::env_usize("MAILS", 400);
     let runs = common::env_usize("RUNS", 3);

@@ -400,6 +400,7 @@ fn end_to_end(n: usize) {
 }
 
 fn main() {
+    alertpipe::alloc::tune();
     let (mb, runs, batch) = (
         env_usize("MB", 16),
         env_usize("RUNS", 3),

@@ -157,6 +157,7 @@ async fn run_until(
 }
 
 fn main() {
+    alertpipe::alloc::tune();
     let stack = common::stack();
     let rows = common::env_usize("ROWS", 100_000);
     let runs = common::env_usize("RUNS", 3);

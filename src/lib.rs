@@ -1,6 +1,7 @@
 //! alertpipe: every custom link of the alerting and cold-log pipeline, as one actix service.
 //! Start at `startup::Application`; ARCHITECTURE.md maps the rest.
 
+pub mod alloc;
 pub mod archive;
 pub mod coldstore;
 pub mod config;

@@ -3,6 +3,13 @@
 
 pub mod loki;
 
+/// The allocator the `alertpipe` binary runs with, so stages hosted in a benchmark's process
+/// are measured as shipped (librdkafka, under the bare producers and consumers, allocates
+/// with libc's malloc either way). A benchmark calls `alertpipe::alloc::tune()`
+/// first, as the binary does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
