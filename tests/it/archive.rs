@@ -908,13 +908,7 @@ async fn a_push_stored_twice_is_answered_and_counted_once() {
     )
     .await;
     assert_eq!(status, 200, "{v}");
-    let mut lines: Vec<String> = v["data"]["result"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|s| s["values"].as_array().cloned().unwrap_or_default())
-        .map(|e| e[1].as_str().unwrap_or_default().to_owned())
-        .collect();
+    let mut lines = crate::support::logs::result_lines(&v);
     lines.sort();
     let mut want: Vec<String> = (0..50).map(|i| format!("{svc} line {i}")).collect();
     want.sort();

@@ -92,13 +92,7 @@ async fn push_through_the_distributor_and_read_back_through_the_querier() {
                 &[("query", query.as_str()), ("since", "10m")],
             )
             .await;
-            let lines: Vec<String> = v["data"]["result"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .flat_map(|s| s["values"].as_array().cloned().unwrap_or_default())
-                .map(|e| e[1].as_str().unwrap_or_default().to_owned())
-                .collect();
+            let lines = crate::support::logs::result_lines(&v);
             (status == 200 && lines.len() == 2).then_some(lines)
         },
     )

@@ -220,6 +220,17 @@ fn str_map(v: &Value) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// Every line of a `query_range` answer of streams, in the answer's order.
+pub fn result_lines(v: &Value) -> Vec<String> {
+    v["data"]["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["values"].as_array().into_iter().flatten())
+        .filter_map(|e| e[1].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// GET on a Loki-API server (Loki itself), with structured metadata kept apart from labels.
 pub async fn loki_get(base: &str, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
     loki_get_with(base, path, params, None).await
