@@ -390,6 +390,10 @@ fn main() {
         med(&|p| p.0 / p.2)
     );
     println!(
+        "end to end / COPY: {:.2} (what bounds the stage: its durable write; COPY median {copy:.0} rows/s)",
+        med(&|p| p.0) / copy
+    );
+    println!(
         "stage/COPY at batch {batch}: {ratio_b:.2}; in one transaction like COPY: {ratio_all:.2}"
     );
 

@@ -8,13 +8,15 @@
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t =
     libmimalloc_sys::mi_option_use_numa_nodes - 1;
 
-/// Freed memory goes back to the OS after 3 ms instead of mimalloc's 10: the archive's peak
-/// RSS under a flood of logs stays under its 256 MiB budget (`benches/archive_memory.sh`:
-/// 219 / 232-236 / 245 MiB at 0 / 3 / 10 ms; glibc's malloc 186, but 0.7x mimalloc's speed
-/// on the webhook path). At once (0 ms) cost push decoding 0.7x its speed (527 vs 740 MB/s,
-/// `cargo bench --bench archive`, interleaved runs; benches/RESULTS.md "2026-12-07,
-/// evening"). `MIMALLOC_PURGE_DELAY` in the environment (milliseconds, mimalloc's own
-/// variable) wins. Call first thing in `main`.
+/// Freed memory goes back to the OS 100 ms after it is freed, not mimalloc v3's 1,000: the
+/// archive's peak RSS under a flood of logs stays under its 256 MiB budget
+/// (`benches/archive_memory.sh`: 220 / 234 / 277 MiB at 3 / 100 / 1,000 ms; glibc's malloc 186,
+/// but 0.7x mimalloc's speed on the webhook path). Shorter costs speed: at 3 ms (shipped until
+/// 2026-12-07, evening) the Parquet encoder's buffers were returned between row groups and
+/// faulted back zeroed, and `cargo bench --bench archive` ran the archive stage alone at 74.7
+/// vs 95.8 MB/s and push decoding at 722 vs 852 MB/s (interleaved runs, medians of 3;
+/// benches/RESULTS.md "2026-12-07, night"). `MIMALLOC_PURGE_DELAY` in the environment
+/// (milliseconds, mimalloc's own variable) wins. Call first thing in `main`.
 pub fn tune() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
         return;
@@ -24,4 +26,4 @@ pub fn tune() {
 }
 
 /// See [`tune`].
-const PURGE_DELAY_MS: std::ffi::c_long = 3;
+const PURGE_DELAY_MS: std::ffi::c_long = 100;
