@@ -103,6 +103,12 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+# A development broker: every test and benchmark leaves its own topics behind (the flood
+# benchmark writes 1 GiB a run), and Kafka's week of retention filled this machine's disk
+# (36 GB under .state/kafka). Six hours is longer than any run needs; segments roll hourly so
+# they can expire.
+log.retention.hours=6
+log.roll.hours=1
 EOF
   if [ -n "$extra" ]; then cat "$extra" >>"$dir/server.properties"; fi
   local java
