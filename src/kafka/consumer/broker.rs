@@ -15,7 +15,7 @@ use super::source::{Polled, RawMessage, Source};
 type GroupConsumer = StreamConsumer<GroupContext>;
 
 /// How long a partition whose prefetch is full waits before librdkafka fetches for it again
-/// (see `KafkaSource::join`).
+/// (see `client_config`).
 const FETCH_QUEUE_BACKOFF_MS: &str = "20";
 
 pub(super) struct KafkaSource {
