@@ -283,6 +283,9 @@ fn main() {
         cfg.archive.root = root.path().display().to_string();
         cfg.archive.group = format!("bench-archive-{}", std::process::id());
         cfg.archive.max_age_s = 1;
+        // ENCODE_THREADS=: files encoded side by side (`archive.encode_threads`), to compare.
+        cfg.archive.encode_threads =
+            common::env_usize("ENCODE_THREADS", cfg.archive.encode_threads);
         cfg.telemetry.log_level = "warn".into();
         let app = alertpipe::startup::Application::build(cfg).await.unwrap();
         let url = format!("http://127.0.0.1:{}/loki/api/v1/push", app.port());
@@ -377,6 +380,8 @@ fn main() {
                 cfg.archive.root = root.path().display().to_string();
                 cfg.archive.group = format!("{topic}-drain-{run}");
                 cfg.archive.max_age_s = 1;
+                cfg.archive.encode_threads =
+                    common::env_usize("ENCODE_THREADS", cfg.archive.encode_threads);
                 cfg.telemetry.log_level = "warn".into();
                 let started = Instant::now();
                 let app = alertpipe::startup::Application::build(cfg).await.unwrap();

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use opendal::Operator;
 
-use super::epochs::{ArchiveSettings, Epochs, FileKey, Stop};
+use super::epochs::{encode_all, ArchiveSettings, Epochs, FileKey, Stop};
 use super::files::{abort, run_jobs, OpenFile};
 use crate::archive::push::Stream;
 use crate::kafka::consumer::{Commit, Decoded, Offsets, TopicPartition};
@@ -86,7 +86,7 @@ impl ArchiveActor {
     }
 
     /// Closes the epochs of `closing` partitions and encodes the open row groups `groups`
-    /// (encoding here, writing asynchronously), then answers with the committable offsets.
+    /// (encoding here, several files side by side, writing asynchronously), then answers with the committable offsets.
     /// Runs atomically: no message interleaves.
     fn flush(
         &mut self,
@@ -94,27 +94,28 @@ impl ArchiveActor {
         groups: Vec<FileKey>,
         batch: ArchiveBatch,
     ) -> AtomicResponse<Self, Progress> {
-        let mut jobs = Vec::new();
-        // An encoding failure has already taken the rows out: the partition is read again.
-        let mut failed: HashMap<TopicPartition, String> = HashMap::new();
-        let mut encode = |epochs: &mut Epochs, file: &FileKey, close: bool| {
-            if failed.contains_key(&file.tp) {
-                return;
-            }
-            match epochs.encode(file, close) {
-                Ok(Some(job)) => jobs.push(job),
-                Ok(None) => {}
-                Err(e) => {
-                    failed.insert(file.tp.clone(), e.to_string());
-                }
-            }
-        };
+        let mut works = Vec::new();
         for file in &groups {
-            encode(&mut self.epochs, file, false);
+            works.extend(self.epochs.take(file, false));
         }
         for tp in &closing {
             for file in &self.epochs.files_of(tp) {
-                encode(&mut self.epochs, file, true);
+                works.extend(self.epochs.take(file, true));
+            }
+        }
+        let mut jobs = Vec::new();
+        // An encoding failure has already taken the rows out: the partition is read again
+        // (and `run_jobs` skips the rest of its jobs).
+        let mut failed: HashMap<TopicPartition, String> = HashMap::new();
+        for (file, encoded) in encode_all(works, self.epochs.encode_threads()) {
+            match encoded {
+                Ok((job, encoder)) => {
+                    self.epochs.restore(&file, encoder);
+                    jobs.push(job);
+                }
+                Err(e) => {
+                    failed.entry(file.tp).or_insert_with(|| e.to_string());
+                }
             }
         }
         // The open files travel with the write and come back with it (an AtomicResponse: no

@@ -31,6 +31,8 @@ pub struct ArchiveSettings {
     pub row_group_bytes: usize,
     /// Rows waiting in open row groups, all files together, at most about this many bytes.
     pub buffer_bytes: usize,
+    /// Files encoded side by side at most (`archive.encode_threads`).
+    pub encode_threads: usize,
 }
 
 /// Why a file could not be encoded or written; the partition is then read again from its
@@ -102,6 +104,102 @@ pub struct Job {
     pub close: Option<Closed>,
 }
 
+/// A file's open row group taken out of `Epochs` to encode: owns all it needs, so several
+/// files encode at once on different threads (`archive::actor` does).
+pub struct Encoding {
+    file: FileKey,
+    name: FileName,
+    codec: pq::Codec,
+    /// None until the file's first row group.
+    encoder: Option<FileEncoder>,
+    rows: Vec<Row>,
+    /// Closing the file: its footer's provenance and its figures.
+    close: Option<(Provenance, Closed)>,
+}
+
+impl Encoding {
+    pub fn file(&self) -> &FileKey {
+        &self.file
+    }
+
+    /// Encodes the row group (and the footer when closing): the job to write, and the
+    /// encoder of a file that stays open. CPU only.
+    pub fn run(self) -> Result<(Job, Option<FileEncoder>), ArchiveError> {
+        let encode_err = |e: pq::EncodeError| ArchiveError::Encode(e.to_string());
+        let mut encoder = match self.encoder {
+            Some(e) => e,
+            None => FileEncoder::new(self.codec).map_err(encode_err)?,
+        };
+        let promoted = Promoted {
+            service: &self.file.dataset.service,
+            env: &self.file.dataset.env,
+        };
+        let mut rows = self.rows;
+        let mut bytes = encoder
+            .row_group(&mut rows, &promoted)
+            .map_err(encode_err)?;
+        drop(rows);
+        let (close, encoder) = match self.close {
+            Some((provenance, closed)) => {
+                bytes.extend_from_slice(&encoder.finish(provenance).map_err(encode_err)?);
+                (Some(closed), None)
+            }
+            None => (None, Some(encoder)),
+        };
+        let job = Job {
+            file: self.file,
+            name: self.name,
+            bytes,
+            close,
+        };
+        Ok((job, encoder))
+    }
+}
+
+/// What encoding one file gave: its job and the encoder of a file that stays open.
+pub type Encoded = Result<(Job, Option<FileEncoder>), ArchiveError>;
+
+/// Encodes the files side by side on up to `threads` threads (the calling one among them),
+/// largest row group first; answers in the order given.
+pub fn encode_all(works: Vec<Encoding>, threads: usize) -> Vec<(FileKey, Encoded)> {
+    let threads = threads.min(works.len());
+    if threads <= 1 {
+        return works
+            .into_iter()
+            .map(|w| (w.file.clone(), w.run()))
+            .collect();
+    }
+    let mut queue: Vec<(usize, Encoding)> = works.into_iter().enumerate().collect();
+    // Popped from the end: the largest last in the vector.
+    queue.sort_by_key(|(_, w)| w.rows.len());
+    let queue = std::sync::Mutex::new(queue);
+    let done = std::sync::Mutex::new(Vec::new());
+    let work = || loop {
+        let next = queue.lock().ok().and_then(|mut q| q.pop());
+        let Some((i, w)) = next else { return };
+        let file = w.file.clone();
+        let encoded = w.run();
+        if let Ok(mut d) = done.lock() {
+            d.push((i, file, encoded));
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..threads {
+            let spawned = std::thread::Builder::new()
+                .name("archive-encode".into())
+                .spawn_scoped(s, work);
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "no thread for archive encoding; encoding on fewer");
+                break;
+            }
+        }
+        work();
+    });
+    let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
+    done.sort_by_key(|(i, _, _)| *i);
+    done.into_iter().map(|(_, f, e)| (f, e)).collect()
+}
+
 /// What a file's name is made of, besides its key.
 pub struct FileName {
     pub first_ts: i64,
@@ -147,6 +245,11 @@ impl Epochs {
 
     pub fn codec(&self) -> pq::Codec {
         self.settings.codec
+    }
+
+    /// Files encoded side by side at most.
+    pub fn encode_threads(&self) -> usize {
+        self.settings.encode_threads
     }
 
     /// Memory held by open row groups.
@@ -297,54 +400,59 @@ impl Epochs {
 
     /// Encodes a file's open row group (and, when `close`, its footer) into a job.
     pub fn encode(&mut self, file: &FileKey, close: bool) -> Result<Option<Job>, ArchiveError> {
-        let codec = self.settings.codec;
-        let Some(b) = self
-            .partitions
-            .get_mut(&file.tp)
-            .and_then(|p| p.buffers.get_mut(&file.dataset))
-        else {
+        let Some(work) = self.take(file, close) else {
             return Ok(None);
         };
-        let promoted = Promoted {
-            service: &file.dataset.service,
-            env: &file.dataset.env,
-        };
-        let encode_err = |e: pq::EncodeError| ArchiveError::Encode(e.to_string());
-        let mut encoder = match b.encoder.take() {
-            Some(e) => e,
-            None => FileEncoder::new(codec).map_err(encode_err)?,
-        };
-        let mut rows = std::mem::take(&mut b.rows);
+        let (job, encoder) = work.run()?;
+        self.restore(file, encoder);
+        Ok(Some(job))
+    }
+
+    /// Takes a file's open row group (and, when `close`, what its footer needs) out of the
+    /// bookkeeping, to be encoded by `Encoding::run` on any thread; the file's encoder comes
+    /// back through `restore`. The rows leave the memory count now.
+    pub fn take(&mut self, file: &FileKey, close: bool) -> Option<Encoding> {
+        let b = self
+            .partitions
+            .get_mut(&file.tp)
+            .and_then(|p| p.buffers.get_mut(&file.dataset))?;
         self.pending -= b.pending;
         b.pending = 0;
-        let mut bytes = encoder
-            .row_group(&mut rows, &promoted)
-            .map_err(encode_err)?;
-        drop(rows);
-        let closed = if close {
-            let provenance = Provenance {
+        let close = close.then_some((
+            Provenance {
                 partition: file.tp.partition,
                 first_offset: b.first_offset,
                 last_offset: b.last_offset,
-            };
-            bytes.extend_from_slice(&encoder.finish(provenance).map_err(encode_err)?);
-            Some(Closed {
+            },
+            Closed {
                 rows: b.rows_total,
                 raw_bytes: b.bytes,
-            })
-        } else {
-            b.encoder = Some(encoder);
-            None
-        };
-        Ok(Some(Job {
+            },
+        ));
+        Some(Encoding {
             file: file.clone(),
             name: FileName {
                 first_ts: b.first_ts,
                 first_offset: b.first_offset,
             },
-            bytes,
-            close: closed,
-        }))
+            codec: self.settings.codec,
+            encoder: b.encoder.take(),
+            rows: std::mem::take(&mut b.rows),
+            close,
+        })
+    }
+
+    /// Gives a file its encoder back after `Encoding::run` (a file still open).
+    pub fn restore(&mut self, file: &FileKey, encoder: Option<FileEncoder>) {
+        if let Some(b) = self
+            .partitions
+            .get_mut(&file.tp)
+            .and_then(|p| p.buffers.get_mut(&file.dataset))
+        {
+            if encoder.is_some() {
+                b.encoder = encoder;
+            }
+        }
     }
 
     /// What the consumer may commit: per partition, the first offset of its open epoch (or

@@ -38,6 +38,7 @@ pub fn start(cfg: &Config, deps: &StageDeps) -> anyhow::Result<Stage> {
         codec: cfg.archive.codec,
         row_group_bytes: cfg.archive.row_group_bytes,
         buffer_bytes: cfg.archive.buffer_bytes,
+        encode_threads: cfg.archive.encode_threads,
     };
     let sweep = (
         storage.clone(),

@@ -15,6 +15,7 @@ pub fn settings() -> ArchiveSettings {
         codec: pq::Codec::Snappy,
         row_group_bytes: 4096,
         buffer_bytes: 16 * 1024,
+        encode_threads: 2,
     }
 }
 
@@ -135,4 +136,64 @@ fn a_partition_that_comes_back_keeps_its_epochs_age() {
         vec![tp0()],
         "the same epoch read again is as old"
     );
+}
+
+#[test]
+fn files_encoded_side_by_side_come_back_in_order_with_the_bytes_of_one_by_one() {
+    let services = ["payment", "checkout", "auth", "search", "inventory"];
+    let encoded = |threads: usize| {
+        let mut e = Epochs::new(settings());
+        for (i, svc) in services.iter().enumerate() {
+            // Different sizes, so the largest-first order differs from the given one.
+            let n = 3 + 4 * i as i64;
+            let _ = e.add(&messages(svc, 100 * i as i64, n), i as u64 + 1);
+        }
+        let files = e.files_of(&tp0());
+        assert_eq!(files.len(), services.len());
+        let works: Vec<Encoding> = files.iter().filter_map(|f| e.take(f, true)).collect();
+        assert_eq!(e.held(), 0, "taken rows leave the budget");
+        let out = encode_all(works, threads);
+        let keys: Vec<FileKey> = out.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(keys, files, "answered in the order given");
+        out.into_iter()
+            .map(|(_, r)| {
+                let (job, encoder) = r.expect("encoded");
+                assert!(encoder.is_none(), "a closed file keeps no encoder");
+                assert!(job.close.is_some());
+                job.bytes
+            })
+            .collect::<Vec<_>>()
+    };
+    let one = encoded(1);
+    assert!(one
+        .iter()
+        .all(|b| b.starts_with(b"PAR1") && b.ends_with(b"PAR1")));
+    assert_eq!(encoded(3), one, "side by side, the same files");
+}
+
+#[test]
+fn an_open_file_gets_its_encoder_back_and_its_next_row_group_continues_the_file() {
+    let mut e = Epochs::new(settings());
+    // Past the row group size (4 KiB), within the budget (16 KiB).
+    e.add(&messages("payment", 0, 5), 1).unwrap();
+    let file = e.row_groups_due(&[]).remove(0);
+    let work = e.take(&file, false).expect("an open row group");
+    let mut out = encode_all(vec![work], 2);
+    let (job, encoder) = out.remove(0).1.expect("encoded");
+    assert!(job.close.is_none() && encoder.is_some());
+    e.restore(&file, encoder);
+    e.add(&messages("payment", 200, 5), 2).unwrap();
+    let last = e
+        .encode(&file, true)
+        .unwrap()
+        .expect("the rest and the footer");
+    // One file: both row groups, every line.
+    let mut bytes = job.bytes;
+    bytes.extend_from_slice(&last.bytes);
+    let reader = parquet::file::reader::SerializedFileReader::new(bytes::Bytes::from(bytes))
+        .expect("one parquet file");
+    use parquet::file::reader::FileReader;
+    let meta = reader.metadata();
+    assert_eq!(meta.num_row_groups(), 2);
+    assert_eq!(meta.file_metadata().num_rows(), 100);
 }
