@@ -4,6 +4,10 @@
 #   deploy/local/stack.sh up      install what is missing (as root), start, write the env file
 #   deploy/local/stack.sh down    stop everything this script started
 #   deploy/local/stack.sh status  what runs where
+#   deploy/local/stack.sh reset   down, then forget the data: Kafka's log, HDFS, PostgreSQL and
+#                                 Alertmanager's state go together (a new Kafka starts offsets
+#                                 at 0, which archive file names and history keys are made of);
+#                                 `up` starts empty. Tools and certificates stay.
 #
 # Peers: PostgreSQL (Debian postgresql: initdb + pg_ctl on a free port), Apache Kafka (KRaft,
 # one combined broker+controller, jars from Maven Central resolved once into the per-machine
@@ -665,9 +669,30 @@ cmd_status() {
   done
 }
 
+cmd_reset() {
+  cmd_down
+  local dir gone=()
+  for dir in kafka hdfs pg alertmanager prometheus maildir teams; do
+    if [ -e "$STATE/$dir" ]; then
+      gone+=("$dir ($(du -sh "$STATE/$dir" 2>/dev/null | cut -f1))")
+      rm -rf "${STATE:?}/$dir"
+    fi
+  done
+  if [ -f "$STATE/postgres.dir" ]; then
+    dir=$(cat "$STATE/postgres.dir")
+    case "$dir" in
+      "$STATE"/*) ;;
+      *) rm -rf "$dir" && gone+=("postgres data in $dir") ;;
+    esac
+    rm -f "$STATE/postgres.dir"
+  fi
+  log "reset: removed ${gone[*]:-nothing}; \`$0 up\` starts empty"
+}
+
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  reset) cmd_reset ;;
+  *) echo "usage: $0 up|down|status|reset" >&2; exit 2 ;;
 esac
