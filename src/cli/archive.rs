@@ -83,6 +83,7 @@ pub fn run(cfg: Config, cmd: ArchiveCmd) -> anyhow::Result<()> {
                 }
             }
             ArchiveCmd::Compact { before } => {
+                alertpipe::alloc::tune_for_batch();
                 let before = before.unwrap_or_else(|| {
                     (chrono::Utc::now() - chrono::Duration::hours(1)).date_naive()
                 });
