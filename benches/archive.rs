@@ -7,7 +7,8 @@
 //!    local broker; and the push endpoint's requests/s and MB/s on its own.
 //! 4. the archive role alone started on the full topic, until every row is in a closed file
 //!    (and until every line is read into open files), against a bare consumer fetching the
-//!    same topic as the stage does (like for like), RUNS pairs.
+//!    same topic as the stage does (like for like), RUNS pairs; with when the role took its
+//!    first line and its last, and its longest pause between (an encoding flush).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -368,7 +369,7 @@ fn main() {
     let mut pairs = Vec::new();
     for run in 0..runs {
         let taken_before = taken();
-        let (drained, read, tail) = rt.block_on({
+        let (drained, read, tail, taking) = rt.block_on({
             let (brokers, topic) = (brokers.clone(), logs_topic.clone());
             async move {
                 let root = tempfile::tempdir().unwrap();
@@ -396,7 +397,12 @@ fn main() {
                     .await
                     .expect("alertpipe_archive_lines_taken_total missed lines in closed files")
                     .unwrap();
-                (mb(raw, d), mb(raw, read), (d - read).as_secs_f64())
+                (
+                    mb(raw, d),
+                    mb(raw, read.all),
+                    (d - read.all).as_secs_f64(),
+                    read,
+                )
             }
         });
         let bare = bare_same_wait();
@@ -407,6 +413,13 @@ fn main() {
             run + 1,
             drained / bare,
             read / bare
+        );
+        // Where the reading time went: start-up, and the longest stall (an encoding flush).
+        println!(
+            "    first line taken at {} ms, the last at {} ms; longest pause between: {} ms",
+            taking.first.as_millis(),
+            taking.all.as_millis(),
+            taking.longest_pause.as_millis()
         );
         pairs.push((drained / bare, read / bare));
     }
@@ -433,17 +446,45 @@ fn taken() -> u64 {
         .map_or(0, |v| v as u64)
 }
 
-/// Waits until this process's archive stages have read `want` lines in all; returns when.
-async fn lines_taken(want: u64, started: Instant) -> Duration {
-    while taken() < want {
+/// How the role took the topic's lines into open files.
+struct Taking {
+    /// When the first line was taken (process start, group join, first fetch).
+    first: Duration,
+    /// The longest time no line was taken once they came (an encoding flush, mostly).
+    longest_pause: Duration,
+    /// When the last was.
+    all: Duration,
+}
+
+/// Waits until this process's archive stages have read `want` lines in all (looking every
+/// 20 ms); says when the first and the last were taken, and the longest pause between.
+async fn lines_taken(want: u64, started: Instant) -> Taking {
+    let (mut first, mut last_change, mut longest_pause) = (None, None, Duration::ZERO);
+    let mut seen = taken();
+    loop {
+        let now_taken = taken();
+        let now = started.elapsed();
+        if now_taken != seen {
+            first.get_or_insert(now);
+            if let Some(t) = last_change {
+                longest_pause = longest_pause.max(now - t);
+            }
+            last_change = Some(now);
+            seen = now_taken;
+        }
+        if now_taken >= want {
+            return Taking {
+                first: first.unwrap_or(now),
+                longest_pause,
+                all: now,
+            };
+        }
         assert!(
             started.elapsed() < Duration::from_secs(600),
-            "stalled reading at {}/{want} lines",
-            taken()
+            "stalled reading at {now_taken}/{want} lines"
         );
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
-    started.elapsed()
 }
 
 /// Waits until the archive under `root` holds `want` rows in closed files.
