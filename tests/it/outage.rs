@@ -278,3 +278,72 @@ async fn a_text_log_to_a_file_has_no_colour_codes() {
     assert!(text.contains("alertpipe stopped"), "{text}");
     assert!(!text.contains('\u{1b}'), "colour codes in a file: {text:?}");
 }
+
+/// librdkafka can stay out of its group for good when the broker dies while a consumer joins
+/// and comes back (seen in CI, reproduced here every time): the stage rejoins on its own
+/// (`kafka::consumer::run`, the rejoin rule) and archives what arrived before and after.
+#[actix_web::test]
+async fn a_stage_whose_join_the_broker_cut_short_joins_again_once_the_broker_is_back() {
+    use alertpipe::config::Role;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut broker = start_broker(dir.path(), port);
+    let brokers = format!("127.0.0.1:{port}");
+    let app = crate::support::TestApp::builder()
+        .with_brokers(&brokers)
+        .with_roles(&[Role::Archive])
+        .configure(|c| {
+            c.kafka.message_timeout_ms = 2_000;
+            // Rejoin after 20 + 10 s without an assignment (default 60 + 10).
+            c.kafka.max_poll_interval_ms = 20_000;
+        })
+        .spawn()
+        .await;
+    let push = |line: &str| {
+        let ts = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        format!(r#"{{"streams": [{{"stream": {{"service": "rejoin"}}, "values": [["{ts}", "{line}"]]}}]}}"#)
+            .into_bytes()
+    };
+    let (status, body) = app
+        .push_logs(push("before"), "application/json", false)
+        .await;
+    assert!(status < 300, "{status} {body}");
+    // The archive's consumer is still joining its new group.
+    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    broker.kill9();
+    actix_web::rt::time::sleep(Duration::from_secs(20)).await;
+    let _broker = start_broker(dir.path(), port);
+    let back = std::time::Instant::now();
+    eventually(Duration::from_secs(30), "a push accepted again", || {
+        let (app, body) = (&app, push("after"));
+        async move { (app.push_logs(body, "application/json", false).await.0 < 300).then_some(()) }
+    })
+    .await;
+    let root = app
+        .archive_root
+        .as_ref()
+        .expect("archive root")
+        .path()
+        .to_owned();
+    let lines = eventually(Duration::from_secs(90), "both lines archived", || {
+        let root = root.clone();
+        async move {
+            let rows = crate::support::parquet::all_rows(&crate::support::parquet::pyarrow(&root));
+            let mine: Vec<String> = rows
+                .iter()
+                .filter(|r| r["service"] == "rejoin")
+                .filter_map(|r| r["line"].as_str().map(str::to_owned))
+                .collect();
+            (mine.iter().any(|l| l == "before") && mine.iter().any(|l| l == "after"))
+                .then_some(mine)
+        }
+    })
+    .await;
+    // Pushes refused while the broker was away may still have landed: "after" at least once.
+    assert_eq!(
+        lines.iter().filter(|l| *l == "before").count(),
+        1,
+        "the line from before the outage, once: {lines:?}"
+    );
+    eprintln!("archived {:?} after the broker came back", back.elapsed());
+}

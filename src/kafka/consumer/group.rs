@@ -43,6 +43,10 @@ struct State {
     revoked: Vec<TopicPartition>,
     /// Since when the stage holds no partition (None while it holds some).
     unassigned_since: Option<Instant>,
+    /// Since when the stage waits for its group to say what it holds: from the (re)join, or
+    /// from a revocation that left it nothing, until the next assignment (even an empty one:
+    /// a member idle by design is not waiting).
+    waiting_since: Option<Instant>,
     lag: BTreeMap<TopicPartition, i64>,
     last_progress: Instant,
 }
@@ -76,6 +80,7 @@ impl StageHealth {
                 assigned: BTreeSet::new(),
                 revoked: Vec::new(),
                 unassigned_since: Some(now),
+                waiting_since: Some(now),
                 lag: BTreeMap::new(),
                 last_progress: now,
             })),
@@ -157,6 +162,17 @@ impl StageHealth {
         self.lock().unassigned_since.map(|t| t.elapsed())
     }
 
+    /// How long the stage has waited for an assignment since it joined or lost everything
+    /// (None once its group answered, an empty assignment included).
+    pub(super) fn waiting_for_group(&self) -> Option<Duration> {
+        self.lock().waiting_since.map(|t| t.elapsed())
+    }
+
+    /// The stage joins its group again (a new consumer): it waits for an assignment anew.
+    pub(super) fn rejoining(&self) {
+        self.lock().waiting_since = Some(Instant::now());
+    }
+
     pub fn assigned(&self) -> BTreeSet<TopicPartition> {
         self.lock().assigned.clone()
     }
@@ -214,6 +230,7 @@ impl StageHealth {
         // A partition revoked and assigned again stays in `revoked`: what the loop holds of it
         // predates the revocation, and librdkafka fetches it again from the committed offset.
         s.assigned.extend(tps);
+        s.waiting_since = None;
         self.count(&mut s);
     }
 
@@ -225,6 +242,9 @@ impl StageHealth {
             metrics::gauge!(m::CONSUMER_LAG, "stage" => self.name, "partition" => tp.partition.to_string())
                 .set(0.0);
             s.revoked.push(tp);
+        }
+        if s.assigned.is_empty() && s.waiting_since.is_none() {
+            s.waiting_since = Some(Instant::now());
         }
         self.count(&mut s);
     }

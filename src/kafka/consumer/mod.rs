@@ -39,14 +39,21 @@ pub fn spawn<S: Sink>(settings: ConsumerSettings, sink: S, poison: PoisonStore) 
     let span = tracing::info_span!("stage", stage = S::STAGE);
     actix_web::rt::spawn(
         async move {
-            match broker::KafkaSource::join(&settings, &h) {
-                Ok(source) => {
-                    run::Loop::new(settings, source, sink, poison, h.clone())
-                        .run()
-                        .await;
-                    tracing::info!("consumer left its group");
+            let mut parts = Some((sink, poison));
+            while let Some((sink, poison)) = parts.take() {
+                match broker::KafkaSource::join(&settings, &h) {
+                    Ok(source) => {
+                        parts = run::Loop::new(settings.clone(), source, sink, poison, h.clone())
+                            .run()
+                            .await;
+                        if parts.is_none() {
+                            tracing::info!("consumer left its group");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "consumer stopped: cannot join its group")
+                    }
                 }
-                Err(e) => tracing::error!(error = %e, "consumer stopped: cannot join its group"),
             }
             h.mark_stopped();
         }

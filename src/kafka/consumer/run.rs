@@ -139,11 +139,26 @@ impl<Src: Source, S: Sink, D: DeadLetters> Loop<Src, S, D> {
         }
     }
 
-    /// Runs until the stage is asked to stop; then commits what is durable and leaves.
-    pub(super) async fn run(mut self) {
+    /// Runs until the stage is asked to stop; then commits what is durable and leaves (None).
+    /// Or, when the group has not assigned the stage anything for `rejoin_after`, closes the
+    /// consumer and hands back the sink and dead letters to join again with (the rejoin rule).
+    pub(super) async fn run(mut self) -> Option<(S, D)> {
         loop {
             if self.health.stopping() {
-                return self.leave().await;
+                self.leave().await;
+                return None;
+            }
+            if self
+                .health
+                .waiting_for_group()
+                .is_some_and(|w| w > self.s.rejoin_after)
+            {
+                tracing::warn!(group = %self.s.group, waited = ?self.s.rejoin_after,
+                    "no assignment from the group; closing the consumer and joining again");
+                self.forget_lost(None).await;
+                self.source.close().await;
+                self.health.rejoining();
+                return Some((self.sink, self.dead));
             }
             if self.pending.due(self.s.commit_interval)
                 || (self.pending.any() && self.at_end.all(&self.health))
@@ -156,7 +171,8 @@ impl<Src: Source, S: Sink, D: DeadLetters> Loop<Src, S, D> {
             let span = batch_span(S::STAGE, &raw);
             let mut batch = span.in_scope(|| InFlight::decode(&self.sink, raw));
             let Some(commit) = self.store(&mut batch).instrument(span.clone()).await else {
-                return self.leave().await;
+                self.leave().await;
+                return None;
             };
             self.settle(commit, &batch).instrument(span).await;
             if let (false, Some(fg)) = (batch.raw.is_empty(), &self.s.foreground) {

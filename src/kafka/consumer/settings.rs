@@ -36,6 +36,12 @@ pub struct ConsumerSettings {
     /// How long one wait for a message lasts: the loop looks at its group (stop requests,
     /// due commits) at least this often.
     pub look: Duration,
+    /// A stage that has waited this long for its group to assign it anything (since it joined,
+    /// or since a revocation left it nothing) closes its consumer and joins again: librdkafka
+    /// can stay out of the group for good when the broker dies during a join and comes back
+    /// (ARCHITECTURE.md, "Kafka consumers"). Longer than a rebalance may legitimately take (it
+    /// waits up to `max.poll.interval.ms` for slow members) plus a session.
+    pub rejoin_after: Duration,
 }
 
 impl ConsumerSettings {
@@ -67,6 +73,9 @@ impl ConsumerSettings {
             extra: kafka.consumer.clone(),
             foreground: None,
             look: Duration::from_secs(1),
+            rejoin_after: Duration::from_millis(
+                kafka.max_poll_interval_ms + kafka.session_timeout_ms,
+            ),
         }
     }
 

@@ -252,6 +252,7 @@ fn settings(batch_size: usize) -> ConsumerSettings {
         extra: BTreeMap::new(),
         foreground: None,
         look: Duration::from_millis(20),
+        rejoin_after: Duration::from_secs(3600),
     }
 }
 
@@ -437,4 +438,57 @@ async fn a_partition_revoked_mid_batch_leaves_every_buffer_and_is_never_committe
         (0..6).collect::<Vec<_>>(),
         "p0 goes on, every message once"
     );
+}
+
+#[actix_web::test]
+async fn a_stage_its_group_leaves_without_partitions_joins_again_and_keeps_its_sink() {
+    let h = harness(&[(0, &["a"])]);
+    // The group took everything and has said nothing since (a broker restarted mid-join).
+    h.health.revoke(vec![tp(0)]);
+    let mut s = settings(10);
+    s.rejoin_after = Duration::from_millis(50);
+    let run = Loop::new(
+        s,
+        h.broker.clone(),
+        h.sink.clone(),
+        h.kept.clone(),
+        h.health.clone(),
+    )
+    .run();
+    let back = actix_web::rt::time::timeout(Duration::from_secs(5), run)
+        .await
+        .expect("the loop gave up on its group within 5 s");
+    assert!(back.is_some(), "it hands back the sink to join again with");
+    assert!(
+        h.broker.state.borrow().closed,
+        "the old consumer is closed first"
+    );
+    assert!(
+        h.health
+            .waiting_for_group()
+            .is_some_and(|w| w < Duration::from_secs(1)),
+        "the new join waits for its assignment anew"
+    );
+}
+
+#[actix_web::test]
+async fn a_member_idle_by_design_does_not_join_again() {
+    // More members than partitions: the group answered with an empty assignment.
+    let h = harness(&[]);
+    assert_eq!(h.health.waiting_for_group(), None);
+    let mut s = settings(10);
+    s.rejoin_after = Duration::from_millis(20);
+    let run = Loop::new(
+        s,
+        h.broker.clone(),
+        h.sink.clone(),
+        h.kept.clone(),
+        h.health.clone(),
+    )
+    .run();
+    let task = actix_web::rt::spawn(run);
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    h.health.request_stop();
+    let out = task.await.expect("the loop ends when asked to stop");
+    assert!(out.is_none(), "it stayed in its group until asked to stop");
 }
